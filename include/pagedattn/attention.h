@@ -1,0 +1,54 @@
+// The two ops: write new K/V into the paged cache, and attention over it.
+#pragma once
+
+#include <cstddef>
+
+#include "pagedattn/paged_kv.h"
+#include "pagedattn/tensor.h"
+
+namespace pagedattn {
+
+/// Head dims every backend supports (a CUDA build may compile a subset: see build_info()).
+inline constexpr int kSupportedHeadDims[] = {64, 80, 96, 112, 128, 192, 256};
+inline constexpr int kMaxBlockSize = 256;
+
+/// Attention semantics. All logits are in natural-log space: s = scale * <q, k>, then soft-cap, then ALiBi.
+struct AttentionParams {
+  float scale = 0.0f;    ///< softmax scale; 0 means 1/sqrt(head_dim)
+  int window_left = 0;   ///< sliding window: a query at position p sees keys p-window_left..p; 0 = no window
+  float softcap = 0.0f;  ///< logits soft-cap: s = softcap * tanh(s / softcap); 0 = off
+  TensorView alibi_slopes;  ///< optional [num_q_heads] fp32: s += slope * (key_pos - query_pos)
+  TensorView sinks;         ///< optional [num_q_heads] fp32: a logit that joins the softmax denominator only
+  TensorView lse;  ///< optional output [num_tokens, num_q_heads] fp32: log of the softmax denominator
+                   ///< (sink included); -inf for a query that sees no key and has no sink
+};
+
+/// Caller-provided scratch memory on the op's device. The ops never allocate device memory themselves.
+struct Workspace {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
+/// An opaque stream handle: a cudaStream_t for CUDA tensors (nullptr = the default stream); ignored on the
+/// CPU.
+using Stream = void*;
+
+/// Writes key/value [num_tokens, num_kv_heads, head_dim] into the cache at slot_mapping [num_tokens] int64
+/// (slot = block_id * block_size + offset; -1 skips the token). The cache dtype is the key dtype, or fp8_e4m3
+/// (values are converted, rounding to nearest even and saturating).
+void write_kv(const TensorView& key, const TensorView& value, const TensorView& slot_mapping,
+              const PagedKVCache& cache, Stream stream = nullptr);
+
+/// Bytes of workspace attention() needs for this problem on its device (0 on the CPU).
+size_t attention_workspace_size(const TensorView& query, const PagedKVCache& cache, const BatchDesc& batch,
+                                const AttentionParams& params);
+
+/// Causal attention of query [num_tokens, num_q_heads, head_dim] over the paged cache, into out (same shape
+/// and dtype as query; both may be strided in their first two dims). num_q_heads must be a multiple of
+/// num_kv_heads (query head h reads kv head h / (num_q_heads / num_kv_heads)). The cache dtype is the query
+/// dtype or fp8_e4m3.
+void attention(const TensorView& query, const PagedKVCache& cache, const BatchDesc& batch,
+               const AttentionParams& params, const TensorView& out, Workspace workspace = {},
+               Stream stream = nullptr);
+
+}  // namespace pagedattn

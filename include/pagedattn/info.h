@@ -1,0 +1,34 @@
+// What this build of the library contains, and what the machine offers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pagedattn/dtype.h"
+
+namespace pagedattn {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int sm_count = 0;
+  int major = 0;
+  int minor = 0;
+  size_t total_memory = 0;
+  size_t l2_bytes = 0;
+};
+
+struct BuildInfo {
+  std::string version;
+  bool cuda = false;                ///< the CUDA backend is compiled in
+  std::string cuda_archs;           ///< e.g. "90a"
+  std::vector<int> cuda_head_dims;  ///< head dims compiled into the CUDA kernels
+  std::vector<DType> cuda_dtypes;   ///< dtypes compiled into the CUDA kernels
+};
+
+BuildInfo build_info();
+
+/// CUDA devices visible to this process (empty without the CUDA backend or without a GPU).
+std::vector<DeviceInfo> cuda_devices();
+
+}  // namespace pagedattn

@@ -1,0 +1,40 @@
+// The one description of a paged KV cache and of a batch over it, shared by every backend.
+#pragma once
+
+#include "pagedattn/tensor.h"
+
+namespace pagedattn {
+
+/// K and V pools. Both have the logical shape [num_blocks, block_size, num_kv_heads, head_dim]; the physical
+/// layout is given by the strides, so the "HND" layout [num_blocks, num_kv_heads, block_size, head_dim] is
+/// the same logical view with other strides. head_dim must be the innermost, contiguous dimension. block_size
+/// may be any of 1..256. K and V share shape and dtype; their strides may differ. Offsets into the pools are
+/// computed in 64 bits.
+struct PagedKVCache {
+  TensorView k;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
+  TensorView v;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
+
+  int64_t num_blocks() const { return k.shape[0]; }
+  int64_t block_size() const { return k.shape[1]; }
+  int64_t num_kv_heads() const { return k.shape[2]; }
+  int64_t head_dim() const { return k.shape[3]; }
+};
+
+/// Which cache positions each sequence of a batch sees, and where its new query tokens are.
+///
+/// Sequence i holds seq_lens[i] tokens in the cache (the new ones included). Its query tokens are rows
+/// query_start_loc[i] .. query_start_loc[i+1]-1 of the query tensor, and they are the LAST query_len_i
+/// positions of the sequence: query token j sits at position seq_lens[i] - query_len_i + j. Token position p
+/// lives in block block_tables[i][p / block_size] at offset p % block_size. Decode, prefill, chunked prefill
+/// and mixed batches are all this one description.
+struct BatchDesc {
+  TensorView
+      block_tables;     ///< [num_seqs, max_blocks_per_seq] int32; entries past a sequence's need are unread
+  TensorView seq_lens;  ///< [num_seqs] int32
+  TensorView
+      query_start_loc;  ///< [num_seqs + 1] int32, prefix sums of query lengths, query_start_loc[0] == 0
+
+  int64_t num_seqs() const { return seq_lens.shape[0]; }
+};
+
+}  // namespace pagedattn

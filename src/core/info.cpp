@@ -1,0 +1,44 @@
+#include "pagedattn/info.h"
+
+#include <sstream>
+#include <string>
+
+#ifdef PAGEDATTN_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+namespace pagedattn {
+namespace {
+
+[[maybe_unused]] std::vector<std::string> split_csv(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+}  // namespace
+
+BuildInfo build_info() {
+  BuildInfo info;
+  info.version = PAGEDATTN_VERSION;
+#ifdef PAGEDATTN_WITH_CUDA
+  info.cuda = true;
+  info.cuda_archs = PAGEDATTN_CUDA_ARCHS_STRING;
+  for (const auto& hd : split_csv(PAGEDATTN_HEAD_DIMS_STRING)) info.cuda_head_dims.push_back(std::stoi(hd));
+  for (const auto& dt : split_csv(PAGEDATTN_DTYPES_STRING)) info.cuda_dtypes.push_back(parse_dtype(dt));
+#endif
+  return info;
+}
+
+std::vector<DeviceInfo> cuda_devices() {
+#ifdef PAGEDATTN_WITH_CUDA
+  return cuda::devices();
+#else
+  return {};
+#endif
+}
+
+}  // namespace pagedattn

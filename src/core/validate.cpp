@@ -1,0 +1,257 @@
+#include "core/validate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "pagedattn/error.h"
+
+namespace pagedattn::core {
+namespace {
+
+void check_rank(const TensorView& t, const char* name, int rank, const char* dims) {
+  PA_CHECK(t.data != nullptr || t.numel() == 0, name, " has no data pointer");
+  PA_CHECK(t.rank == rank, name, " must have rank ", rank, " ", dims, ", got rank ", t.rank, " ",
+           t.shape_string());
+  for (int d = 0; d < rank; ++d) {
+    PA_CHECK(t.shape[d] >= 0, name, " has a negative size in dim ", d, ": ", t.shape_string());
+  }
+}
+
+void check_dtype(const TensorView& t, const char* name, DType want) {
+  PA_CHECK(t.dtype == want, name, " must be ", dtype_name(want), ", got ", dtype_name(t.dtype));
+}
+
+void check_device(const TensorView& t, const char* name, const Device& want) {
+  PA_CHECK(t.device == want, name, " is on ", device_name(t.device), " but the op runs on ",
+           device_name(want), "; every tensor of one call must be on the same device");
+}
+
+void check_inner_contiguous(const TensorView& t, const char* name) {
+  PA_CHECK(t.rank == 0 || t.shape[t.rank - 1] <= 1 || t.strides[t.rank - 1] == 1, name,
+           " must be contiguous in its last dim (stride 1), got stride ", t.strides[t.rank - 1]);
+}
+
+bool head_dim_supported(int64_t d) {
+  return std::find(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims), d) !=
+         std::end(kSupportedHeadDims);
+}
+
+kernels::PagedKVArgs check_cache(const PagedKVCache& cache, const Device& device) {
+  check_rank(cache.k, "cache.k", 4, "[num_blocks, block_size, num_kv_heads, head_dim]");
+  check_rank(cache.v, "cache.v", 4, "[num_blocks, block_size, num_kv_heads, head_dim]");
+  PA_CHECK(cache.k.shape == cache.v.shape, "cache.k ", cache.k.shape_string(), " and cache.v ",
+           cache.v.shape_string(), " must have the same shape");
+  PA_CHECK(cache.k.dtype == cache.v.dtype, "cache.k (", dtype_name(cache.k.dtype), ") and cache.v (",
+           dtype_name(cache.v.dtype), ") must have the same dtype");
+  PA_CHECK(is_float_dtype(cache.k.dtype), "cache dtype must be fp32, fp16, bf16 or fp8_e4m3, got ",
+           dtype_name(cache.k.dtype));
+  check_device(cache.k, "cache.k", device);
+  check_device(cache.v, "cache.v", device);
+  check_inner_contiguous(cache.k, "cache.k");
+  check_inner_contiguous(cache.v, "cache.v");
+  const int64_t bs = cache.block_size();
+  PA_CHECK(bs >= 1 && bs <= kMaxBlockSize, "block_size ", bs, " is outside 1..", kMaxBlockSize);
+  PA_CHECK(head_dim_supported(cache.head_dim()), "head_dim ", cache.head_dim(),
+           " is not supported; supported: ", supported_head_dims_text());
+  PA_CHECK(cache.num_kv_heads() >= 1, "num_kv_heads must be >= 1, got ", cache.num_kv_heads());
+  PA_CHECK(cache.num_blocks() <= INT32_MAX, "num_blocks ", cache.num_blocks(), " exceeds int32 block ids");
+
+  kernels::PagedKVArgs kv;
+  kv.k = cache.k.data;
+  kv.v = cache.v.data;
+  kv.k_stride_block = cache.k.strides[0];
+  kv.k_stride_token = cache.k.strides[1];
+  kv.k_stride_head = cache.k.strides[2];
+  kv.v_stride_block = cache.v.strides[0];
+  kv.v_stride_token = cache.v.strides[1];
+  kv.v_stride_head = cache.v.strides[2];
+  kv.num_blocks = static_cast<int32_t>(cache.num_blocks());
+  kv.block_size = static_cast<int32_t>(bs);
+  kv.num_kv_heads = static_cast<int32_t>(cache.num_kv_heads());
+  kv.head_dim = static_cast<int32_t>(cache.head_dim());
+  kv.dtype = cache.k.dtype;
+  return kv;
+}
+
+void check_optional_per_head(const TensorView& t, const char* name, int64_t num_q_heads,
+                             const Device& device) {
+  if (t.data == nullptr) return;
+  check_rank(t, name, 1, "[num_q_heads]");
+  PA_CHECK(t.shape[0] == num_q_heads, name, " must have shape [num_q_heads] = [", num_q_heads, "], got ",
+           t.shape_string());
+  check_dtype(t, name, DType::kFloat32);
+  check_device(t, name, device);
+  check_inner_contiguous(t, name);
+}
+
+}  // namespace
+
+const char* supported_head_dims_text() {
+  return "64, 80, 96, 112, 128, 192, 256";
+}
+
+AttentionProblem check_attention(const TensorView& query, const PagedKVCache& cache, const BatchDesc& batch,
+                                 const AttentionParams& params, const TensorView& out) {
+  AttentionProblem p;
+  p.device = query.device;
+  check_rank(query, "query", 3, "[num_tokens, num_q_heads, head_dim]");
+  check_rank(out, "out", 3, "[num_tokens, num_q_heads, head_dim]");
+  check_device(out, "out", p.device);
+  p.kv = check_cache(cache, p.device);
+
+  PA_CHECK(
+      query.dtype == DType::kFloat32 || query.dtype == DType::kFloat16 || query.dtype == DType::kBFloat16,
+      "query dtype must be fp32, fp16 or bf16, got ", dtype_name(query.dtype));
+  PA_CHECK(out.dtype == query.dtype, "out dtype ", dtype_name(out.dtype), " must equal query dtype ",
+           dtype_name(query.dtype));
+  PA_CHECK(p.kv.dtype == query.dtype || p.kv.dtype == DType::kFloat8E4M3, "cache dtype ",
+           dtype_name(p.kv.dtype), " must equal query dtype ", dtype_name(query.dtype), " or be fp8_e4m3");
+  PA_CHECK(query.shape[2] == cache.head_dim(), "query head_dim ", query.shape[2],
+           " must equal cache head_dim ", cache.head_dim());
+  PA_CHECK(query.shape == out.shape, "out shape ", out.shape_string(), " must equal query shape ",
+           query.shape_string());
+  const int64_t hq = query.shape[1];
+  const int64_t hkv = cache.num_kv_heads();
+  PA_CHECK(hq >= 1 && hq % hkv == 0, "num_q_heads (", hq, ") must be a multiple of num_kv_heads (", hkv, ")");
+  check_inner_contiguous(query, "query");
+  check_inner_contiguous(out, "out");
+
+  check_rank(batch.block_tables, "block_tables", 2, "[num_seqs, max_blocks_per_seq]");
+  check_rank(batch.seq_lens, "seq_lens", 1, "[num_seqs]");
+  check_rank(batch.query_start_loc, "query_start_loc", 1, "[num_seqs + 1]");
+  check_dtype(batch.block_tables, "block_tables", DType::kInt32);
+  check_dtype(batch.seq_lens, "seq_lens", DType::kInt32);
+  check_dtype(batch.query_start_loc, "query_start_loc", DType::kInt32);
+  check_device(batch.block_tables, "block_tables", p.device);
+  check_device(batch.seq_lens, "seq_lens", p.device);
+  check_device(batch.query_start_loc, "query_start_loc", p.device);
+  check_inner_contiguous(batch.block_tables, "block_tables");
+  check_inner_contiguous(batch.seq_lens, "seq_lens");
+  check_inner_contiguous(batch.query_start_loc, "query_start_loc");
+  const int64_t num_seqs = batch.seq_lens.shape[0];
+  PA_CHECK(batch.query_start_loc.shape[0] == num_seqs + 1,
+           "query_start_loc must have shape [num_seqs + 1] = [", num_seqs + 1, "], got ",
+           batch.query_start_loc.shape_string());
+  PA_CHECK(batch.block_tables.shape[0] == num_seqs, "block_tables must have num_seqs = ", num_seqs,
+           " rows, got ", batch.block_tables.shape_string());
+
+  PA_CHECK(std::isfinite(params.scale) && params.scale >= 0.0f,
+           "scale must be finite and >= 0 (0 = 1/sqrt(head_dim))");
+  PA_CHECK(params.window_left >= 0, "window_left must be >= 0 (0 = no window), got ", params.window_left);
+  PA_CHECK(std::isfinite(params.softcap) && params.softcap >= 0.0f,
+           "softcap must be finite and >= 0 (0 = off)");
+  check_optional_per_head(params.alibi_slopes, "alibi_slopes", hq, p.device);
+  check_optional_per_head(params.sinks, "sinks", hq, p.device);
+  if (params.lse.data != nullptr) {
+    check_rank(params.lse, "lse", 2, "[num_tokens, num_q_heads]");
+    PA_CHECK(params.lse.shape[0] == query.shape[0] && params.lse.shape[1] == hq,
+             "lse must have shape [num_tokens, num_q_heads] = [", query.shape[0], ", ", hq, "], got ",
+             params.lse.shape_string());
+    check_dtype(params.lse, "lse", DType::kFloat32);
+    check_device(params.lse, "lse", p.device);
+  }
+
+  p.batch.block_tables = static_cast<const int32_t*>(batch.block_tables.data);
+  p.batch.block_table_stride = batch.block_tables.strides[0];
+  p.batch.max_blocks_per_seq = static_cast<int32_t>(batch.block_tables.shape[1]);
+  p.batch.seq_lens = static_cast<const int32_t*>(batch.seq_lens.data);
+  p.batch.query_start_loc = static_cast<const int32_t*>(batch.query_start_loc.data);
+  p.batch.num_seqs = static_cast<int32_t>(num_seqs);
+  p.batch.num_tokens = query.shape[0];
+
+  auto& a = p.attn;
+  a.q = query.data;
+  a.q_stride_token = query.strides[0];
+  a.q_stride_head = query.strides[1];
+  a.o = out.data;
+  a.o_stride_token = out.strides[0];
+  a.o_stride_head = out.strides[1];
+  a.lse = static_cast<float*>(params.lse.data);
+  a.lse_stride_token = params.lse.strides[0];
+  a.lse_stride_head = params.lse.strides[1];
+  a.alibi_slopes = static_cast<const float*>(params.alibi_slopes.data);
+  a.sinks = static_cast<const float*>(params.sinks.data);
+  a.num_q_heads = static_cast<int32_t>(hq);
+  a.group_size = static_cast<int32_t>(hq / hkv);
+  a.scale = params.scale > 0.0f ? params.scale : 1.0f / std::sqrt(static_cast<float>(cache.head_dim()));
+  a.softcap = params.softcap;
+  a.window_left = params.window_left;
+  a.q_dtype = query.dtype;
+  return p;
+}
+
+void check_batch_contents(const kernels::BatchArgs& b, const kernels::PagedKVArgs& kv) {
+  PA_CHECK(b.query_start_loc[0] == 0, "query_start_loc[0] must be 0, got ", b.query_start_loc[0]);
+  for (int32_t s = 0; s < b.num_seqs; ++s) {
+    const int32_t q0 = b.query_start_loc[s];
+    const int32_t q1 = b.query_start_loc[s + 1];
+    PA_CHECK(q1 >= q0, "query_start_loc must be non-decreasing: query_start_loc[", s + 1, "] = ", q1,
+             " < query_start_loc[", s, "] = ", q0);
+    const int32_t seq_len = b.seq_lens[s];
+    PA_CHECK(seq_len >= 0, "seq_lens[", s, "] = ", seq_len, " is negative");
+    PA_CHECK(q1 - q0 <= seq_len, "sequence ", s, " has query_len ", q1 - q0, " > seq_len ", seq_len,
+             " (queries are the last query_len positions of the sequence)");
+    const int64_t blocks_needed = (static_cast<int64_t>(seq_len) + kv.block_size - 1) / kv.block_size;
+    PA_CHECK(blocks_needed <= b.max_blocks_per_seq, "seq_lens[", s, "] = ", seq_len, " needs ", blocks_needed,
+             " blocks of ", kv.block_size, " but block_tables has ", b.max_blocks_per_seq, " columns");
+    const int32_t* row = b.block_tables + s * b.block_table_stride;
+    for (int64_t j = 0; j < blocks_needed; ++j) {
+      PA_CHECK(row[j] >= 0 && row[j] < kv.num_blocks, "block_tables[", s, "][", j, "] = ", row[j],
+               " is outside the pool of ", kv.num_blocks, " blocks");
+    }
+  }
+  PA_CHECK(b.query_start_loc[b.num_seqs] == b.num_tokens,
+           "query_start_loc[num_seqs] = ", b.query_start_loc[b.num_seqs],
+           " must equal the number of query rows ", b.num_tokens);
+}
+
+void check_slots(const int64_t* slot_mapping, int64_t num_tokens, const kernels::PagedKVArgs& kv) {
+  const int64_t num_slots = static_cast<int64_t>(kv.num_blocks) * kv.block_size;
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const int64_t s = slot_mapping[t];
+    PA_CHECK(s == -1 || (s >= 0 && s < num_slots), "slot_mapping[", t, "] = ", s, " is outside the pool of ",
+             num_slots, " slots (", kv.num_blocks, " blocks x ", kv.block_size, "); use -1 to skip a token");
+  }
+}
+
+WriteKVProblem check_write_kv(const TensorView& key, const TensorView& value, const TensorView& slot_mapping,
+                              const PagedKVCache& cache) {
+  WriteKVProblem p;
+  p.device = key.device;
+  check_rank(key, "key", 3, "[num_tokens, num_kv_heads, head_dim]");
+  check_rank(value, "value", 3, "[num_tokens, num_kv_heads, head_dim]");
+  check_rank(slot_mapping, "slot_mapping", 1, "[num_tokens]");
+  check_device(value, "value", p.device);
+  check_device(slot_mapping, "slot_mapping", p.device);
+  p.kv = check_cache(cache, p.device);
+  PA_CHECK(key.shape == value.shape, "value shape ", value.shape_string(), " must equal key shape ",
+           key.shape_string());
+  PA_CHECK(key.dtype == value.dtype, "value dtype ", dtype_name(value.dtype), " must equal key dtype ",
+           dtype_name(key.dtype));
+  PA_CHECK(key.dtype == DType::kFloat32 || key.dtype == DType::kFloat16 || key.dtype == DType::kBFloat16,
+           "key dtype must be fp32, fp16 or bf16, got ", dtype_name(key.dtype));
+  PA_CHECK(p.kv.dtype == key.dtype || p.kv.dtype == DType::kFloat8E4M3, "cache dtype ",
+           dtype_name(p.kv.dtype), " must equal key dtype ", dtype_name(key.dtype), " or be fp8_e4m3");
+  PA_CHECK(key.shape[1] == cache.num_kv_heads() && key.shape[2] == cache.head_dim(),
+           "key must have shape [num_tokens, num_kv_heads, head_dim] = [", key.shape[0], ", ",
+           cache.num_kv_heads(), ", ", cache.head_dim(), "], got ", key.shape_string());
+  PA_CHECK(slot_mapping.shape[0] == key.shape[0], "slot_mapping must have shape [num_tokens] = [",
+           key.shape[0], "], got ", slot_mapping.shape_string());
+  check_dtype(slot_mapping, "slot_mapping", DType::kInt64);
+  check_inner_contiguous(key, "key");
+  check_inner_contiguous(value, "value");
+  check_inner_contiguous(slot_mapping, "slot_mapping");
+
+  p.src.key = key.data;
+  p.src.value = value.data;
+  p.src.key_stride_token = key.strides[0];
+  p.src.key_stride_head = key.strides[1];
+  p.src.value_stride_token = value.strides[0];
+  p.src.value_stride_head = value.strides[1];
+  p.src.slot_mapping = static_cast<const int64_t*>(slot_mapping.data);
+  p.src.num_tokens = key.shape[0];
+  p.src.src_dtype = key.dtype;
+  return p;
+}
+
+}  // namespace pagedattn::core

@@ -1,0 +1,87 @@
+// Reference attention over the paged cache. One task per (sequence, kv head): its K and V rows are gathered
+// into fp32 once, then every query row of the sequence and every query head of the group runs a two-pass
+// softmax.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu/cpu_backend.h"
+#include "cpu/parallel.h"
+
+namespace pagedattn::cpu {
+namespace {
+
+void load_row(const void* base, DType t, int64_t offset, int n, float* dst) {
+  for (int i = 0; i < n; ++i) dst[i] = load_as_float(base, t, offset + i);
+}
+
+void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t kv_head) {
+  const auto& kv = p.kv;
+  const auto& b = p.batch;
+  const auto& a = p.attn;
+  const int32_t q_begin = b.query_start_loc[seq];
+  const int32_t query_len = b.query_start_loc[seq + 1] - q_begin;
+  const int32_t seq_len = b.seq_lens[seq];
+  if (query_len == 0) return;
+  const int d = kv.head_dim;
+
+  // Gather this head's keys and values in position order: (seq_len, head_dim) each.
+  std::vector<float> keys(static_cast<size_t>(seq_len) * d);
+  std::vector<float> values(static_cast<size_t>(seq_len) * d);
+  const int32_t* table = b.block_tables + seq * b.block_table_stride;
+  for (int32_t pos = 0; pos < seq_len; ++pos) {
+    const int64_t block = table[pos / kv.block_size];
+    const int64_t slot = pos % kv.block_size;
+    load_row(kv.k, kv.dtype,
+             block * kv.k_stride_block + slot * kv.k_stride_token + kv_head * kv.k_stride_head, d,
+             &keys[static_cast<size_t>(pos) * d]);
+    load_row(kv.v, kv.dtype,
+             block * kv.v_stride_block + slot * kv.v_stride_token + kv_head * kv.v_stride_head, d,
+             &values[static_cast<size_t>(pos) * d]);
+  }
+
+  std::vector<float> q(d), acc(d), logits(seq_len);
+  for (int32_t j = 0; j < query_len; ++j) {
+    const int64_t row = q_begin + j;
+    const int32_t pos = seq_len - query_len + j;  // queries are the last query_len positions
+    const int32_t first = a.window_left > 0 ? std::max(0, pos - a.window_left) : 0;
+    for (int g = 0; g < a.group_size; ++g) {
+      const int32_t head = kv_head * a.group_size + g;
+      load_row(a.q, a.q_dtype, row * a.q_stride_token + head * a.q_stride_head, d, q.data());
+      float max_logit = -std::numeric_limits<float>::infinity();
+      for (int32_t k = first; k <= pos; ++k) {
+        const float* key = &keys[static_cast<size_t>(k) * d];
+        float dot = 0.0f;
+        for (int i = 0; i < d; ++i) dot += q[i] * key[i];
+        float s = dot * a.scale;
+        if (a.softcap > 0.0f) s = a.softcap * std::tanh(s / a.softcap);
+        if (a.alibi_slopes) s += a.alibi_slopes[head] * static_cast<float>(k - pos);
+        logits[k] = s;
+        max_logit = std::max(max_logit, s);
+      }
+      if (a.sinks) max_logit = std::max(max_logit, a.sinks[head]);
+      float denom = a.sinks ? std::exp(a.sinks[head] - max_logit) : 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int32_t k = first; k <= pos; ++k) {
+        const float w = std::exp(logits[k] - max_logit);
+        denom += w;
+        const float* value = &values[static_cast<size_t>(k) * d];
+        for (int i = 0; i < d; ++i) acc[i] += w * value[i];
+      }
+      const int64_t out_offset = row * a.o_stride_token + head * a.o_stride_head;
+      for (int i = 0; i < d; ++i) store_from_float(a.o, a.q_dtype, out_offset + i, acc[i] / denom);
+      if (a.lse) a.lse[row * a.lse_stride_token + head * a.lse_stride_head] = max_logit + std::log(denom);
+    }
+  }
+}
+
+}  // namespace
+
+void attention(const core::AttentionProblem& p) {
+  const int64_t heads = p.kv.num_kv_heads;
+  parallel_for(static_cast<int64_t>(p.batch.num_seqs) * heads, [&](int64_t task) {
+    attend_sequence_head(p, static_cast<int32_t>(task / heads), static_cast<int32_t>(task % heads));
+  });
+}
+
+}  // namespace pagedattn::cpu

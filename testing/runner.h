@@ -1,0 +1,31 @@
+// Runs a HostProblem through one backend: upload (where needed), run, download into the problem's host
+// buffers.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "problem.h"
+
+namespace pagedattn::testing {
+
+class BackendRunner {
+ public:
+  virtual ~BackendRunner() = default;
+  virtual std::string name() const = 0;
+  /// Runs attention; afterwards p.out and p.lse hold the backend's results.
+  virtual void run_attention(HostProblem& p) = 0;
+  /// Median seconds of one attention call over reps runs after warmup runs (inputs stay resident).
+  virtual double time_attention(HostProblem& p, int warmup, int reps) = 0;
+};
+
+std::unique_ptr<BackendRunner> make_cpu_runner();
+/// nullptr when this build has no CUDA backend or the machine has no GPU.
+std::unique_ptr<BackendRunner> make_cuda_runner();
+
+/// Backends usable here: "cpu", and "cuda" when built and a GPU is present.
+std::vector<std::string> available_backends();
+std::unique_ptr<BackendRunner> make_runner(const std::string& backend);
+
+}  // namespace pagedattn::testing

@@ -1,0 +1,32 @@
+#include <cstdio>
+#include <thread>
+
+#include "commands.h"
+#include "pagedattn/info.h"
+
+namespace pagedattn::cli {
+
+int run_info(const std::vector<std::string>&) {
+  const BuildInfo b = build_info();
+  std::printf("pagedattn %s\n", b.version.c_str());
+  std::printf("cpu backend: yes (%u threads)\n", std::thread::hardware_concurrency());
+  if (b.cuda) {
+    std::printf("cuda backend: yes, archs %s\n  head dims:", b.cuda_archs.c_str());
+    for (int hd : b.cuda_head_dims) std::printf(" %d", hd);
+    std::printf("\n  dtypes:");
+    for (DType t : b.cuda_dtypes) std::printf(" %s", std::string(dtype_name(t)).c_str());
+    std::printf("\n");
+  } else {
+    std::printf("cuda backend: no (built without CUDA)\n");
+  }
+  const auto devices = cuda_devices();
+  if (b.cuda && devices.empty()) std::printf("cuda devices: none visible\n");
+  for (const auto& d : devices) {
+    std::printf("cuda:%d %s, sm_%d%d, %d SMs, %.1f GiB, L2 %.0f MiB\n", d.index, d.name.c_str(), d.major,
+                d.minor, d.sm_count, static_cast<double>(d.total_memory) / (1 << 30),
+                static_cast<double>(d.l2_bytes) / (1 << 20));
+  }
+  return 0;
+}
+
+}  // namespace pagedattn::cli
