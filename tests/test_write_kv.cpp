@@ -83,8 +83,8 @@ INSTANTIATE_TEST_SUITE_P(Cases, WriteKV,
                                            WriteCase{DType::kFloat32, DType::kFloat32, false, 1},
                                            WriteCase{DType::kBFloat16, DType::kFloat8E4M3, false, 256},
                                            WriteCase{DType::kFloat16, DType::kFloat8E4M3, true, 32}),
-                         [](const ::testing::TestParamInfo<WriteCase>& info) {
-                           const WriteCase& c = info.param;
+                         [](const ::testing::TestParamInfo<WriteCase>& param_info) {
+                           const WriteCase& c = param_info.param;
                            return std::string(dtype_name(c.src)) + "_to_" + std::string(dtype_name(c.cache)) +
                                   (c.hnd ? "_HND" : "_NHD") + "_bs" + std::to_string(c.block_size);
                          });
