@@ -177,6 +177,10 @@ BatchDesc HostProblem::batch() {
   b.block_tables = TensorView::contiguous(block_tables.data(), DType::kInt32, {n, max_blocks_per_seq});
   b.seq_lens = TensorView::contiguous(seq_lens.data(), DType::kInt32, {n});
   b.query_start_loc = TensorView::contiguous(query_start_loc.data(), DType::kInt32, {n + 1});
+  for (int64_t i = 0; i < n; ++i) {
+    b.max_query_len = std::max(b.max_query_len, query_start_loc[i + 1] - query_start_loc[i]);
+    b.max_seq_len = std::max(b.max_seq_len, seq_lens[i]);
+  }
   return b;
 }
 

@@ -31,7 +31,8 @@ struct ProblemSpec {
   bool alibi = false;
   bool sinks = false;
   bool lse = false;
-  int extra_blocks = 3;  // pool blocks nobody uses: catches reads through wrong block ids
+  int extra_blocks = 3;    // pool blocks nobody uses: catches reads through wrong block ids
+  int force_segments = 0;  // GPU: forwarded to AttentionParams::force_segments
   uint64_t seed = 0;
 
   std::string describe() const;

@@ -19,8 +19,16 @@ struct AttentionParams {
   float softcap = 0.0f;  ///< logits soft-cap: s = softcap * tanh(s / softcap); 0 = off
   TensorView alibi_slopes;  ///< optional [num_q_heads] fp32: s += slope * (key_pos - query_pos)
   TensorView sinks;         ///< optional [num_q_heads] fp32: a logit that joins the softmax denominator only
-  TensorView lse;  ///< optional output [num_tokens, num_q_heads] fp32: log of the softmax denominator
-                   ///< (sink included); -inf for a query that sees no key and has no sink
+  TensorView lse;           ///< optional output [num_tokens, num_q_heads] fp32: natural log of the softmax
+                            ///< denominator, sink included
+  /// GPU only: copy the batch description to the host and check its contents (block ids inside the pool,
+  /// seq_len covered by the block table, query_start_loc monotone, query_len <= seq_len) before the launch.
+  /// This synchronizes the stream; it is skipped while the stream is capturing a CUDA graph. The CPU always
+  /// checks.
+  bool validate_batch = true;
+  /// GPU only, for tests and tuning: 0 lets the library choose; N > 0 forces N split-KV segments (N = 1: the
+  /// 2D launch). Results do not depend on it beyond rounding.
+  int force_segments = 0;
 };
 
 /// Caller-provided scratch memory on the op's device. The ops never allocate device memory themselves.
@@ -35,9 +43,11 @@ using Stream = void*;
 
 /// Writes key/value [num_tokens, num_kv_heads, head_dim] into the cache at slot_mapping [num_tokens] int64
 /// (slot = block_id * block_size + offset; -1 skips the token). The cache dtype is the key dtype, or fp8_e4m3
-/// (values are converted, rounding to nearest even and saturating).
+/// (values are converted, rounding to nearest even and saturating). validate_slots checks every slot on the
+/// host first (GPU: a copy and a stream synchronization, skipped while capturing a CUDA graph; the CPU always
+/// checks).
 void write_kv(const TensorView& key, const TensorView& value, const TensorView& slot_mapping,
-              const PagedKVCache& cache, Stream stream = nullptr);
+              const PagedKVCache& cache, Stream stream = nullptr, bool validate_slots = true);
 
 /// Bytes of workspace attention() needs for this problem on its device (0 on the CPU).
 size_t attention_workspace_size(const TensorView& query, const PagedKVCache& cache, const BatchDesc& batch,

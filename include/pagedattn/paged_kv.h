@@ -34,6 +34,12 @@ struct BatchDesc {
   TensorView
       query_start_loc;  ///< [num_seqs + 1] int32, prefix sums of query lengths, query_start_loc[0] == 0
 
+  /// Optional host-side hints (-1 = unknown). They steer the GPU launch choice (tile shape, split-KV
+  /// segments) and never change results; without them the CUDA backend assumes the widest case. The batch
+  /// builder fills them.
+  int32_t max_query_len = -1;  ///< upper bound of query_start_loc[i+1] - query_start_loc[i]
+  int32_t max_seq_len = -1;    ///< upper bound of seq_lens[i]
+
   int64_t num_seqs() const { return seq_lens.shape[0]; }
 };
 

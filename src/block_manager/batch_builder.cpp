@@ -11,6 +11,10 @@ BatchDesc HostBatch::desc() {
   d.block_tables = TensorView::contiguous(block_tables.data(), DType::kInt32, {num_seqs, max_blocks_per_seq});
   d.seq_lens = TensorView::contiguous(seq_lens.data(), DType::kInt32, {num_seqs});
   d.query_start_loc = TensorView::contiguous(query_start_loc.data(), DType::kInt32, {num_seqs + 1});
+  for (int32_t i = 0; i < num_seqs; ++i) {
+    d.max_query_len = std::max(d.max_query_len, query_start_loc[i + 1] - query_start_loc[i]);
+    d.max_seq_len = std::max(d.max_seq_len, seq_lens[i]);
+  }
   return d;
 }
 

@@ -10,7 +10,7 @@
 namespace pagedattn {
 namespace {
 
-[[noreturn]] void no_cuda(const Device& d) {
+[[noreturn, maybe_unused]] void no_cuda(const Device& d) {
   PA_CHECK(false, "tensors are on ", device_name(d), " but this build of pagedattn has no CUDA backend ",
            "(configure with -DPAGEDATTN_CUDA=ON)");
 }
@@ -18,7 +18,7 @@ namespace {
 }  // namespace
 
 void write_kv(const TensorView& key, const TensorView& value, const TensorView& slot_mapping,
-              const PagedKVCache& cache, Stream stream) {
+              const PagedKVCache& cache, Stream stream, bool validate_slots) {
   const core::WriteKVProblem p = core::check_write_kv(key, value, slot_mapping, cache);
   if (p.device.is_cpu()) {
     core::check_slots(p.src.slot_mapping, p.src.num_tokens, p.kv);
@@ -26,9 +26,10 @@ void write_kv(const TensorView& key, const TensorView& value, const TensorView& 
     return;
   }
 #ifdef PAGEDATTN_WITH_CUDA
-  cuda::write_kv(p, stream);
+  cuda::write_kv(p, stream, validate_slots);
 #else
   (void)stream;
+  (void)validate_slots;
   no_cuda(p.device);
 #endif
 }

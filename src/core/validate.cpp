@@ -158,6 +158,12 @@ AttentionProblem check_attention(const TensorView& query, const PagedKVCache& ca
   p.batch.query_start_loc = static_cast<const int32_t*>(batch.query_start_loc.data);
   p.batch.num_seqs = static_cast<int32_t>(num_seqs);
   p.batch.num_tokens = query.shape[0];
+  p.max_query_len = batch.max_query_len;
+  p.max_seq_len = batch.max_seq_len;
+  p.validate_batch = params.validate_batch;
+  PA_CHECK(params.force_segments >= 0 && params.force_segments <= 1024,
+           "force_segments must lie in 0..1024, got ", params.force_segments);
+  p.force_segments = params.force_segments;
 
   auto& a = p.attn;
   a.q = query.data;

@@ -12,6 +12,10 @@ struct AttentionProblem {
   kernels::BatchArgs batch;
   kernels::AttentionArgs attn;
   Device device;
+  int32_t max_query_len = -1;  // host hints from BatchDesc (-1 = unknown)
+  int32_t max_seq_len = -1;
+  bool validate_batch = true;
+  int force_segments = 0;
 };
 
 struct WriteKVProblem {

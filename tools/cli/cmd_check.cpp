@@ -29,9 +29,13 @@ int run_check(const std::vector<std::string>& args) {
     // Group results in grid order: one line per group.
     std::vector<std::string> order;
     std::map<std::string, std::pair<int, int>> groups;
+    int unsupported = 0;
     for (const auto& c : grid) {
-      if (name != "cpu" && (c.spec.dtype == DType::kFloat32 || c.spec.cache_dtype == DType::kFloat8E4M3))
+      // The CUDA backend reads fp16/bf16 caches of the query dtype; fp32 and fp8 caches are CPU-only for now.
+      if (name != "cpu" && (c.spec.dtype == DType::kFloat32 || c.spec.cache_dtype != c.spec.dtype)) {
+        ++unsupported;
         continue;
+      }
       if (!groups.count(c.group)) order.push_back(c.group);
       auto& [ok, bad] = groups[c.group];
       testing::HostProblem p = testing::make_problem(c.spec);
@@ -49,6 +53,10 @@ int run_check(const std::vector<std::string>& args) {
       }
       ++bad;
       std::printf("  FAIL %s %s: %s\n", name.c_str(), c.spec.describe().c_str(), why.c_str());
+    }
+    if (unsupported) {
+      std::printf("%-5s %d cases not run: fp32 and fp8_e4m3 caches are CPU-only in this version\n",
+                  name.c_str(), unsupported);
     }
     for (const auto& g : order) {
       const auto [ok, bad] = groups[g];

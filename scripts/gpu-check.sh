@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: configure and build (cmake + ninja, all cores), run the GPU test suite and the CPU
+# suite, `pagedattn check --backend cuda`, then a short benchmark. Logs go to $OUT when it is set (the device tool's
+# output folder, which takes at most 8 files), else to build-gpu/logs. The test summary is printed last.
+#   scripts/gpu-check.sh              full build (every head dim and dtype), tests, check, benchmark
+#   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 only
+#   SKIP_BENCH=1 scripts/gpu-check.sh tests only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build-gpu}
+logs=${OUT:-$build/logs}
+mkdir -p "$logs"
+extra=()
+[[ "${QUICK:-0}" == 1 ]] && extra=(-DPAGEDATTN_HEAD_DIMS=128 -DPAGEDATTN_DTYPES=bf16)
+env_log="$logs/environment.log"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$env_log"
+
+echo "== build"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAGEDATTN_CUDA=ON "${extra[@]}" >>"$env_log" 2>&1 &&
+  cmake --build "$build" -j "$(nproc)" >"$logs/build.log" 2>&1
+if [[ $? -ne 0 ]]; then
+  tail -n 40 "$logs/build.log"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+"$build/tools/cli/pagedattn" info | tee -a "$env_log"
+
+echo "== GPU tests"
+ctest --test-dir "$build" -L cuda -j 1 --output-on-failure --timeout 600 >"$logs/ctest_cuda.log" 2>&1
+cuda_rc=$?
+echo "== CPU tests"
+ctest --test-dir "$build" -L cpu -j "$(nproc)" --output-on-failure >>"$env_log" 2>&1
+cpu_rc=$?
+echo "== pagedattn check --backend cuda"
+"$build/tools/cli/pagedattn" check --backend cuda >"$logs/check_cuda.log" 2>&1
+check_rc=$?
+tail -n 4 "$logs/check_cuda.log"
+
+if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
+  echo "== benchmark (short)"
+  for op in decode prefill mixed; do
+    "$build/tools/cli/pagedattn" bench --backend cuda --op "$op" --reps "${BENCH_REPS:-30}" \
+      --json "$logs/bench_$op.json" 2>&1 | tee -a "$logs/bench.txt"
+  done
+fi
+
+echo "== summary"
+grep -E "tests passed|tests failed" "$logs/ctest_cuda.log" | sed 's/^/cuda: /'
+grep -E "tests passed|tests failed" "$env_log" | sed 's/^/cpu:  /'
+[[ $cuda_rc -ne 0 ]] && grep -E "Failed|Exception" "$logs/ctest_cuda.log" | grep -v "^[0-9]*% tests" | head -n 20
+grep -h -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | sed 's/^/check: /'
+passed=0
+failed=0
+for rc in $cuda_rc $cpu_rc $check_rc; do
+  if [[ $rc -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,143 @@
+// Host side of CUDA attention: checks what only the CUDA path requires, optionally validates the batch
+// contents, asks the selection function for the launch and dispatches to the compiled instantiation.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <mutex>
+#include <vector>
+
+#include "cuda/attention/launch_selection.h"
+#include "cuda/attention/unified_launch.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_check.h"
+#include "cuda/device_guard.h"
+#include "pagedattn_cuda_instances.h"
+
+namespace pagedattn::cuda {
+namespace {
+
+int sm_count(int device) {
+  static std::mutex mutex;
+  static std::vector<int> counts;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (device >= static_cast<int>(counts.size())) counts.resize(device + 1, 0);
+  if (counts[device] == 0) {
+    PA_CUDA_CHECK(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device));
+  }
+  return counts[device];
+}
+
+// Inputs are read 8 elements (16 bytes) at a time; outputs are written 4 elements (8 bytes) at a time.
+void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides, int vector,
+                         const char* name) {
+  PA_CHECK(reinterpret_cast<uintptr_t>(ptr) % (2 * vector) == 0, name, " must be ", 2 * vector,
+           "-byte aligned for the CUDA backend (vector accesses of ", vector, " elements)");
+  for (int64_t s : strides) {
+    PA_CHECK(s % vector == 0, name, " strides must be multiples of ", vector,
+             " elements for the CUDA backend, got ", s);
+  }
+}
+
+void check_supported(const core::AttentionProblem& p) {
+  PA_CHECK(p.attn.q_dtype == DType::kFloat16 || p.attn.q_dtype == DType::kBFloat16,
+           "the CUDA backend supports fp16 and bf16 queries, got ", dtype_name(p.attn.q_dtype));
+  PA_CHECK(p.kv.dtype == p.attn.q_dtype, "the CUDA backend reads ", dtype_name(p.attn.q_dtype),
+           " caches for ", dtype_name(p.attn.q_dtype), " queries; a ", dtype_name(p.kv.dtype),
+           " cache is CPU-only in this version");
+  check_vector_access(p.attn.q, {p.attn.q_stride_token, p.attn.q_stride_head}, 8, "query");
+  check_vector_access(p.attn.o, {p.attn.o_stride_token, p.attn.o_stride_head}, 4, "out");
+  check_vector_access(p.kv.k, {p.kv.k_stride_block, p.kv.k_stride_token, p.kv.k_stride_head}, 8, "cache.k");
+  check_vector_access(p.kv.v, {p.kv.v_stride_block, p.kv.v_stride_token, p.kv.v_stride_head}, 8, "cache.v");
+}
+
+LaunchChoice choose(const core::AttentionProblem& p) {
+  LaunchInputs in;
+  in.sm_count = sm_count(p.device.index);
+  in.num_seqs = p.batch.num_seqs;
+  in.num_tokens = p.batch.num_tokens;
+  in.num_q_heads = p.attn.num_q_heads;
+  in.num_kv_heads = p.kv.num_kv_heads;
+  in.head_dim = p.kv.head_dim;
+  in.max_query_len = p.max_query_len;
+  in.max_seq_len = p.max_seq_len;
+  in.force_segments = p.force_segments;
+  return choose_launch(in);
+}
+
+// Copies the batch description to the host and runs the same checks as the CPU path (same messages).
+void validate_on_host(const core::AttentionProblem& p, cudaStream_t stream) {
+  const auto& b = p.batch;
+  std::vector<int32_t> qsl(b.num_seqs + 1), lens(b.num_seqs);
+  const size_t table_elems =
+      b.num_seqs == 0 ? 0 : (b.num_seqs - 1) * b.block_table_stride + b.max_blocks_per_seq;
+  std::vector<int32_t> tables(table_elems);
+  PA_CUDA_CHECK(
+      cudaMemcpyAsync(qsl.data(), b.query_start_loc, qsl.size() * 4, cudaMemcpyDeviceToHost, stream));
+  PA_CUDA_CHECK(cudaMemcpyAsync(lens.data(), b.seq_lens, lens.size() * 4, cudaMemcpyDeviceToHost, stream));
+  if (table_elems) {
+    PA_CUDA_CHECK(
+        cudaMemcpyAsync(tables.data(), b.block_tables, table_elems * 4, cudaMemcpyDeviceToHost, stream));
+  }
+  PA_CUDA_CHECK(cudaStreamSynchronize(stream));
+  kernels::BatchArgs host = b;
+  host.query_start_loc = qsl.data();
+  host.seq_lens = lens.data();
+  host.block_tables = tables.data();
+  core::check_batch_contents(host, p.kv);
+  for (int32_t s = 0; s < b.num_seqs; ++s) {
+    PA_CHECK(p.max_query_len < 0 || qsl[s + 1] - qsl[s] <= p.max_query_len, "max_query_len hint ",
+             p.max_query_len, " is below sequence ", s, "'s query_len ", qsl[s + 1] - qsl[s]);
+    PA_CHECK(p.max_seq_len < 0 || lens[s] <= p.max_seq_len, "max_seq_len hint ", p.max_seq_len,
+             " is below seq_lens[", s, "] = ", lens[s]);
+  }
+}
+
+using Launcher = void (*)(const LaunchChoice&, const UnifiedParams&, cudaStream_t);
+
+Launcher find_launcher(DType dtype, int head_dim) {
+#define PAGEDATTN_MATCH(TYPE, DTYPE, HEAD_DIM) \
+  if (dtype == DTYPE && head_dim == HEAD_DIM) return &launch_attention<TYPE, HEAD_DIM>;
+  PAGEDATTN_FOR_EACH_INSTANCE(PAGEDATTN_MATCH)
+#undef PAGEDATTN_MATCH
+  PA_CHECK(false, "head_dim ", head_dim, " with ", dtype_name(dtype),
+           " is not compiled into this build (head dims ", PAGEDATTN_HEAD_DIMS_STRING, ", dtypes ",
+           PAGEDATTN_DTYPES_STRING, "); reconfigure with -DPAGEDATTN_HEAD_DIMS / -DPAGEDATTN_DTYPES");
+}
+
+}  // namespace
+
+size_t attention_workspace_size(const core::AttentionProblem& p) {
+  DeviceGuard guard(p.device.index);
+  return choose(p).workspace_bytes;
+}
+
+void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream_handle) {
+  DeviceGuard guard(p.device.index);
+  check_supported(p);
+  const Launcher launch = find_launcher(p.attn.q_dtype, p.kv.head_dim);
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  if (p.validate_batch) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    PA_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    if (capture == cudaStreamCaptureStatusNone) validate_on_host(p, stream);
+  }
+  if (p.batch.num_tokens == 0) return;
+  const LaunchChoice choice = choose(p);
+  PA_CHECK(workspace.bytes >= choice.workspace_bytes, "workspace of ", workspace.bytes,
+           " bytes is smaller than the ", choice.workspace_bytes,
+           " bytes this launch needs; size it with attention_workspace_size()");
+  UnifiedParams params;
+  params.kv = p.kv;
+  params.batch = p.batch;
+  params.attn = p.attn;
+  params.num_segments = choice.num_segments;
+  if (choice.num_segments > 1) {
+    PA_CHECK(reinterpret_cast<uintptr_t>(workspace.data) % 16 == 0, "workspace must be 16-byte aligned");
+    params.partial_o = static_cast<float*>(workspace.data);
+    params.partial_ml = params.partial_o + static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads *
+                                               choice.num_segments * p.kv.head_dim;
+  }
+  launch(choice, params, stream);
+}
+
+}  // namespace pagedattn::cuda

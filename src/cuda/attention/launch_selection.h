@@ -1,0 +1,38 @@
+// The one function that decides how attention runs on the GPU: tile shape, 2D or segmented 3D, segment count.
+// It also answers "how much workspace?", so the two can never disagree.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/attention/unified_params.h"
+
+namespace pagedattn::cuda {
+
+struct LaunchInputs {
+  int sm_count = 132;
+  int num_seqs = 0;
+  int64_t num_tokens = 0;
+  int num_q_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int max_query_len = -1;  // -1 = unknown
+  int max_seq_len = -1;    // -1 = unknown
+  int force_segments = 0;  // 0 = choose
+};
+
+struct LaunchChoice {
+  TileShape shape = TileShape::kDecode;
+  int block_m = 16;        // packed query rows per CTA
+  int block_n = 64;        // keys per KV tile
+  int num_segments = 1;    // 1 = 2D launch
+  int64_t grid_tiles = 0;  // grid.x: an upper bound on query tiles
+  size_t workspace_bytes = 0;
+};
+
+LaunchChoice choose_launch(const LaunchInputs& in);
+
+/// Key-tile width of each shape (kept beside the kernel configs in unified_launch.cuh; checked there).
+int block_n_for(TileShape shape, int head_dim);
+
+}  // namespace pagedattn::cuda

@@ -1,0 +1,56 @@
+// Definitions of the launchers; included only by the generated instantiation files.
+#pragma once
+
+#include <atomic>
+
+#include "cuda/attention/merge_kernel.cuh"
+#include "cuda/attention/unified_kernel.cuh"
+#include "cuda/attention/unified_launch.h"
+#include "cuda/cuda_check.h"
+
+namespace pagedattn::cuda {
+
+template <int kHeadDim>
+using DecodeConfig = UnifiedConfig<kHeadDim, 1, 4, 64>;
+template <int kHeadDim>
+using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32)>;
+
+template <typename T, typename Cfg>
+void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
+  static_assert(Cfg::kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
+  PA_CHECK(choice.block_m == Cfg::kBlockM && choice.block_n == Cfg::kBlockN,
+           "internal: launch choice and kernel config disagree on the tile shape");
+  auto* kernel = unified_attention_kernel<T, Cfg>;
+  // Raising the dynamic shared-memory limit is per device; do it once for each.
+  static std::atomic<uint64_t> configured_devices{0};
+  int device = 0;
+  PA_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = 1ULL << (device & 63);
+  if (!(configured_devices.load() & bit)) {
+    PA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+    configured_devices.fetch_or(bit);
+  }
+  const dim3 grid(static_cast<unsigned>(choice.grid_tiles), static_cast<unsigned>(params.kv.num_kv_heads),
+                  static_cast<unsigned>(params.num_segments));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
+  PA_CUDA_CHECK_LAUNCH("unified_attention_kernel");
+}
+
+template <typename T, int kHeadDim>
+void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
+  if (choice.shape == TileShape::kDecode) {
+    launch_shape<T, DecodeConfig<kHeadDim>>(choice, params, stream);
+  } else {
+    launch_shape<T, PrefillConfig<kHeadDim>>(choice, params, stream);
+  }
+  if (params.num_segments > 1) {
+    const int64_t rows = params.batch.num_tokens * params.attn.num_q_heads;
+    const unsigned blocks = static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps);
+    if (blocks > 0) {
+      merge_segments_kernel<T, kHeadDim><<<blocks, 32 * kMergeWarps, 0, stream>>>(params);
+      PA_CUDA_CHECK_LAUNCH("merge_segments_kernel");
+    }
+  }
+}
+
+}  // namespace pagedattn::cuda

@@ -1,0 +1,15 @@
+// Launchers of the attention kernel family, one instantiation per (dtype, head dim): see instantiate/.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/attention/launch_selection.h"
+#include "cuda/attention/unified_params.h"
+
+namespace pagedattn::cuda {
+
+/// Launches the chosen shape (and the merge kernel when choice.num_segments > 1) on stream.
+template <typename T, int kHeadDim>
+void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream);
+
+}  // namespace pagedattn::cuda

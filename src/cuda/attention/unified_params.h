@@ -1,0 +1,24 @@
+// Parameters of one launch of the unified attention kernel (2D or segmented 3D). Plain data, passed by value.
+#pragma once
+
+#include "kernels/kernel_args.h"
+
+namespace pagedattn::cuda {
+
+struct UnifiedParams {
+  kernels::PagedKVArgs kv;
+  kernels::BatchArgs batch;
+  kernels::AttentionArgs attn;
+  int32_t num_segments = 1;  // 1: 2D launch, the kernel writes O and LSE; > 1: partials for the reduce kernel
+  float* partial_o =
+      nullptr;  // [num_tokens, num_q_heads, num_segments, head_dim] fp32, relative to partial max
+  float* partial_ml = nullptr;  // [num_tokens, num_q_heads, num_segments, 2]: max (log2 domain), exp-sum
+};
+
+/// The tile shapes the kernel family is compiled for.
+enum class TileShape : int {
+  kDecode = 0,  // 16 packed rows, 4 warps splitting each KV tile's keys: short queries (decode, small chunks)
+  kPrefill = 1,  // 64 packed rows, 4 warps splitting the rows: long queries
+};
+
+}  // namespace pagedattn::cuda

@@ -1,0 +1,18 @@
+// The CUDA backend's entry points, called by src/core/ops.cpp after validation.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "core/validate.h"
+#include "pagedattn/attention.h"
+#include "pagedattn/info.h"
+
+namespace pagedattn::cuda {
+
+void write_kv(const core::WriteKVProblem& p, Stream stream, bool validate_slots);
+size_t attention_workspace_size(const core::AttentionProblem& p);
+void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream);
+std::vector<DeviceInfo> devices();
+
+}  // namespace pagedattn::cuda

@@ -1,0 +1,24 @@
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_check.h"
+
+namespace pagedattn::cuda {
+
+std::vector<DeviceInfo> devices() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: report none
+    return {};
+  }
+  std::vector<DeviceInfo> out;
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    PA_CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
+    out.push_back({i, prop.name, prop.multiProcessorCount, prop.major, prop.minor, prop.totalGlobalMem,
+                   static_cast<size_t>(prop.l2CacheSize)});
+  }
+  return out;
+}
+
+}  // namespace pagedattn::cuda

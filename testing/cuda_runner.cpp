@@ -1,0 +1,167 @@
+// The CUDA runner: mirrors a HostProblem on the device, runs, and copies out/lse back. Timing replays a CUDA
+// graph of one attention call (no validation, no host work inside), timed with events, median of reps.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "pagedattn/error.h"
+#include "runner.h"
+
+#define RUNNER_CUDA_CHECK(call)                                             \
+  do {                                                                      \
+    const cudaError_t s_ = (call);                                          \
+    PA_CHECK(s_ == cudaSuccess, #call " failed: ", cudaGetErrorString(s_)); \
+  } while (0)
+
+namespace pagedattn::testing {
+namespace {
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes) RUNNER_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+template <typename V>
+DeviceBuffer upload(const V& host) {
+  DeviceBuffer d(host.size() * sizeof(host[0]));
+  if (d.bytes()) RUNNER_CUDA_CHECK(cudaMemcpy(d.get(), host.data(), d.bytes(), cudaMemcpyHostToDevice));
+  return d;
+}
+
+TensorView on_device(TensorView t, const DeviceBuffer& buf) {
+  t.data = buf.get();
+  t.device = Device::cuda(0);
+  return t;
+}
+
+// Device copies of every input and output of one problem, and the views the op takes.
+struct DeviceProblem {
+  DeviceBuffer k, v, q, out, alibi, sinks, lse, tables, lens, qsl, workspace;
+  TensorView query, output;
+  PagedKVCache cache;
+  BatchDesc batch;
+  AttentionParams params;
+
+  explicit DeviceProblem(HostProblem& p)
+      : k(upload(p.k_pool)),
+        v(upload(p.v_pool)),
+        q(upload(p.q)),
+        out(upload(p.out)),
+        alibi(upload(p.alibi)),
+        sinks(upload(p.sinks)),
+        lse(upload(p.lse)),
+        tables(upload(p.block_tables)),
+        lens(upload(p.seq_lens)),
+        qsl(upload(p.query_start_loc)) {
+    query = on_device(p.query(), q);
+    output = on_device(p.output(), out);
+    cache = p.cache();
+    cache.k = on_device(cache.k, k);
+    cache.v = on_device(cache.v, v);
+    batch = p.batch();
+    batch.block_tables = on_device(batch.block_tables, tables);
+    batch.seq_lens = on_device(batch.seq_lens, lens);
+    batch.query_start_loc = on_device(batch.query_start_loc, qsl);
+    params = p.params();
+    if (params.alibi_slopes.data) params.alibi_slopes = on_device(params.alibi_slopes, alibi);
+    if (params.sinks.data) params.sinks = on_device(params.sinks, sinks);
+    if (params.lse.data) params.lse = on_device(params.lse, lse);
+    workspace = DeviceBuffer(attention_workspace_size(query, cache, batch, params));
+  }
+
+  void run(cudaStream_t stream) {
+    attention(query, cache, batch, params, output, {workspace.get(), workspace.bytes()}, stream);
+  }
+
+  void download(HostProblem& p) {
+    RUNNER_CUDA_CHECK(cudaDeviceSynchronize());
+    RUNNER_CUDA_CHECK(cudaMemcpy(p.out.data(), out.get(), p.out.size(), cudaMemcpyDeviceToHost));
+    if (!p.lse.empty()) {
+      RUNNER_CUDA_CHECK(cudaMemcpy(p.lse.data(), lse.get(), p.lse.size() * 4, cudaMemcpyDeviceToHost));
+    }
+  }
+};
+
+class CudaRunner final : public BackendRunner {
+ public:
+  std::string name() const override { return "cuda"; }
+
+  void run_attention(HostProblem& p) override {
+    DeviceProblem d(p);
+    d.params.force_segments = p.spec.force_segments;
+    d.workspace = DeviceBuffer(attention_workspace_size(d.query, d.cache, d.batch, d.params));
+    d.run(nullptr);
+    RUNNER_CUDA_CHECK(cudaGetLastError());
+    d.download(p);
+  }
+
+  double time_attention(HostProblem& p, int warmup, int reps) override {
+    DeviceProblem d(p);
+    d.params.force_segments = p.spec.force_segments;
+    d.workspace = DeviceBuffer(attention_workspace_size(d.query, d.cache, d.batch, d.params));
+    cudaStream_t stream;
+    RUNNER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    d.run(stream);  // validated eager run; the graph below skips validation
+    d.params.validate_batch = false;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    RUNNER_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    d.run(stream);
+    RUNNER_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    RUNNER_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int i = 0; i < warmup; ++i) RUNNER_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    cudaEvent_t start, stop;
+    RUNNER_CUDA_CHECK(cudaEventCreate(&start));
+    RUNNER_CUDA_CHECK(cudaEventCreate(&stop));
+    std::vector<float> ms;
+    for (int i = 0; i < reps; ++i) {
+      RUNNER_CUDA_CHECK(cudaEventRecord(start, stream));
+      RUNNER_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+      RUNNER_CUDA_CHECK(cudaEventRecord(stop, stream));
+      RUNNER_CUDA_CHECK(cudaEventSynchronize(stop));
+      float t = 0;
+      RUNNER_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+      ms.push_back(t);
+    }
+    d.download(p);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+    return ms[ms.size() / 2] * 1e-3;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<BackendRunner> make_cuda_runner() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return std::make_unique<CudaRunner>();
+}
+
+}  // namespace pagedattn::testing

@@ -1,0 +1,313 @@
+// The CUDA backend against the dense fp64 reference over the CPU grid, plus what only the GPU path has:
+// segment-count invariance, graph replay, large-pool addressing, device-side bad input, write_kv.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include "problem.h"
+#include "runner.h"
+#include "test_util.h"
+
+#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+namespace pagedattn {
+namespace {
+
+// bf16/fp16 GPU kernels round P to the input dtype before the PV product and round O once more at the end:
+// about twice the error of rounding the exact result once. 3x leaves margin without hiding wrong masks or
+// indexing.
+constexpr double kTolerance = 3.0;
+
+bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define REQUIRE_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
+
+const std::vector<testing::GridCase>& gpu_grid() {
+  static const std::vector<testing::GridCase> cases = [] {
+    std::vector<testing::GridCase> all = testing::attention_grid(false, test::fresh_seed()), gpu;
+    for (auto& c : all) {
+      if (c.spec.dtype != DType::kFloat32 && c.spec.cache_dtype == c.spec.dtype) gpu.push_back(c);
+    }
+    return gpu;
+  }();
+  return cases;
+}
+
+class CudaGrid : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(CudaGrid, MatchesDenseReference) {
+  REQUIRE_GPU();
+  const auto& c = gpu_grid()[GetParam()];
+  SCOPED_TRACE(c.group + ": " + c.spec.describe());
+  testing::HostProblem p = testing::make_problem(c.spec);
+  testing::make_cuda_runner()->run_attention(p);
+  const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+  EXPECT_TRUE(cmp.ok) << cmp.summary();
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, CudaGrid, ::testing::Range<size_t>(0, gpu_grid().size()));
+
+// Results do not depend on the number of split-KV segments beyond rounding; every count matches the
+// reference.
+struct SegmentCase {
+  int head_dim, q_heads, kv_heads, block_size;
+  testing::BatchKind kind;
+  int seqs, max_len;
+};
+
+class CudaSegments : public ::testing::TestWithParam<SegmentCase> {};
+
+TEST_P(CudaSegments, SegmentCountInvariance) {
+  REQUIRE_GPU();
+  const SegmentCase sc = GetParam();
+  std::mt19937_64 rng(test::fresh_seed());
+  testing::ProblemSpec s;
+  s.head_dim = sc.head_dim;
+  s.num_q_heads = sc.q_heads;
+  s.num_kv_heads = sc.kv_heads;
+  s.block_size = sc.block_size;
+  s.dtype = s.cache_dtype = DType::kBFloat16;
+  s.sinks = s.lse = true;
+  s.seed = rng();
+  testing::draw_batch(s, sc.kind, sc.seqs, sc.max_len, rng);
+  SCOPED_TRACE(s.describe());
+  auto runner = testing::make_cuda_runner();
+  std::vector<uint8_t> first;
+  for (int segments : {1, 2, 7, 32, 64}) {
+    s.force_segments = segments;
+    testing::HostProblem p = testing::make_problem(s);
+    runner->run_attention(p);
+    const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+    EXPECT_TRUE(cmp.ok) << segments << " segments: " << cmp.summary();
+    if (first.empty()) {
+      first = p.out;
+      continue;
+    }
+    // Against the 2D result: the normalized difference stays within the rounding-derived tolerance (each
+    // segment rounds its probabilities relative to its own running max, so results differ only by rounding).
+    double diff2 = 0, ref2 = 0;
+    for (int64_t i = 0; i < static_cast<int64_t>(p.out.size() / 2); ++i) {
+      const double a = load_as_float(first.data(), s.dtype, i), b = load_as_float(p.out.data(), s.dtype, i);
+      if (std::isnan(a) && std::isnan(b)) continue;  // gaps of a strided output
+      diff2 += (a - b) * (a - b);
+      ref2 += a * a;
+    }
+    EXPECT_LE(std::sqrt(diff2 / ref2), cmp.tolerance) << segments << " segments differ from the 2D launch";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaSegments,
+                         ::testing::Values(SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000},
+                                           SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500},
+                                           SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700},
+                                           SegmentCase{112, 6, 1, 3, testing::BatchKind::kChunked, 3, 700},
+                                           SegmentCase{64, 16, 16, 32, testing::BatchKind::kPrefill, 2,
+                                                       400}));
+
+// Long contexts: 128k keys in one sequence (decode) through the automatic launch choice.
+TEST(CudaAttention, LongContextDecode) {
+  REQUIRE_GPU();
+  testing::ProblemSpec s;
+  s.head_dim = 128;
+  s.num_q_heads = 8;
+  s.num_kv_heads = 1;
+  s.block_size = 16;
+  s.seq_lens = {131072 + 77, 4099};
+  s.query_lens = {1, 1};
+  s.window_left = 0;
+  s.seed = test::fresh_seed();
+  s.lse = true;
+  testing::HostProblem p = testing::make_problem(s);
+  testing::make_cuda_runner()->run_attention(p);
+  const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+  EXPECT_TRUE(cmp.ok) << cmp.summary();
+}
+
+// Pools over 2^31 elements: the blocks a batch reads sit past element 2^31 of K and V.
+TEST(CudaAttention, PoolLargerThan2Pow31Elements) {
+  REQUIRE_GPU();
+  size_t free_bytes = 0, total = 0;
+  ASSERT_CUDA(cudaMemGetInfo(&free_bytes, &total));
+  const int64_t bs = 16, h = 8, d = 128, block_elems = bs * h * d;
+  const int64_t big_blocks = (int64_t{1} << 31) / block_elems + 4096;
+  if (static_cast<size_t>(2 * big_blocks * block_elems * 2) > free_bytes * 9 / 10)
+    GTEST_SKIP() << "not enough memory";
+  testing::ProblemSpec s;
+  s.head_dim = d;
+  s.num_q_heads = 32;
+  s.num_kv_heads = h;
+  s.block_size = bs;
+  s.seq_lens = {1000, 3000, 17};
+  s.query_lens = {1, 40, 17};
+  s.seed = test::fresh_seed();
+  testing::HostProblem p = testing::make_problem(s);
+  const int64_t offset = big_blocks - p.num_blocks;  // host block b lives at device block b + offset
+  void *k = nullptr, *v = nullptr;
+  ASSERT_CUDA(cudaMalloc(&k, big_blocks * block_elems * 2));
+  ASSERT_CUDA(cudaMalloc(&v, big_blocks * block_elems * 2));
+  ASSERT_CUDA(cudaMemcpy(static_cast<char*>(k) + offset * block_elems * 2, p.k_pool.data(), p.k_pool.size(),
+                         cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(static_cast<char*>(v) + offset * block_elems * 2, p.v_pool.data(), p.v_pool.size(),
+                         cudaMemcpyHostToDevice));
+  std::vector<int32_t> tables = p.block_tables;
+  for (auto& t : tables) t = t >= 0 ? static_cast<int32_t>(t + offset) : t;
+  void *q, *o, *bt, *sl, *qs, *ws;
+  ASSERT_CUDA(cudaMalloc(&q, p.q.size()));
+  ASSERT_CUDA(cudaMalloc(&o, p.out.size()));
+  ASSERT_CUDA(cudaMalloc(&bt, tables.size() * 4));
+  ASSERT_CUDA(cudaMalloc(&sl, p.seq_lens.size() * 4));
+  ASSERT_CUDA(cudaMalloc(&qs, p.query_start_loc.size() * 4));
+  ASSERT_CUDA(cudaMemcpy(q, p.q.data(), p.q.size(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(o, p.out.data(), p.out.size(), cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(bt, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(sl, p.seq_lens.data(), p.seq_lens.size() * 4, cudaMemcpyHostToDevice));
+  ASSERT_CUDA(cudaMemcpy(qs, p.query_start_loc.data(), p.query_start_loc.size() * 4, cudaMemcpyHostToDevice));
+  const auto dev = Device::cuda(0);
+  PagedKVCache cache{TensorView::contiguous(k, DType::kBFloat16, {big_blocks, bs, h, d}, dev),
+                     TensorView::contiguous(v, DType::kBFloat16, {big_blocks, bs, h, d}, dev)};
+  BatchDesc batch = p.batch();
+  batch.block_tables.data = bt;
+  batch.seq_lens.data = sl;
+  batch.query_start_loc.data = qs;
+  batch.block_tables.device = batch.seq_lens.device = batch.query_start_loc.device = dev;
+  TensorView query = p.query(), out = p.output();
+  query.data = q;
+  out.data = o;
+  query.device = out.device = dev;
+  AttentionParams params = p.params();
+  for (int segments : {1, 9}) {
+    params.force_segments = segments;
+    const size_t ws_bytes = attention_workspace_size(query, cache, batch, params);
+    ASSERT_CUDA(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 16)));
+    attention(query, cache, batch, params, out, {ws, ws_bytes});
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    ASSERT_CUDA(cudaMemcpy(p.out.data(), o, p.out.size(), cudaMemcpyDeviceToHost));
+    const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+    EXPECT_TRUE(cmp.ok) << segments << " segments: " << cmp.summary();
+    cudaFree(ws);
+  }
+  for (void* ptr : {k, v, q, o, bt, sl, qs}) cudaFree(ptr);
+}
+
+// The bad-input errors of the CPU path, with the same messages, from device-resident batches.
+TEST(CudaAttention, BadInputSameMessagesAsCpu) {
+  REQUIRE_GPU();
+  testing::ProblemSpec s;
+  s.head_dim = 64;
+  s.num_q_heads = 4;
+  s.num_kv_heads = 2;
+  s.seq_lens = {20, 33, 5};
+  s.query_lens = {1, 10, 5};
+  s.seed = 3;
+  auto runner = testing::make_cuda_runner();
+  auto expect_both = [&](const std::function<void(testing::HostProblem&)>& corrupt,
+                         const std::string& fragment) {
+    testing::HostProblem cpu = testing::make_problem(s), gpu = testing::make_problem(s);
+    corrupt(cpu);
+    corrupt(gpu);
+    EXPECT_ERROR_CONTAINS(testing::make_cpu_runner()->run_attention(cpu), fragment);
+    EXPECT_ERROR_CONTAINS(runner->run_attention(gpu), fragment);
+  };
+  expect_both([](auto& p) { p.block_tables[1 * p.max_blocks_per_seq + 2] = 999; },
+              "block_tables[1][2] = 999 is outside the pool");
+  expect_both([](auto& p) { p.seq_lens[0] = 16 * static_cast<int32_t>(p.max_blocks_per_seq) + 1; },
+              "but block_tables has");
+  expect_both([](auto& p) { p.seq_lens[1] = 9; }, "sequence 1 has query_len 10 > seq_len 9");
+  expect_both([](auto& p) { p.query_start_loc = {0, 11, 1, 16}; }, "query_start_loc must be non-decreasing");
+}
+
+// A captured graph replays to the same bytes as the eager call.
+TEST(CudaAttention, GraphReplayEqualsEager) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  testing::ProblemSpec s;
+  s.head_dim = 96;
+  s.num_q_heads = 12;
+  s.num_kv_heads = 2;
+  s.block_size = 16;
+  s.seed = rng();
+  testing::draw_batch(s, testing::BatchKind::kDecode, 7, 3000, rng);
+  testing::HostProblem eager = testing::make_problem(s), replay = testing::make_problem(s);
+  auto runner = testing::make_cuda_runner();
+  runner->run_attention(eager);
+  runner->time_attention(replay, 1, 3);  // eager once, then graph replays; out holds the last replay
+  EXPECT_EQ(eager.out, replay.out);
+  EXPECT_TRUE(testing::compare(replay, testing::dense_reference(replay), kTolerance).ok);
+}
+
+// write_kv on the GPU writes what the CPU writes, skips -1, and refuses slots outside the pool.
+TEST(CudaWriteKV, MatchesCpuAndRefusesBadSlots) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const int64_t tokens = 53, h = 3, d = 112, bs = 5, blocks = 20;
+  for (bool hnd : {false, true}) {
+    std::vector<uint16_t> key(tokens * h * d), value(key.size());
+    for (auto& x : key) x = float_to_bf16_bits(std::uniform_real_distribution<float>(-2, 2)(rng));
+    for (auto& x : value) x = float_to_bf16_bits(std::uniform_real_distribution<float>(-2, 2)(rng));
+    std::vector<int64_t> slots(blocks * bs);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng);
+    slots.resize(tokens);
+    slots[3] = slots[17] = -1;
+    std::vector<uint16_t> k_cpu(blocks * bs * h * d, 0x7fc1), v_cpu(k_cpu);
+    auto view = [&](void* ptr, Device dev) {
+      return hnd ? TensorView::strided(ptr, DType::kBFloat16, {blocks, bs, h, d}, {h * bs * d, d, bs * d, 1},
+                                       dev)
+                 : TensorView::contiguous(ptr, DType::kBFloat16, {blocks, bs, h, d}, dev);
+    };
+    write_kv(TensorView::contiguous(key.data(), DType::kBFloat16, {tokens, h, d}),
+             TensorView::contiguous(value.data(), DType::kBFloat16, {tokens, h, d}),
+             TensorView::contiguous(slots.data(), DType::kInt64, {tokens}),
+             {view(k_cpu.data(), Device::cpu()), view(v_cpu.data(), Device::cpu())});
+    void *dk, *dv, *dkey, *dval, *dslots;
+    const size_t pool_bytes = k_cpu.size() * 2;
+    ASSERT_CUDA(cudaMalloc(&dk, pool_bytes));
+    ASSERT_CUDA(cudaMalloc(&dv, pool_bytes));
+    ASSERT_CUDA(cudaMemset(dk, 0xff, pool_bytes));
+    ASSERT_CUDA(cudaMemset(dv, 0xff, pool_bytes));
+    ASSERT_CUDA(cudaMalloc(&dkey, key.size() * 2));
+    ASSERT_CUDA(cudaMalloc(&dval, value.size() * 2));
+    ASSERT_CUDA(cudaMalloc(&dslots, slots.size() * 8));
+    ASSERT_CUDA(cudaMemcpy(dkey, key.data(), key.size() * 2, cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemcpy(dval, value.data(), value.size() * 2, cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemcpy(dslots, slots.data(), slots.size() * 8, cudaMemcpyHostToDevice));
+    const auto dev = Device::cuda(0);
+    const PagedKVCache cache{view(dk, dev), view(dv, dev)};
+    const auto kview = TensorView::contiguous(dkey, DType::kBFloat16, {tokens, h, d}, dev);
+    const auto vview = TensorView::contiguous(dval, DType::kBFloat16, {tokens, h, d}, dev);
+    write_kv(kview, vview, TensorView::contiguous(dslots, DType::kInt64, {tokens}, dev), cache);
+    std::vector<uint16_t> k_gpu(k_cpu.size()), v_gpu(v_cpu.size());
+    ASSERT_CUDA(cudaMemcpy(k_gpu.data(), dk, pool_bytes, cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(cudaMemcpy(v_gpu.data(), dv, pool_bytes, cudaMemcpyDeviceToHost));
+    // Slots nobody wrote: CPU pattern 0x7fc1, GPU pattern 0xffff. Written ones agree bit for bit.
+    for (size_t i = 0; i < k_cpu.size(); ++i) {
+      if (k_cpu[i] == 0x7fc1) {
+        ASSERT_EQ(k_gpu[i], 0xffff) << i;
+        ASSERT_EQ(v_gpu[i], 0xffff) << i;
+      } else {
+        ASSERT_EQ(k_gpu[i], k_cpu[i]) << i;
+        ASSERT_EQ(v_gpu[i], v_cpu[i]) << i;
+      }
+    }
+    slots[5] = blocks * bs;
+    ASSERT_CUDA(cudaMemcpy(dslots, slots.data(), slots.size() * 8, cudaMemcpyHostToDevice));
+    std::ostringstream want;
+    want << "slot_mapping[5] = " << blocks * bs << " is outside the pool of " << blocks * bs << " slots";
+    EXPECT_ERROR_CONTAINS(
+        write_kv(kview, vview, TensorView::contiguous(dslots, DType::kInt64, {tokens}, dev), cache),
+        want.str());
+    for (void* ptr : {dk, dv, dkey, dval, dslots}) cudaFree(ptr);
+  }
+}
+
+}  // namespace
+}  // namespace pagedattn
