@@ -11,8 +11,37 @@
 namespace pagedattn::cpu {
 namespace {
 
+// Converts n elements of dtype t starting at element offset into fp32 (the dtype switch is outside the loop).
 void load_row(const void* base, DType t, int64_t offset, int n, float* dst) {
-  for (int i = 0; i < n; ++i) dst[i] = load_as_float(base, t, offset + i);
+  switch (t) {
+    case DType::kFloat32: {
+      const float* src = static_cast<const float*>(base) + offset;
+      for (int i = 0; i < n; ++i) dst[i] = src[i];
+      return;
+    }
+    case DType::kBFloat16: {
+      const uint16_t* src = static_cast<const uint16_t*>(base) + offset;
+      for (int i = 0; i < n; ++i) dst[i] = bf16_bits_to_float(src[i]);
+      return;
+    }
+    case DType::kFloat16: {
+      const uint16_t* src = static_cast<const uint16_t*>(base) + offset;
+      for (int i = 0; i < n; ++i) dst[i] = fp16_bits_to_float(src[i]);
+      return;
+    }
+    default:
+      for (int i = 0; i < n; ++i) dst[i] = load_as_float(base, t, offset + i);
+  }
+}
+
+// fp32 dot product with 8 independent partial sums (head dims are multiples of 16), so the compiler
+// vectorizes it.
+float dot(const float* a, const float* b, int n) {
+  float part[8] = {};
+  for (int i = 0; i < n; i += 8) {
+    for (int j = 0; j < 8; ++j) part[j] += a[i + j] * b[i + j];
+  }
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
 void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t kv_head) {
@@ -50,10 +79,7 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
       load_row(a.q, a.q_dtype, row * a.q_stride_token + head * a.q_stride_head, d, q.data());
       float max_logit = -std::numeric_limits<float>::infinity();
       for (int32_t k = first; k <= pos; ++k) {
-        const float* key = &keys[static_cast<size_t>(k) * d];
-        float dot = 0.0f;
-        for (int i = 0; i < d; ++i) dot += q[i] * key[i];
-        float s = dot * a.scale;
+        float s = dot(q.data(), &keys[static_cast<size_t>(k) * d], d) * a.scale;
         if (a.softcap > 0.0f) s = a.softcap * std::tanh(s / a.softcap);
         if (a.alibi_slopes) s += a.alibi_slopes[head] * static_cast<float>(k - pos);
         logits[k] = s;

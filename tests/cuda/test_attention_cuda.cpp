@@ -110,8 +110,13 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaSegments,
                                            SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500},
                                            SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700},
                                            SegmentCase{112, 6, 1, 3, testing::BatchKind::kChunked, 3, 700},
-                                           SegmentCase{64, 16, 16, 32, testing::BatchKind::kPrefill, 2,
-                                                       400}));
+                                           SegmentCase{64, 16, 16, 32, testing::BatchKind::kPrefill, 2, 400}),
+                         [](const ::testing::TestParamInfo<SegmentCase>& param_info) {
+                           const SegmentCase& c = param_info.param;
+                           return std::string(testing::batch_kind_name(c.kind)) + "_hd" +
+                                  std::to_string(c.head_dim) + "_hq" + std::to_string(c.q_heads) + "_hkv" +
+                                  std::to_string(c.kv_heads) + "_bs" + std::to_string(c.block_size);
+                         });
 
 // Long contexts: 128k keys in one sequence (decode) through the automatic launch choice.
 TEST(CudaAttention, LongContextDecode) {
