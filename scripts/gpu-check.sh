@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: configure and build (cmake + ninja, all cores), run the GPU test suite and the CPU
-# suite, `pagedattn check --backend cuda`, then a short benchmark. Logs go to $OUT when it is set (the device tool's
+# suite, `pagedattn check --backend cuda`, build and install the Python package (offline) and run pytest (CUDA tests
+# included), then a short benchmark. Logs go to $OUT when it is set (the device tool's
 # output folder, which takes at most 8 files), else to build-gpu/logs. The test summary is printed last.
 #   scripts/gpu-check.sh              full build (every head dim and dtype), tests, check, benchmark
 #   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 only
-#   SKIP_BENCH=1 scripts/gpu-check.sh tests only
+#   SKIP_BENCH=1 scripts/gpu-check.sh tests only;  SKIP_PYTHON=1: no Python package build and pytest
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-gpu}
@@ -36,6 +37,20 @@ echo "== pagedattn check --backend cuda"
 check_rc=$?
 tail -n 4 "$logs/check_cuda.log"
 
+py_rc=0
+if [[ "${SKIP_PYTHON:-0}" != 1 ]]; then
+  echo "== python package (offline build) + pytest"
+  if python3 -m pip install --no-build-isolation --no-deps . >>"$env_log" 2>&1; then
+    (cd /tmp && python3 -c "import pagedattn; print(pagedattn.info())") | tee -a "$env_log"
+    python3 -m pytest -q python/tests -p no:cacheprovider >"$logs/pytest.log" 2>&1
+    py_rc=$?
+  else
+    echo "pip install failed (see environment.log)"
+    py_rc=1
+  fi
+  tail -n 3 "$logs/pytest.log"
+fi
+
 if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
   echo "== benchmark (short)"
   for op in decode prefill mixed; do
@@ -51,7 +66,8 @@ grep -E "tests passed|tests failed" "$env_log" | sed 's/^/cpu:  /'
 grep -h -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | sed 's/^/check: /'
 passed=0
 failed=0
-for rc in $cuda_rc $cpu_rc $check_rc; do
+grep -E "passed|failed" "$logs/pytest.log" 2>/dev/null | tail -n 1 | sed 's/^/pytest: /'
+for rc in $cuda_rc $cpu_rc $check_rc $py_rc; do
   if [[ $rc -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "$passed passed, $failed failed"

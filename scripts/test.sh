@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: format check, the Release build (CUDA sources compiled when nvcc is present) with its test suite, and
-# the CPU tests once more under AddressSanitizer + UndefinedBehaviorSanitizer. Prints "N passed, M failed" last.
+# Every test: format check, the Release build (CUDA sources compiled when nvcc is present) with its test suite, the
+# CPU tests once more under AddressSanitizer + UndefinedBehaviorSanitizer, and the Python package (pip install +
+# pytest). Prints "N passed, M failed" last (one count per step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --if-missing
@@ -32,6 +33,14 @@ echo "== tests (asan+ubsan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -j "$jobs" --output-on-failure | tail -n 15 || failed=$((failed + 1))
 
-passed=$((3 - failed))
+echo "== python package (pip install, pytest)"
+if python3 -m pip install --no-build-isolation --no-deps . >build/pip-install.log 2>&1; then
+  python3 -m pytest -q python/tests 2>&1 | tail -n 5 || failed=$((failed + 1))
+else
+  tail -n 30 build/pip-install.log
+  failed=$((failed + 1))
+fi
+
+passed=$((4 - failed))
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,0 +1,105 @@
+"""pagedattn: attention over a paged KV cache.
+
+Tensors are passed zero-copy through DLPack: numpy arrays and torch tensors on the CPU, torch (or any DLPack
+producer such as CuPy) on CUDA. CUDA kernels run on the caller's current stream of the tensors' framework.
+Errors raise ``pagedattn.Error`` (a ``ValueError``) with the C++ library's message.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import _pagedattn as _C
+
+Error = _C.Error
+BlockManager = _C.BlockManager
+
+__all__ = ["Error", "BlockManager", "info", "write_kv", "attention", "attention_workspace_size", "current_stream"]
+__version__ = _C.build_info()["version"]
+
+
+def info() -> dict:
+    """Version, build configuration (CUDA, archs, compiled head dims and dtypes) and visible CUDA devices."""
+    return _C.build_info()
+
+
+def current_stream(tensor) -> int:
+    """The raw cudaStream_t the caller's framework would use for ``tensor`` (0 for CPU tensors)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(tensor, torch.Tensor):
+        return torch.cuda.current_stream(tensor.device).cuda_stream if tensor.is_cuda else 0
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(tensor, cupy.ndarray):
+        return cupy.cuda.get_current_stream().ptr
+    return 0
+
+
+def _empty_like(t, shape, dtype_of=None, byte_size=None):
+    """A new array in ``t``'s framework and device: shaped like ``shape`` (dtype of ``dtype_of``), or raw bytes."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(t, torch.Tensor):
+        if byte_size is not None:
+            return torch.empty(byte_size, dtype=torch.uint8, device=t.device)
+        return torch.empty(shape, dtype=(dtype_of if dtype_of is not None else t).dtype, device=t.device)
+    cupy = sys.modules.get("cupy")
+    mod = cupy if cupy is not None and isinstance(t, cupy.ndarray) else __import__("numpy")
+    if byte_size is not None:
+        return mod.empty(byte_size, dtype=mod.uint8)
+    return mod.empty(shape, dtype=(dtype_of if dtype_of is not None else t).dtype)
+
+
+def write_kv(key, value, slot_mapping, k_cache, v_cache, *, validate: bool = True, stream: int | None = None):
+    """Writes key/value [num_tokens, num_kv_heads, head_dim] into the cache pools at slot_mapping (int64; -1 skips)."""
+    _C.write_kv(key, value, slot_mapping, k_cache, v_cache,
+                stream=current_stream(key) if stream is None else stream, validate=validate)
+
+
+def attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, *,
+                             max_query_len: int = -1, max_seq_len: int = -1, force_segments: int = 0) -> int:
+    """Bytes of device workspace that ``attention`` needs for this batch shape (0 on the CPU)."""
+    return _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                                       max_query_len, max_seq_len, force_segments)
+
+
+def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out=None, *, scale: float = 0.0,
+              window_left: int = 0, softcap: float = 0.0, alibi_slopes=None, sinks=None, return_lse: bool = False,
+              lse=None, workspace=None, max_query_len: int = -1, max_seq_len: int = -1, validate: bool = True,
+              force_segments: int = 0, stream: int | None = None):
+    """Causal attention of query [num_tokens, num_q_heads, head_dim] over the paged cache.
+
+    k_cache/v_cache: [num_blocks, block_size, num_kv_heads, head_dim] (any strides, head_dim contiguous).
+    block_tables [num_seqs, max_blocks] int32, seq_lens [num_seqs] int32 (cached tokens, new ones included),
+    query_start_loc [num_seqs + 1] int32. Returns out (and lse [num_tokens, num_q_heads] float32 when asked).
+    When workspace is None, one of attention_workspace_size() bytes is allocated in query's framework.
+    """
+    if out is None:
+        out = _empty_like(query, tuple(query.shape))
+    if return_lse and lse is None:
+        lse = _empty_like(query, (query.shape[0], query.shape[1]), dtype_of=_float32_like(query))
+    if workspace is None:
+        size = attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                                        max_query_len=max_query_len, max_seq_len=max_seq_len,
+                                        force_segments=force_segments)
+        if size:
+            workspace = _empty_like(query, None, byte_size=size)
+    _C.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scale=scale,
+                 window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks, lse=lse,
+                 workspace=workspace, max_query_len=max_query_len, max_seq_len=max_seq_len, validate=validate,
+                 force_segments=force_segments, stream=current_stream(query) if stream is None else stream)
+    return (out, lse) if (return_lse or lse is not None) else out
+
+
+def _float32_like(t):
+    """An object whose .dtype is float32 in t's framework."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(t, torch.Tensor):
+        return torch.empty(0, dtype=torch.float32)
+    import numpy
+    return numpy.empty(0, dtype=numpy.float32)
+
+
+if "torch" in sys.modules or __import__("importlib.util").util.find_spec("torch") is not None:
+    try:
+        from . import torch_ops  # noqa: F401  (registers torch.ops.pagedattn.*)
+    except ImportError:  # torch present but unusable here: the DLPack API above still works
+        pass

@@ -1,0 +1,237 @@
+// The Python extension: the C++ API over DLPack tensors (numpy, torch, cupy, ...) with zero copies.
+// Tensors cross as nb::ndarray<>; the stream is a raw cudaStream_t handle chosen by the Python layer.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+
+#include "pagedattn/pagedattn.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace pagedattn::python {
+namespace {
+
+using Array = nb::ndarray<nb::ro>;  // an input: any framework, device and strides; read-only arrays accepted
+using OutArray = nb::ndarray<>;    // an output: must be writable
+
+DType to_dtype(nb::dlpack::dtype t) {
+  using C = nb::dlpack::dtype_code;
+  const auto code = static_cast<C>(t.code);
+  PA_CHECK(t.lanes == 1, "vector dtypes (lanes = ", static_cast<int>(t.lanes), ") are not supported");
+  if (code == C::Float && t.bits == 32) return DType::kFloat32;
+  if (code == C::Float && t.bits == 16) return DType::kFloat16;
+  if (code == C::Bfloat && t.bits == 16) return DType::kBFloat16;
+  if (code == C::Float8_E4M3FN && t.bits == 8) return DType::kFloat8E4M3;
+  if (code == C::Int && t.bits == 32) return DType::kInt32;
+  if (code == C::Int && t.bits == 64) return DType::kInt64;
+  PA_CHECK(false, "unsupported tensor dtype (DLPack code ", static_cast<int>(t.code), ", ", static_cast<int>(t.bits),
+           " bits); expected float32, float16, bfloat16, float8_e4m3fn, int32 or int64");
+}
+
+template <typename A>
+TensorView view(const A& a, const char* name) {
+  PA_CHECK(a.ndim() <= TensorView::kMaxRank, name, " has rank ", a.ndim(), "; at most 4 is supported");
+  TensorView t;
+  t.data = const_cast<void*>(a.data());
+  t.dtype = to_dtype(a.dtype());
+  t.rank = static_cast<int>(a.ndim());
+  for (int d = 0; d < t.rank; ++d) {
+    t.shape[d] = static_cast<int64_t>(a.shape(d));
+    t.strides[d] = a.stride(d);
+  }
+  if (a.device_type() == nb::device::cpu::value) {
+    t.device = Device::cpu();
+  } else {
+    PA_CHECK(a.device_type() == nb::device::cuda::value, name, " lives on an unsupported device type (DLPack ",
+             a.device_type(), "); expected CPU or CUDA");
+    t.device = Device::cuda(a.device_id());
+  }
+  return t;
+}
+
+template <typename A>
+TensorView optional_view(const std::optional<A>& a, const char* name) {
+  return a ? view(*a, name) : TensorView{};
+}
+
+Stream to_stream(uintptr_t s) { return reinterpret_cast<Stream>(s); }
+
+BatchDesc batch_view(const Array& block_tables, const Array& seq_lens, const Array& query_start_loc,
+                     int max_query_len, int max_seq_len) {
+  BatchDesc b;
+  b.block_tables = view(block_tables, "block_tables");
+  b.seq_lens = view(seq_lens, "seq_lens");
+  b.query_start_loc = view(query_start_loc, "query_start_loc");
+  b.max_query_len = max_query_len;
+  b.max_seq_len = max_seq_len;
+  return b;
+}
+
+AttentionParams params_view(float scale, int window_left, float softcap, const std::optional<Array>& alibi_slopes,
+                            const std::optional<Array>& sinks, const std::optional<OutArray>& lse, bool validate,
+                            int force_segments) {
+  AttentionParams p;
+  p.scale = scale;
+  p.window_left = window_left;
+  p.softcap = softcap;
+  p.alibi_slopes = optional_view(alibi_slopes, "alibi_slopes");
+  p.sinks = optional_view(sinks, "sinks");
+  p.lse = optional_view(lse, "lse");
+  p.validate_batch = validate;
+  p.force_segments = force_segments;
+  return p;
+}
+
+// A host array handed to numpy; the capsule frees it.
+template <typename T>
+nb::ndarray<nb::numpy, T> to_numpy(const std::vector<T>& v, std::initializer_list<size_t> shape) {
+  T* data = new T[v.size() ? v.size() : 1];
+  std::memcpy(data, v.data(), v.size() * sizeof(T));
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+  return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.begin(), owner);
+}
+
+}  // namespace
+}  // namespace pagedattn::python
+
+NB_MODULE(_pagedattn, m) {
+  using namespace pagedattn;
+  using namespace pagedattn::python;
+  m.doc() = "pagedattn: attention over a paged KV cache (C++/CUDA core)";
+  nb::exception<Error>(m, "Error", PyExc_ValueError);
+
+  m.def(
+      "write_kv",
+      [](const Array& key, const Array& value, const Array& slot_mapping, const OutArray& k_cache,
+         const OutArray& v_cache, uintptr_t stream, bool validate) {
+        nb::gil_scoped_release release;
+        write_kv(view(key, "key"), view(value, "value"), view(slot_mapping, "slot_mapping"),
+                 {view(k_cache, "k_cache"), view(v_cache, "v_cache")}, to_stream(stream), validate);
+      },
+      "key"_a, "value"_a, "slot_mapping"_a, "k_cache"_a, "v_cache"_a, "stream"_a = 0, "validate"_a = true);
+
+  m.def(
+      "attention_workspace_size",
+      [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
+         const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len, int force_segments) {
+        AttentionParams p;
+        p.force_segments = force_segments;
+        return attention_workspace_size(view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
+                                        batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
+                                        p);
+      },
+      "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
+      "max_query_len"_a = -1, "max_seq_len"_a = -1, "force_segments"_a = 0);
+
+  m.def(
+      "attention",
+      [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
+         const Array& seq_lens, const Array& query_start_loc, const OutArray& out, float scale, int window_left,
+         float softcap, std::optional<Array> alibi_slopes, std::optional<Array> sinks, std::optional<OutArray> lse,
+         std::optional<OutArray> workspace, int max_query_len, int max_seq_len, bool validate, int force_segments,
+         uintptr_t stream) {
+        // The workspace is raw bytes of any dtype; only its size and address matter.
+        Workspace ws;
+        if (workspace) {
+          ws.data = workspace->data();
+          ws.bytes = workspace->nbytes();
+        }
+        nb::gil_scoped_release release;
+        attention(view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
+                  batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
+                  params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, validate, force_segments),
+                  view(out, "out"), ws, to_stream(stream));
+      },
+      "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a, "out"_a,
+      "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
+      "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
+      "max_seq_len"_a = -1, "validate"_a = true, "force_segments"_a = 0, "stream"_a = 0);
+
+  m.def("build_info", [] {
+    const BuildInfo b = build_info();
+    std::vector<std::string> dtypes;
+    for (DType t : b.cuda_dtypes) dtypes.emplace_back(dtype_name(t));
+    nb::dict d;
+    d["version"] = b.version;
+    d["cuda"] = b.cuda;
+    d["cuda_archs"] = b.cuda_archs;
+    d["cuda_head_dims"] = b.cuda_head_dims;
+    d["cuda_dtypes"] = dtypes;
+    nb::list devices;
+    for (const auto& dev : cuda_devices()) {
+      nb::dict e;
+      e["index"] = dev.index;
+      e["name"] = dev.name;
+      e["sm_count"] = dev.sm_count;
+      e["compute_capability"] = std::to_string(dev.major) + "." + std::to_string(dev.minor);
+      e["total_memory"] = dev.total_memory;
+      devices.append(e);
+    }
+    d["devices"] = devices;
+    return d;
+  });
+
+  nb::class_<BlockManager>(m, "BlockManager")
+      .def(nb::init<int32_t, int32_t, bool>(), "num_blocks"_a, "block_size"_a, "enable_prefix_caching"_a = true)
+      .def_prop_ro("num_blocks", &BlockManager::num_blocks)
+      .def_prop_ro("block_size", &BlockManager::block_size)
+      .def_prop_ro("num_free_blocks", &BlockManager::num_free_blocks)
+      .def_prop_ro("num_cached_free_blocks", &BlockManager::num_cached_free_blocks)
+      .def_prop_ro("usage", &BlockManager::usage)
+      .def("can_allocate", &BlockManager::can_allocate, "num_tokens"_a)
+      .def("can_append", &BlockManager::can_append, "seq"_a, "num_tokens"_a)
+      .def(
+          "allocate", [](BlockManager& b, SeqId seq, const std::vector<TokenId>& prompt) { return b.allocate(seq, prompt); },
+          "seq"_a, "prompt"_a)
+      .def(
+          "append",
+          [](BlockManager& b, SeqId seq, const std::vector<TokenId>& tokens) {
+            std::vector<std::pair<int32_t, int32_t>> copies;
+            for (const BlockCopy& c : b.append(seq, tokens)) copies.emplace_back(c.src, c.dst);
+            return copies;
+          },
+          "seq"_a, "tokens"_a)
+      .def("fork", &BlockManager::fork, "parent"_a, "child"_a)
+      .def("mark_computed", &BlockManager::mark_computed, "seq"_a, "num_computed"_a)
+      .def("free", &BlockManager::free, "seq"_a)
+      .def("preempt", &BlockManager::preempt, "seq"_a)
+      .def("contains", &BlockManager::contains, "seq"_a)
+      .def("sequences", &BlockManager::sequences)
+      .def(
+          "block_table",
+          [](const BlockManager& b, SeqId seq) {
+            const auto t = b.block_table(seq);
+            return std::vector<int32_t>(t.begin(), t.end());
+          },
+          "seq"_a)
+      .def("num_tokens", &BlockManager::num_tokens, "seq"_a)
+      .def("num_computed_tokens", &BlockManager::num_computed_tokens, "seq"_a)
+      .def("ref_count", &BlockManager::ref_count, "block"_a)
+      .def(
+          "build_batch",
+          [](const BlockManager& b, const std::vector<std::pair<SeqId, int64_t>>& items, int32_t max_blocks_per_seq) {
+            std::vector<BatchItem> batch_items;
+            for (const auto& [seq, n] : items) batch_items.push_back({seq, n});
+            HostBatch h = build_batch(b, batch_items, max_blocks_per_seq);
+            const BatchDesc desc = h.desc();
+            nb::dict d;
+            d["block_tables"] = to_numpy(h.block_tables, {static_cast<size_t>(h.num_seqs),
+                                                          static_cast<size_t>(h.max_blocks_per_seq)});
+            d["seq_lens"] = to_numpy(h.seq_lens, {h.seq_lens.size()});
+            d["query_start_loc"] = to_numpy(h.query_start_loc, {h.query_start_loc.size()});
+            d["slot_mapping"] = to_numpy(h.slot_mapping, {h.slot_mapping.size()});
+            d["positions"] = to_numpy(h.positions, {h.positions.size()});
+            d["max_query_len"] = desc.max_query_len;
+            d["max_seq_len"] = desc.max_seq_len;
+            return d;
+          },
+          "items"_a, "max_blocks_per_seq"_a = 0,
+          "Kernel inputs for one step: items are (seq, num_new_tokens) pairs; returns numpy arrays and hints.");
+}
