@@ -40,7 +40,8 @@ tail -n 4 "$logs/check_cuda.log"
 py_rc=0
 if [[ "${SKIP_PYTHON:-0}" != 1 ]]; then
   echo "== python package (offline build) + pytest"
-  if python3 -m pip install --no-build-isolation --no-deps . >>"$env_log" 2>&1; then
+  env | grep -E "FLAGS|CMAKE|^CXX=|^CC=" >>"$env_log"
+  if python3 -m pip install -v --no-build-isolation --no-deps . >>"$env_log" 2>&1; then
     (cd /tmp && python3 -c "import pagedattn; print(pagedattn.info())") | tee -a "$env_log"
     python3 -m pytest -q python/tests -p no:cacheprovider >"$logs/pytest.log" 2>&1
     py_rc=$?
