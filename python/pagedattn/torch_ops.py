@@ -1,13 +1,14 @@
 """pagedattn ops registered with torch.library, so they work under torch.compile and inside CUDA-graph capture.
 
-    torch.ops.pagedattn.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, lse,
-                                  workspace, scale, window_left, softcap, alibi_slopes, sinks, max_query_len,
-                                  max_seq_len)
-    torch.ops.pagedattn.write_kv(key, value, slot_mapping, k_cache, v_cache)
+    out, lse = torch.ops.pagedattn.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                                             scale, window_left, softcap, alibi_slopes, sinks, max_query_len,
+                                             max_seq_len)
+    torch.ops.pagedattn.write_kv(key, value, slot_mapping, k_cache, v_cache)      # mutates k_cache, v_cache
 
-Both mutate their outputs in place and return nothing; the fake implementations do nothing, which is exactly their
-effect on shapes. The Python helpers ``attention`` / ``write_kv`` below allocate outputs and the workspace.
-Validation of device batch contents is off here (it would synchronize); the eager API validates by default.
+``attention`` is functional: it returns new tensors and takes its split-KV workspace from torch's allocator inside
+the op, so a compiled graph sees one opaque call and a captured CUDA graph draws the workspace from its private
+pool. max_query_len / max_seq_len fix the launch, so replays run the same kernels. Validation of device batch
+contents is off here (it would synchronize); the eager ``pagedattn.attention`` validates by default.
 """
 
 from __future__ import annotations
@@ -34,22 +35,27 @@ def _write_kv_fake(key, value, slot_mapping, k_cache, v_cache) -> None:
     return None
 
 
-@torch.library.custom_op("pagedattn::attention", mutates_args=("out", "lse", "workspace"))
+@torch.library.custom_op("pagedattn::attention", mutates_args=())
 def _attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-               seq_lens: torch.Tensor, query_start_loc: torch.Tensor, out: torch.Tensor, lse: Optional[torch.Tensor],
-               workspace: Optional[torch.Tensor], scale: float, window_left: int, softcap: float,
+               seq_lens: torch.Tensor, query_start_loc: torch.Tensor, scale: float, window_left: int, softcap: float,
                alibi_slopes: Optional[torch.Tensor], sinks: Optional[torch.Tensor], max_query_len: int,
-               max_seq_len: int) -> None:
+               max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    lse = torch.empty(query.shape[0], query.shape[1], dtype=torch.float32, device=query.device)
+    size = _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
+                                       max_query_len, max_seq_len, 0)
+    workspace = torch.empty(size, dtype=torch.uint8, device=query.device) if size else None
     _C.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scale=scale,
                  window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks, lse=lse,
                  workspace=workspace, max_query_len=max_query_len, max_seq_len=max_seq_len, validate=False,
                  stream=_stream(query))
+    return out, lse
 
 
 @_attention.register_fake
-def _attention_fake(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, lse, workspace, scale,
-                    window_left, softcap, alibi_slopes, sinks, max_query_len, max_seq_len) -> None:
-    return None
+def _attention_fake(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, window_left, softcap,
+                    alibi_slopes, sinks, max_query_len, max_seq_len):
+    return (query.new_empty(query.shape), query.new_empty((query.shape[0], query.shape[1]), dtype=torch.float32))
 
 
 def write_kv(key, value, slot_mapping, k_cache, v_cache) -> None:
@@ -58,19 +64,8 @@ def write_kv(key, value, slot_mapping, k_cache, v_cache) -> None:
 
 def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, *, max_query_len: int,
               max_seq_len: int, scale: float = 0.0, window_left: int = 0, softcap: float = 0.0, alibi_slopes=None,
-              sinks=None, return_lse: bool = False, workspace: Optional[torch.Tensor] = None):
-    """Allocates out (and lse, and the workspace unless given) and calls torch.ops.pagedattn.attention.
-
-    max_query_len / max_seq_len are required here: they fix the launch (and the workspace size) so that a compiled
-    graph or a captured CUDA graph always replays the same kernels.
-    """
-    out = torch.empty_like(query)
-    lse = torch.empty(query.shape[0], query.shape[1], dtype=torch.float32, device=query.device) if return_lse else None
-    if workspace is None:
-        size = _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
-                                           max_query_len, max_seq_len, 0)
-        workspace = torch.empty(size, dtype=torch.uint8, device=query.device) if size else None
-    torch.ops.pagedattn.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, lse,
-                                  workspace, scale, window_left, softcap, alibi_slopes, sinks, max_query_len,
-                                  max_seq_len)
+              sinks=None, return_lse: bool = False):
+    """torch.ops.pagedattn.attention with keyword arguments; returns out, or (out, lse)."""
+    out, lse = torch.ops.pagedattn.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale,
+                                             window_left, softcap, alibi_slopes, sinks, max_query_len, max_seq_len)
     return (out, lse) if return_lse else out

@@ -174,3 +174,22 @@ def test_torch_compile_custom_ops(rng):
     got_out, got_lse = compiled(t["q"], key, value, k_comp, v_comp)
     assert torch.equal(k_comp, k_eager) and torch.equal(v_comp, v_eager)
     assert torch.equal(got_out, want_out) and torch.equal(got_lse, want_lse)
+    # And the op agrees with the reference on the updated cache.
+    want, want_lse2 = torch_reference(dict(t, k=k_comp, v=v_comp))
+    check(got_out / 2.0, got_lse, want, want_lse2, torch.bfloat16)
+
+
+def test_custom_op_in_cuda_graph(rng):
+    """The functional op draws its workspace from the graph's pool during capture and replays exactly."""
+    t = decode_problem(rng, batch=2, context=9000)  # long enough for a split-KV launch (workspace needed)
+    args = (t["k"], t["v"], t["block_tables"], t["seq_lens"], t["query_start_loc"])
+    q_static = t["q"].clone()
+    torch_ops.attention(q_static, *args, max_query_len=1, max_seq_len=9000)  # warm-up
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out_static = torch_ops.attention(q_static, *args, max_query_len=1, max_seq_len=9000)
+    q_static.copy_(torch.randn_like(q_static))
+    graph.replay()
+    eager = torch_ops.attention(q_static, *args, max_query_len=1, max_seq_len=9000)
+    torch.cuda.synchronize()
+    assert torch.equal(out_static, eager)
