@@ -19,7 +19,7 @@ namespace pagedattn::python {
 namespace {
 
 using Array = nb::ndarray<nb::ro>;  // an input: any framework, device and strides; read-only arrays accepted
-using OutArray = nb::ndarray<>;    // an output: must be writable
+using OutArray = nb::ndarray<>;     // an output: must be writable
 
 DType to_dtype(nb::dlpack::dtype t) {
   using C = nb::dlpack::dtype_code;
@@ -31,7 +31,8 @@ DType to_dtype(nb::dlpack::dtype t) {
   if (code == C::Float8_E4M3FN && t.bits == 8) return DType::kFloat8E4M3;
   if (code == C::Int && t.bits == 32) return DType::kInt32;
   if (code == C::Int && t.bits == 64) return DType::kInt64;
-  PA_CHECK(false, "unsupported tensor dtype (DLPack code ", static_cast<int>(t.code), ", ", static_cast<int>(t.bits),
+  PA_CHECK(false, "unsupported tensor dtype (DLPack code ", static_cast<int>(t.code), ", ",
+           static_cast<int>(t.bits),
            " bits); expected float32, float16, bfloat16, float8_e4m3fn, int32 or int64");
 }
 
@@ -49,8 +50,8 @@ TensorView view(const A& a, const char* name) {
   if (a.device_type() == nb::device::cpu::value) {
     t.device = Device::cpu();
   } else {
-    PA_CHECK(a.device_type() == nb::device::cuda::value, name, " lives on an unsupported device type (DLPack ",
-             a.device_type(), "); expected CPU or CUDA");
+    PA_CHECK(a.device_type() == nb::device::cuda::value, name,
+             " lives on an unsupported device type (DLPack ", a.device_type(), "); expected CPU or CUDA");
     t.device = Device::cuda(a.device_id());
   }
   return t;
@@ -61,7 +62,9 @@ TensorView optional_view(const std::optional<A>& a, const char* name) {
   return a ? view(*a, name) : TensorView{};
 }
 
-Stream to_stream(uintptr_t s) { return reinterpret_cast<Stream>(s); }
+Stream to_stream(uintptr_t s) {
+  return reinterpret_cast<Stream>(s);
+}
 
 BatchDesc batch_view(const Array& block_tables, const Array& seq_lens, const Array& query_start_loc,
                      int max_query_len, int max_seq_len) {
@@ -74,9 +77,9 @@ BatchDesc batch_view(const Array& block_tables, const Array& seq_lens, const Arr
   return b;
 }
 
-AttentionParams params_view(float scale, int window_left, float softcap, const std::optional<Array>& alibi_slopes,
-                            const std::optional<Array>& sinks, const std::optional<OutArray>& lse, bool validate,
-                            int force_segments) {
+AttentionParams params_view(float scale, int window_left, float softcap,
+                            const std::optional<Array>& alibi_slopes, const std::optional<Array>& sinks,
+                            const std::optional<OutArray>& lse, bool validate, int force_segments) {
   AttentionParams p;
   p.scale = scale;
   p.window_left = window_left;
@@ -120,12 +123,13 @@ NB_MODULE(_pagedattn, m) {
   m.def(
       "attention_workspace_size",
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
-         const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len, int force_segments) {
+         const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
+         int force_segments) {
         AttentionParams p;
         p.force_segments = force_segments;
-        return attention_workspace_size(view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
-                                        batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
-                                        p);
+        return attention_workspace_size(
+            view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
+            batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len), p);
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "max_query_len"_a = -1, "max_seq_len"_a = -1, "force_segments"_a = 0);
@@ -133,10 +137,10 @@ NB_MODULE(_pagedattn, m) {
   m.def(
       "attention",
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
-         const Array& seq_lens, const Array& query_start_loc, const OutArray& out, float scale, int window_left,
-         float softcap, std::optional<Array> alibi_slopes, std::optional<Array> sinks, std::optional<OutArray> lse,
-         std::optional<OutArray> workspace, int max_query_len, int max_seq_len, bool validate, int force_segments,
-         uintptr_t stream) {
+         const Array& seq_lens, const Array& query_start_loc, const OutArray& out, float scale,
+         int window_left, float softcap, std::optional<Array> alibi_slopes, std::optional<Array> sinks,
+         std::optional<OutArray> lse, std::optional<OutArray> workspace, int max_query_len, int max_seq_len,
+         bool validate, int force_segments, uintptr_t stream) {
         // The workspace is raw bytes of any dtype; only its size and address matter.
         Workspace ws;
         if (workspace) {
@@ -144,10 +148,11 @@ NB_MODULE(_pagedattn, m) {
           ws.bytes = workspace->nbytes();
         }
         nb::gil_scoped_release release;
-        attention(view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
-                  batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
-                  params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, validate, force_segments),
-                  view(out, "out"), ws, to_stream(stream));
+        attention(
+            view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
+            batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
+            params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, validate, force_segments),
+            view(out, "out"), ws, to_stream(stream));
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a, "out"_a,
       "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
@@ -179,7 +184,8 @@ NB_MODULE(_pagedattn, m) {
   });
 
   nb::class_<BlockManager>(m, "BlockManager")
-      .def(nb::init<int32_t, int32_t, bool>(), "num_blocks"_a, "block_size"_a, "enable_prefix_caching"_a = true)
+      .def(nb::init<int32_t, int32_t, bool>(), "num_blocks"_a, "block_size"_a,
+           "enable_prefix_caching"_a = true)
       .def_prop_ro("num_blocks", &BlockManager::num_blocks)
       .def_prop_ro("block_size", &BlockManager::block_size)
       .def_prop_ro("num_free_blocks", &BlockManager::num_free_blocks)
@@ -188,7 +194,10 @@ NB_MODULE(_pagedattn, m) {
       .def("can_allocate", &BlockManager::can_allocate, "num_tokens"_a)
       .def("can_append", &BlockManager::can_append, "seq"_a, "num_tokens"_a)
       .def(
-          "allocate", [](BlockManager& b, SeqId seq, const std::vector<TokenId>& prompt) { return b.allocate(seq, prompt); },
+          "allocate",
+          [](BlockManager& b, SeqId seq, const std::vector<TokenId>& prompt) {
+            return b.allocate(seq, prompt);
+          },
           "seq"_a, "prompt"_a)
       .def(
           "append",
@@ -216,14 +225,15 @@ NB_MODULE(_pagedattn, m) {
       .def("ref_count", &BlockManager::ref_count, "block"_a)
       .def(
           "build_batch",
-          [](const BlockManager& b, const std::vector<std::pair<SeqId, int64_t>>& items, int32_t max_blocks_per_seq) {
+          [](const BlockManager& b, const std::vector<std::pair<SeqId, int64_t>>& items,
+             int32_t max_blocks_per_seq) {
             std::vector<BatchItem> batch_items;
             for (const auto& [seq, n] : items) batch_items.push_back({seq, n});
             HostBatch h = build_batch(b, batch_items, max_blocks_per_seq);
             const BatchDesc desc = h.desc();
             nb::dict d;
-            d["block_tables"] = to_numpy(h.block_tables, {static_cast<size_t>(h.num_seqs),
-                                                          static_cast<size_t>(h.max_blocks_per_seq)});
+            d["block_tables"] = to_numpy(
+                h.block_tables, {static_cast<size_t>(h.num_seqs), static_cast<size_t>(h.max_blocks_per_seq)});
             d["seq_lens"] = to_numpy(h.seq_lens, {h.seq_lens.size()});
             d["query_start_loc"] = to_numpy(h.query_start_loc, {h.query_start_loc.size()});
             d["slot_mapping"] = to_numpy(h.slot_mapping, {h.slot_mapping.size()});
@@ -233,5 +243,6 @@ NB_MODULE(_pagedattn, m) {
             return d;
           },
           "items"_a, "max_blocks_per_seq"_a = 0,
-          "Kernel inputs for one step: items are (seq, num_new_tokens) pairs; returns numpy arrays and hints.");
+          "Kernel inputs for one step: items are (seq, num_new_tokens) pairs; returns numpy arrays and "
+          "hints.");
 }
