@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: configure and build (cmake + ninja, all cores), run the GPU test suite and the CPU
 # suite, `pagedattn check --backend cuda`, build and install the Python package (offline) and run pytest (CUDA tests
-# included), then a short benchmark. Logs go to $OUT when it is set (the device tool's
+# included), then a short benchmark (bench/driver.py --short: ours against SDPA cuDNN/flash and FlexAttention). Logs go to $OUT when it is set (the device tool's
 # output folder, which takes at most 8 files), else to build-gpu/logs. The test summary is printed last.
 #   scripts/gpu-check.sh              full build (every head dim and dtype), tests, check, benchmark
 #   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 only
-#   SKIP_BENCH=1 scripts/gpu-check.sh tests only;  SKIP_PYTHON=1: no Python package build and pytest
+#   SKIP_BENCH=1 scripts/gpu-check.sh tests only;  SKIP_PYTHON=1: no Python package build and pytest (and no driver)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-gpu}
@@ -53,11 +53,9 @@ if [[ "${SKIP_PYTHON:-0}" != 1 ]]; then
 fi
 
 if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
-  echo "== benchmark (short)"
-  for op in decode prefill mixed; do
-    "$build/tools/cli/pagedattn" bench --backend cuda --op "$op" --reps "${BENCH_REPS:-30}" \
-      --json "$logs/bench_$op.json" 2>&1 | tee -a "$logs/bench.txt"
-  done
+  echo "== benchmark: C++ CLI smoke (mixed batch), then the driver against the peers (short mode)"
+  "$build/tools/cli/pagedattn" bench --backend cuda --op mixed --reps 20 2>&1 | tee "$logs/bench.txt"
+  [[ "${SKIP_PYTHON:-0}" != 1 ]] && python3 bench/driver.py --short --out "$logs" 2>&1 | tee -a "$logs/bench.txt"
 fi
 
 echo "== summary"

@@ -94,7 +94,9 @@ int run_bench(const std::vector<std::string>& args) {
               std::string(dtype_name(base.dtype)).c_str(), reps);
   std::printf("%-26s %12s %14s %10s %10s\n", "workload", "time_us", "tokens/s", "GB/s", "TFLOP/s");
   std::vector<Row> rows;
+  const std::string only = flag_value(args, "--workload", "");
   for (const Workload& w : workloads(op, gpu)) {
+    if (!only.empty() && w.label != only) continue;
     testing::ProblemSpec s = base;
     s.seq_lens = w.seq_lens;
     s.query_lens = w.query_lens;

@@ -32,7 +32,7 @@ void usage() {
       "  info                                   version, build configuration, devices\n"
       "  check [--backend cpu|cuda|all] [--quick] [--seed N]\n"
       "                                         random problems on each backend against the dense reference\n"
-      "  bench [--backend cpu|cuda] [--op decode|prefill|mixed] [--json FILE] [--reps N]\n"
+      "  bench [--backend cpu|cuda] [--op decode|prefill|mixed] [--workload LABEL] [--json FILE] [--reps N]\n"
       "                                         attention timings: time, tokens/s, bytes/s");
 }
 

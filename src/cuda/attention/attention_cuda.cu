@@ -3,7 +3,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <map>
 #include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "cuda/attention/launch_selection.h"
@@ -50,8 +52,38 @@ void check_supported(const core::AttentionProblem& p) {
   check_vector_access(p.kv.v, {p.kv.v_stride_block, p.kv.v_stride_token, p.kv.v_stride_head}, 8, "cache.v");
 }
 
+// The compiled entry points of one (dtype, head dim) instantiation.
+struct Instance {
+  void (*launch)(const LaunchChoice&, const UnifiedParams&, cudaStream_t);
+  int (*resident)(TileShape);
+};
+
+Instance find_instance(DType dtype, int head_dim) {
+#define PAGEDATTN_MATCH(TYPE, DTYPE, HEAD_DIM) \
+  if (dtype == DTYPE && head_dim == HEAD_DIM)  \
+    return {&launch_attention<TYPE, HEAD_DIM>, &resident_ctas_per_sm<TYPE, HEAD_DIM>};
+  PAGEDATTN_FOR_EACH_INSTANCE(PAGEDATTN_MATCH)
+#undef PAGEDATTN_MATCH
+  PA_CHECK(false, "head_dim ", head_dim, " with ", dtype_name(dtype),
+           " is not compiled into this build (head dims ", PAGEDATTN_HEAD_DIMS_STRING, ", dtypes ",
+           PAGEDATTN_DTYPES_STRING, "); reconfigure with -DPAGEDATTN_HEAD_DIMS / -DPAGEDATTN_DTYPES");
+}
+
+int resident(const Instance& inst, int device, DType dtype, int head_dim, TileShape shape) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, int, int>, int> cache;
+  const auto key = std::make_tuple(device, static_cast<int>(dtype), head_dim, static_cast<int>(shape));
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, inst.resident(shape)).first;
+  return it->second;
+}
+
 LaunchChoice choose(const core::AttentionProblem& p) {
+  const Instance inst = find_instance(p.attn.q_dtype, p.kv.head_dim);
   LaunchInputs in;
+  in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, TileShape::kDecode);
+  in.resident_prefill = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, TileShape::kPrefill);
   in.sm_count = sm_count(p.device.index);
   in.num_seqs = p.batch.num_seqs;
   in.num_tokens = p.batch.num_tokens;
@@ -92,18 +124,6 @@ void validate_on_host(const core::AttentionProblem& p, cudaStream_t stream) {
   }
 }
 
-using Launcher = void (*)(const LaunchChoice&, const UnifiedParams&, cudaStream_t);
-
-Launcher find_launcher(DType dtype, int head_dim) {
-#define PAGEDATTN_MATCH(TYPE, DTYPE, HEAD_DIM) \
-  if (dtype == DTYPE && head_dim == HEAD_DIM) return &launch_attention<TYPE, HEAD_DIM>;
-  PAGEDATTN_FOR_EACH_INSTANCE(PAGEDATTN_MATCH)
-#undef PAGEDATTN_MATCH
-  PA_CHECK(false, "head_dim ", head_dim, " with ", dtype_name(dtype),
-           " is not compiled into this build (head dims ", PAGEDATTN_HEAD_DIMS_STRING, ", dtypes ",
-           PAGEDATTN_DTYPES_STRING, "); reconfigure with -DPAGEDATTN_HEAD_DIMS / -DPAGEDATTN_DTYPES");
-}
-
 }  // namespace
 
 size_t attention_workspace_size(const core::AttentionProblem& p) {
@@ -114,7 +134,7 @@ size_t attention_workspace_size(const core::AttentionProblem& p) {
 void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream_handle) {
   DeviceGuard guard(p.device.index);
   check_supported(p);
-  const Launcher launch = find_launcher(p.attn.q_dtype, p.kv.head_dim);
+  const Instance inst = find_instance(p.attn.q_dtype, p.kv.head_dim);
   cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
   if (p.validate_batch) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -137,7 +157,7 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
     params.partial_ml = params.partial_o + static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads *
                                                choice.num_segments * p.kv.head_dim;
   }
-  launch(choice, params, stream);
+  inst.launch(choice, params, stream);
 }
 
 }  // namespace pagedattn::cuda

@@ -1,6 +1,7 @@
 #include "cuda/attention/launch_selection.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace pagedattn::cuda {
 
@@ -18,20 +19,25 @@ int block_n_for(TileShape shape, int head_dim) {
 // each K/V tile is then reused by 64 rows, which is what moves the kernel from memory-bound to
 // tensor-core-bound.
 //
-// Segments. Decode is memory-bound: the whole GPU must stream K/V at once. The 2D launch has num_seqs x
-// kv_heads CTAs (a few per SM fit by shared memory: ~74 KB each at head dim 128, so 3 per SM, 396 in flight).
-// When that is less than the resident capacity, the KV range is split into segments and a reduce kernel
-// merges them:
-//   batch 1 x 32768: 8 CTAs -> ceil(396 / 8) = 50 segments of ~656 keys (about 10 KV tiles each);
-//   batch 16 x 4096: 128 CTAs -> 4 segments of 1024 keys;
-//   batch 64 x 512: 512 CTAs >= 396 -> 2D.
-// Each segment keeps at least kMinKeysPerSegment keys so that the partial writes and the merge (D + 2 floats
-// per row and segment) stay small next to the K/V bytes they replace. Without max_seq_len the split cannot be
-// sized, so the launch stays 2D; without max_query_len the prefill shape is assumed (correct for any batch).
+// Segments. A launch first fills the resident capacity (SMs x CTAs per SM from the occupancy API: 2 x 132 =
+// 264 for the 3-stage decode tile at head dim 128); a grid smaller than that leaves bandwidth unused, a
+// larger one runs in proportion to its CTAs (a tail wave of memory-bound CTAs runs at the bandwidth they can
+// pull). With T KV tiles per CTA range and s segments, time ~ max(1, CTAs x s / capacity) x (T / s +
+// kFixedTiles) + (s > 1 ? kMergeTiles : 0), in units of one KV tile; the smallest s within 2% of the least
+// modeled time wins:
+//   decode 1 x 32768 (T = 512):  8 CTAs per segment -> s = 33: 264 CTAs, one wave of ~16 tiles each;
+//   decode 16 x 4096 (T = 64):   128 CTAs -> s = 2: 256 CTAs of 32 tiles;
+//   decode 64 x 4096:            512 CTAs, 1.94 waves -> s = 1 (s = 2 models 134 against 128);
+//   prefill 4 x 4096 (T = 64):   8192 CTAs, 31 waves -> s = 1 (a split only adds partial traffic here).
+// Wave efficiency alone is the wrong objective: it once split that prefill 32 ways for a 3% fuller last wave
+// and doubled its time. Each segment keeps at least kMinKeysPerSegment keys (two KV tiles). Without
+// max_seq_len the split cannot be sized, so the launch stays 2D; without max_query_len the prefill shape is
+// assumed (correct for any batch).
 LaunchChoice choose_launch(const LaunchInputs& in) {
-  constexpr int kMinKeysPerSegment = 256;
+  constexpr int kMinKeysPerSegment = 128;
   constexpr int kMaxSegments = 64;
-  constexpr int kResidentCtasPerSm = 3;
+  constexpr double kFixedTiles = 2.0;  // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
+  constexpr double kMergeTiles = 2.0;  // the merge launch and the partial round trip
 
   LaunchChoice c;
   const int group = in.num_q_heads / in.num_kv_heads;
@@ -47,12 +53,19 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     const int64_t tiles_per_seq =
         (static_cast<int64_t>(in.max_query_len) * group + c.block_m - 1) / c.block_m;
     const int64_t ctas = std::max<int64_t>(1, in.num_seqs * tiles_per_seq * in.num_kv_heads);
-    const int64_t capacity = static_cast<int64_t>(in.sm_count) * kResidentCtasPerSm;
-    if (ctas < capacity) {
-      const int64_t by_fill = (capacity + ctas - 1) / ctas;
-      const int64_t by_length = std::max<int64_t>(1, in.max_seq_len / kMinKeysPerSegment);
-      c.num_segments = static_cast<int>(std::min<int64_t>({by_fill, by_length, kMaxSegments}));
-    }
+    const int resident = c.shape == TileShape::kDecode ? in.resident_decode : in.resident_prefill;
+    const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
+    const double tiles = static_cast<double>(in.max_seq_len) / c.block_n;  // KV tiles of the longest range
+    const int64_t most =
+        std::min<int64_t>(kMaxSegments, std::max<int64_t>(1, in.max_seq_len / kMinKeysPerSegment));
+    auto modeled_time = [&](int64_t s) {
+      const double waves = std::max(1.0, static_cast<double>(ctas * s) / static_cast<double>(capacity));
+      return waves * (tiles / static_cast<double>(s) + kFixedTiles) + (s > 1 ? kMergeTiles : 0.0);
+    };
+    double best = modeled_time(1);
+    for (int64_t s = 2; s <= most; ++s) best = std::min(best, modeled_time(s));
+    // The smallest count within 2% of the best: fewer segments mean fewer partials for the same time.
+    while (modeled_time(c.num_segments) > 1.02 * best) ++c.num_segments;
   }
   if (c.num_segments > 1) {
     const size_t rows = static_cast<size_t>(in.num_tokens) * in.num_q_heads * c.num_segments;

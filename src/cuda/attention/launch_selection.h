@@ -16,9 +16,11 @@ struct LaunchInputs {
   int num_q_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  int max_query_len = -1;  // -1 = unknown
-  int max_seq_len = -1;    // -1 = unknown
-  int force_segments = 0;  // 0 = choose
+  int max_query_len = -1;    // -1 = unknown
+  int max_seq_len = -1;      // -1 = unknown
+  int force_segments = 0;    // 0 = choose
+  int resident_decode = 3;   // CTAs of the decode shape resident per SM (from the occupancy API)
+  int resident_prefill = 2;  // CTAs of the prefill shape resident per SM
 };
 
 struct LaunchChoice {

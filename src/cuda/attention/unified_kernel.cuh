@@ -20,8 +20,10 @@ namespace pagedattn::cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_>
+template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_, int kStages_>
 struct UnifiedConfig {
+  static constexpr int kStages = kStages_;  // K/V tiles in flight + the one being computed
+  static_assert(kStages >= 2, "the pipeline needs at least two stages");
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarpsM = kWarpsM_;
   static constexpr int kWarpsN = kWarpsN_;
@@ -32,9 +34,9 @@ struct UnifiedConfig {
   static constexpr int kStride = kHeadDim + 8;  // smem row stride (elements): +16 B avoids bank conflicts
   static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   static_assert(kHeadDim % 16 == 0 && kWarpKeys % 16 == 0, "tile shape must match the m16n8k16 instruction");
-  // Shared memory: Q tile, then two stages of K and V tiles; the K/V region is reused by the epilogue.
+  // Shared memory: Q tile, then kStages stages of K and V tiles; the K/V region is reused by the epilogue.
   static constexpr int kQBytes = kBlockM * kStride * 2;
-  static constexpr int kKVBytes = 2 * 2 * kBlockN * kStride * 2;
+  static constexpr int kKVBytes = kStages * 2 * kBlockN * kStride * 2;
   static constexpr int kMergeBytes = kWarpsN * kBlockM * kHeadDim * 4;
   static_assert(kMergeBytes <= kKVBytes, "epilogue staging must fit in the K/V region");
   static constexpr int kSmemBytes = kQBytes + kKVBytes;
@@ -68,8 +70,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   constexpr int kDTiles = D / 8;               // n8 output tiles per warp
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);                 // (BM, S)
-  T* sK = reinterpret_cast<T*>(smem + Cfg::kQBytes);  // (2, BN, S)
-  T* sV = sK + 2 * BN * S;                            // (2, BN, S)
+  T* sK = reinterpret_cast<T*>(smem + Cfg::kQBytes);  // (kStages, BN, S)
+  T* sV = sK + Cfg::kStages * BN * S;                 // (kStages, BN, S)
   __shared__ float s_ml[Cfg::kWarpsN][BM][2];
 
   const auto& kv = p.kv;
@@ -167,8 +169,13 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       cp_async_16(dv + n * S + ch * 8, vsrc, bytes);
     }
   };
-  load_kv_tile(tile_lo, 0);
-  cp_async_commit();
+  // Prologue: the first kStages - 1 tiles in flight, one commit group each (empty groups keep the count
+  // uniform).
+#pragma unroll
+  for (int st = 0; st < Cfg::kStages - 1; ++st) {
+    if (tile_lo + st < tile_hi) load_kv_tile(tile_lo + st, st);
+    cp_async_commit();
+  }
 
   // ---- per-thread row facts: this thread holds rows g and g + 8 of its warp's 16-row block
   // ------------------------
@@ -182,7 +189,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     row_slope[i] = (a.alibi_slopes != nullptr && valid) ? a.alibi_slopes[kv_head * G + (row0 + r) % G] : 0.0f;
   }
 
-  cp_async_wait<1>();  // Q has landed
+  cp_async_wait<Cfg::kStages - 1>();  // Q has landed (only the prologue's tile groups may be pending)
   __syncthreads();
   uint32_t q_frag[D / 16][4];
 #pragma unroll
@@ -199,15 +206,17 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   float row_sum[2] = {0.0f, 0.0f};  // this thread's columns only; reduced across the quad at the end
 
   for (int kv_tile = tile_lo; kv_tile < tile_hi; ++kv_tile) {
-    const int stage = (kv_tile - tile_lo) & 1;
-    if (kv_tile + 1 < tile_hi) {
-      load_kv_tile(kv_tile + 1, stage ^ 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
+    const int it = kv_tile - tile_lo;
+    const int stage = it % Cfg::kStages;
+    // Committed so far: Q, kStages - 1 prologue groups, one per earlier iteration. Tile `it` is group it + 1,
+    // so all but the newest kStages - 2 groups must be complete.
+    cp_async_wait<Cfg::kStages - 2>();
+    __syncthreads();  // tile `it` is visible to all warps, and every warp is done with the stage refilled
+                      // next
+    if (kv_tile + Cfg::kStages - 1 < tile_hi) {
+      load_kv_tile(kv_tile + Cfg::kStages - 1, (it + Cfg::kStages - 1) % Cfg::kStages);
     }
-    __syncthreads();
+    cp_async_commit();
     const T* tk = sK + stage * BN * S + wn * Cfg::kWarpKeys * S;
     const T* tv = sV + stage * BN * S + wn * Cfg::kWarpKeys * S;
     const int key0 = kv_begin + kv_tile * BN + wn * Cfg::kWarpKeys;
@@ -297,8 +306,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         Mma<T>::run(o_acc[dt + 1], pf, vf[2], vf[3]);
       }
     }
-    __syncthreads();  // the stage just read is the next iteration's load target
   }
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the K/V stages: the epilogue reuses them
 
   // ---- epilogue: merge the kWarpsN partial states per row through shared memory
   // ----------------------------------

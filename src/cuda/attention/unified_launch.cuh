@@ -10,16 +10,16 @@
 
 namespace pagedattn::cuda {
 
+// Decode streams K/V: three stages (two tiles in flight while one is computed) where shared memory still
+// allows two CTAs per SM; prefill reuses each tile across 64 rows and stays at two stages.
 template <int kHeadDim>
-using DecodeConfig = UnifiedConfig<kHeadDim, 1, 4, 64>;
+using DecodeConfig = UnifiedConfig<kHeadDim, 1, 4, 64, (kHeadDim <= 128 ? 3 : 2)>;
 template <int kHeadDim>
-using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32)>;
+using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32), 2>;
 
 template <typename T, typename Cfg>
-void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
+auto* configured_kernel() {
   static_assert(Cfg::kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
-  PA_CHECK(choice.block_m == Cfg::kBlockM && choice.block_n == Cfg::kBlockN,
-           "internal: launch choice and kernel config disagree on the tile shape");
   auto* kernel = unified_attention_kernel<T, Cfg>;
   // Raising the dynamic shared-memory limit is per device; do it once for each.
   static std::atomic<uint64_t> configured_devices{0};
@@ -30,6 +30,28 @@ void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaS
     PA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
     configured_devices.fetch_or(bit);
   }
+  return kernel;
+}
+
+template <typename T, typename Cfg>
+int resident_ctas() {
+  int ctas = 0;
+  PA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, configured_kernel<T, Cfg>(),
+                                                              Cfg::kThreads, Cfg::kSmemBytes));
+  return ctas;
+}
+
+template <typename T, int kHeadDim>
+int resident_ctas_per_sm(TileShape shape) {
+  return shape == TileShape::kDecode ? resident_ctas<T, DecodeConfig<kHeadDim>>()
+                                     : resident_ctas<T, PrefillConfig<kHeadDim>>();
+}
+
+template <typename T, typename Cfg>
+void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
+  PA_CHECK(choice.block_m == Cfg::kBlockM && choice.block_n == Cfg::kBlockN,
+           "internal: launch choice and kernel config disagree on the tile shape");
+  auto* kernel = configured_kernel<T, Cfg>();
   const dim3 grid(static_cast<unsigned>(choice.grid_tiles), static_cast<unsigned>(params.kv.num_kv_heads),
                   static_cast<unsigned>(params.num_segments));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);

@@ -12,4 +12,8 @@ namespace pagedattn::cuda {
 template <typename T, int kHeadDim>
 void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream);
 
+/// CTAs of a tile shape that fit on one SM of the current device at once (shared memory, registers, threads).
+template <typename T, int kHeadDim>
+int resident_ctas_per_sm(TileShape shape);
+
 }  // namespace pagedattn::cuda

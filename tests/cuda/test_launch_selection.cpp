@@ -1,0 +1,72 @@
+// choose_launch() is pure host logic: its worked examples (launch_selection.cpp) are checked here, without a
+// GPU.
+#include <gtest/gtest.h>
+
+#include "cuda/attention/launch_selection.h"
+
+namespace pagedattn::cuda {
+namespace {
+
+LaunchInputs decode(int batch, int context) {
+  LaunchInputs in;
+  in.sm_count = 132;
+  in.num_seqs = batch;
+  in.num_tokens = batch;
+  in.num_q_heads = 32;
+  in.num_kv_heads = 8;
+  in.head_dim = 128;
+  in.max_query_len = 1;
+  in.max_seq_len = context;
+  in.resident_decode = 2;
+  in.resident_prefill = 2;
+  return in;
+}
+
+TEST(LaunchSelection, WorkedExamples) {
+  EXPECT_EQ(choose_launch(decode(1, 32768)).num_segments, 33);  // 8 CTAs x 33 = 264: one full wave
+  EXPECT_EQ(choose_launch(decode(16, 4096)).num_segments, 2);   // 128 x 2 = 256 of 264
+  EXPECT_EQ(choose_launch(decode(64, 4096)).num_segments, 1);   // 512 = 1.94 waves
+  EXPECT_EQ(choose_launch(decode(256, 512)).num_segments, 1);   // 7.76 waves
+  EXPECT_EQ(choose_launch(decode(1, 32768)).shape, TileShape::kDecode);
+  LaunchInputs prefill = decode(4, 4096);  // 4 x 4096 causal prefill: 8192 CTAs, 31 waves: never split
+  prefill.num_tokens = 4 * 4096;
+  prefill.max_query_len = 4096;
+  EXPECT_EQ(choose_launch(prefill).shape, TileShape::kPrefill);
+  EXPECT_EQ(choose_launch(prefill).num_segments, 1);
+}
+
+TEST(LaunchSelection, RespectsLimitsAndDoesNotSplitFullGrids) {
+  for (int batch : {1, 2, 3, 7, 16, 33, 64, 100, 256}) {
+    for (int context : {1, 17, 512, 4096, 32768, 131072}) {
+      const LaunchInputs in = decode(batch, context);
+      const LaunchChoice c = choose_launch(in);
+      EXPECT_GE(c.num_segments, 1);
+      EXPECT_LE(c.num_segments, 64);
+      EXPECT_LE(c.num_segments, std::max(1, context / 128)) << "segments shorter than two KV tiles";
+      if (int64_t{batch} * 8 >= 2 * 264) {
+        EXPECT_EQ(c.num_segments, 1) << batch << "x" << context << ": two or more full waves need no split";
+      }
+      EXPECT_EQ(c.workspace_bytes,
+                c.num_segments > 1 ? size_t(batch) * 32 * c.num_segments * (128 + 2) * 4 : size_t{0});
+      EXPECT_GE(c.grid_tiles * 16, int64_t{batch} * 4) << "grid covers every packed row";
+    }
+  }
+}
+
+TEST(LaunchSelection, ShapesAndUnknownHints) {
+  LaunchInputs in = decode(4, 2048);
+  in.max_query_len = 100;  // chunks: 100 x 4 rows
+  in.num_tokens = 400;
+  EXPECT_EQ(choose_launch(in).shape, TileShape::kPrefill);
+  in.max_query_len = -1;  // unknown: the prefill shape is correct for any batch; no split without lengths
+  in.max_seq_len = -1;
+  const LaunchChoice c = choose_launch(in);
+  EXPECT_EQ(c.shape, TileShape::kPrefill);
+  EXPECT_EQ(c.num_segments, 1);
+  in.force_segments = 7;
+  EXPECT_EQ(choose_launch(in).num_segments, 7);
+  EXPECT_GT(choose_launch(in).workspace_bytes, 0u);
+}
+
+}  // namespace
+}  // namespace pagedattn::cuda
