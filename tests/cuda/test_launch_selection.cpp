@@ -23,8 +23,10 @@ LaunchInputs decode(int batch, int context) {
 }
 
 TEST(LaunchSelection, WorkedExamples) {
-  EXPECT_EQ(choose_launch(decode(1, 32768)).num_segments, 33);  // 8 CTAs x 33 = 264: one full wave
+  EXPECT_EQ(choose_launch(decode(1, 32768)).num_segments, 31);  // 248 CTAs: one wave
   EXPECT_EQ(choose_launch(decode(16, 4096)).num_segments, 2);   // 128 x 2 = 256 of 264
+  EXPECT_EQ(choose_launch(decode(1, 4096)).num_segments, 13);   // partials outweigh more splits
+  EXPECT_EQ(choose_launch(decode(16, 32768)).num_segments, 2);  // s = 3 leaves a 0.45-wave tail
   EXPECT_EQ(choose_launch(decode(64, 4096)).num_segments, 1);   // 512 = 1.94 waves
   EXPECT_EQ(choose_launch(decode(256, 512)).num_segments, 1);   // 7.76 waves
   EXPECT_EQ(choose_launch(decode(1, 32768)).shape, TileShape::kDecode);
@@ -42,9 +44,9 @@ TEST(LaunchSelection, RespectsLimitsAndDoesNotSplitFullGrids) {
       const LaunchChoice c = choose_launch(in);
       EXPECT_GE(c.num_segments, 1);
       EXPECT_LE(c.num_segments, 64);
-      EXPECT_LE(c.num_segments, std::max(1, context / 128)) << "segments shorter than two KV tiles";
-      if (int64_t{batch} * 8 >= 2 * 264) {
-        EXPECT_EQ(c.num_segments, 1) << batch << "x" << context << ": two or more full waves need no split";
+      EXPECT_LE(c.num_segments, std::max(1, context / 64)) << "segments shorter than one KV tile";
+      if (int64_t{batch} * 8 >= 6 * 264) {
+        EXPECT_EQ(c.num_segments, 1) << batch << "x" << context << ": six or more waves need no split";
       }
       EXPECT_EQ(c.workspace_bytes,
                 c.num_segments > 1 ? size_t(batch) * 32 * c.num_segments * (128 + 2) * 4 : size_t{0});

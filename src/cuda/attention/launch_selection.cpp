@@ -1,6 +1,7 @@
 #include "cuda/attention/launch_selection.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace pagedattn::cuda {
@@ -20,24 +21,27 @@ int block_n_for(TileShape shape, int head_dim) {
 // tensor-core-bound.
 //
 // Segments. A launch first fills the resident capacity (SMs x CTAs per SM from the occupancy API: 2 x 132 =
-// 264 for the 3-stage decode tile at head dim 128); a grid smaller than that leaves bandwidth unused, a
-// larger one runs in proportion to its CTAs (a tail wave of memory-bound CTAs runs at the bandwidth they can
-// pull). With T KV tiles per CTA range and s segments, time ~ max(1, CTAs x s / capacity) x (T / s +
-// kFixedTiles) + (s > 1 ? kMergeTiles : 0), in units of one KV tile; the smallest s within 2% of the least
-// modeled time wins:
-//   decode 1 x 32768 (T = 512):  8 CTAs per segment -> s = 33: 264 CTAs, one wave of ~16 tiles each;
+// 264 for the 3-stage decode tile at head dim 128); a smaller grid leaves bandwidth unused. Beyond that, time
+// grows with the fraction of waves, plus half of the empty part of a partial last wave. With T KV tiles per
+// CTA range and s segments, in units of one KV tile:
+//   time(s) ~ waves(s) x (T / s + kFixedTiles) + (s > 1 ? kMergeTiles + kMergePerSegment x s : 0)
+// and the smallest s within 2% of the least modeled time wins. Measured on H100 (bench/NOTES.md):
+//   decode 1 x 32768 (T = 512):  8 CTAs per segment -> s = 31: 248 CTAs, one wave of ~17 tiles each;
+//   decode 1 x 4096 (T = 64):    s = 13 (more segments cost more in partials than they save);
 //   decode 16 x 4096 (T = 64):   128 CTAs -> s = 2: 256 CTAs of 32 tiles;
-//   decode 64 x 4096:            512 CTAs, 1.94 waves -> s = 1 (s = 2 models 134 against 128);
-//   prefill 4 x 4096 (T = 64):   8192 CTAs, 31 waves -> s = 1 (a split only adds partial traffic here).
+//   decode 16 x 32768 (T = 512): s = 2 (s = 3 would leave a 0.45-wave tail: measured 1.3x slower);
+//   decode 64 x 4096:            512 CTAs, 1.94 waves -> s = 1;
+//   prefill 4 x 4096 (T = 64):   8192 CTAs, 31 waves -> s = 1.
 // Wave efficiency alone is the wrong objective: it once split that prefill 32 ways for a 3% fuller last wave
 // and doubled its time. Each segment keeps at least kMinKeysPerSegment keys (two KV tiles). Without
 // max_seq_len the split cannot be sized, so the launch stays 2D; without max_query_len the prefill shape is
 // assumed (correct for any batch).
 LaunchChoice choose_launch(const LaunchInputs& in) {
-  constexpr int kMinKeysPerSegment = 128;
+  constexpr int kMinKeysPerSegment = 64;  // one KV tile
   constexpr int kMaxSegments = 64;
-  constexpr double kFixedTiles = 2.0;  // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
-  constexpr double kMergeTiles = 2.0;  // the merge launch and the partial round trip
+  constexpr double kFixedTiles = 2.0;        // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
+  constexpr double kMergeTiles = 2.0;        // the merge launch
+  constexpr double kMergePerSegment = 0.25;  // each segment's partials: written, then read by the merge
 
   LaunchChoice c;
   const int group = in.num_q_heads / in.num_kv_heads;
@@ -59,8 +63,12 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     const int64_t most =
         std::min<int64_t>(kMaxSegments, std::max<int64_t>(1, in.max_seq_len / kMinKeysPerSegment));
     auto modeled_time = [&](int64_t s) {
-      const double waves = std::max(1.0, static_cast<double>(ctas * s) / static_cast<double>(capacity));
-      return waves * (tiles / static_cast<double>(s) + kFixedTiles) + (s > 1 ? kMergeTiles : 0.0);
+      // Fractional waves, plus half of the empty part of a partial last wave (a tail of memory-bound CTAs
+      // runs faster than a full wave, but not in proportion to its size).
+      const double frac = static_cast<double>(ctas * s) / static_cast<double>(capacity);
+      const double waves = std::max(1.0, frac + 0.5 * (std::ceil(frac) - frac));
+      const double merge = s > 1 ? kMergeTiles + kMergePerSegment * static_cast<double>(s) : 0.0;
+      return waves * (tiles / static_cast<double>(s) + kFixedTiles) + merge;
     };
     double best = modeled_time(1);
     for (int64_t s = 2; s <= most; ++s) best = std::min(best, modeled_time(s));

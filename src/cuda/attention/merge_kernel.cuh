@@ -43,6 +43,7 @@ __global__ void __launch_bounds__(32 * kMergeWarps)
   const float* po = p.partial_o + row * n * kHeadDim;
   for (int col = lane * 4; col < kHeadDim; col += 128) {
     float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 4  // independent loads of several segments in flight, not one dependent chain
     for (int s = 0; s < n; ++s) {
       const float ms = ml[2 * s];
       if (ms == -INFINITY) continue;  // an empty segment: its partial O was never written
