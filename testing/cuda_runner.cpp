@@ -82,6 +82,7 @@ struct DeviceProblem {
     batch.seq_lens = on_device(batch.seq_lens, lens);
     batch.query_start_loc = on_device(batch.query_start_loc, qsl);
     params = p.params();
+    params.force_segments = p.spec.force_segments;  // before the workspace is sized below
     if (params.alibi_slopes.data) params.alibi_slopes = on_device(params.alibi_slopes, alibi);
     if (params.sinks.data) params.sinks = on_device(params.sinks, sinks);
     if (params.lse.data) params.lse = on_device(params.lse, lse);
@@ -107,8 +108,6 @@ class CudaRunner final : public BackendRunner {
 
   void run_attention(HostProblem& p) override {
     DeviceProblem d(p);
-    d.params.force_segments = p.spec.force_segments;
-    d.workspace = DeviceBuffer(attention_workspace_size(d.query, d.cache, d.batch, d.params));
     d.run(nullptr);
     RUNNER_CUDA_CHECK(cudaGetLastError());
     d.download(p);
@@ -116,8 +115,6 @@ class CudaRunner final : public BackendRunner {
 
   double time_attention(HostProblem& p, int warmup, int reps) override {
     DeviceProblem d(p);
-    d.params.force_segments = p.spec.force_segments;
-    d.workspace = DeviceBuffer(attention_workspace_size(d.query, d.cache, d.batch, d.params));
     cudaStream_t stream;
     RUNNER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     d.run(stream);  // validated eager run; the graph below skips validation

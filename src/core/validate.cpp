@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "pagedattn/error.h"
 
@@ -88,7 +89,12 @@ void check_optional_per_head(const TensorView& t, const char* name, int64_t num_
 }  // namespace
 
 const char* supported_head_dims_text() {
-  return "64, 80, 96, 112, 128, 192, 256";
+  static const std::string text = [] {
+    std::string t;
+    for (int d : kSupportedHeadDims) t += (t.empty() ? "" : ", ") + std::to_string(d);
+    return t;
+  }();
+  return text.c_str();
 }
 
 AttentionProblem check_attention(const TensorView& query, const PagedKVCache& cache, const BatchDesc& batch,

@@ -12,5 +12,10 @@
              ":", __LINE__);                                                                                 \
   } while (0)
 
-/// Checks the launch that was just issued (configuration errors surface here, not at the next sync).
-#define PA_CUDA_CHECK_LAUNCH(name) PA_CUDA_CHECK(cudaPeekAtLastError())
+/// Checks the launch of kernel `name` that was just issued (configuration errors surface here, not at the
+/// next sync).
+#define PA_CUDA_CHECK_LAUNCH(name)                                                                        \
+  do {                                                                                                    \
+    const cudaError_t pa_status_ = cudaPeekAtLastError();                                                 \
+    PA_CHECK(pa_status_ == cudaSuccess, "launch of ", name, " failed: ", cudaGetErrorString(pa_status_)); \
+  } while (0)
