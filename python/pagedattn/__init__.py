@@ -7,7 +7,10 @@ Errors raise ``pagedattn.Error`` (a ``ValueError``) with the C++ library's messa
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+
+import numpy
 
 from . import _pagedattn as _C
 
@@ -34,18 +37,15 @@ def current_stream(tensor) -> int:
     return 0
 
 
-def _empty_like(t, shape, dtype_of=None, byte_size=None):
-    """A new array in ``t``'s framework and device: shaped like ``shape`` (dtype of ``dtype_of``), or raw bytes."""
+def _empty(t, shape, dtype=None):
+    """An uninitialized array in ``t``'s framework and device; ``dtype`` is a name ("float32", "uint8"), default
+    ``t``'s own dtype."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(t, torch.Tensor):
-        if byte_size is not None:
-            return torch.empty(byte_size, dtype=torch.uint8, device=t.device)
-        return torch.empty(shape, dtype=(dtype_of if dtype_of is not None else t).dtype, device=t.device)
+        return torch.empty(shape, dtype=getattr(torch, dtype) if dtype else t.dtype, device=t.device)
     cupy = sys.modules.get("cupy")
-    mod = cupy if cupy is not None and isinstance(t, cupy.ndarray) else __import__("numpy")
-    if byte_size is not None:
-        return mod.empty(byte_size, dtype=mod.uint8)
-    return mod.empty(shape, dtype=(dtype_of if dtype_of is not None else t).dtype)
+    mod = cupy if cupy is not None and isinstance(t, cupy.ndarray) else numpy
+    return mod.empty(shape, dtype=dtype or t.dtype)
 
 
 def write_kv(key, value, slot_mapping, k_cache, v_cache, *, validate: bool = True, stream: int | None = None):
@@ -73,15 +73,15 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
     When workspace is None, one of attention_workspace_size() bytes is allocated in query's framework.
     """
     if out is None:
-        out = _empty_like(query, tuple(query.shape))
+        out = _empty(query, tuple(query.shape))
     if return_lse and lse is None:
-        lse = _empty_like(query, (query.shape[0], query.shape[1]), dtype_of=_float32_like(query))
+        lse = _empty(query, (query.shape[0], query.shape[1]), "float32")
     if workspace is None:
         size = attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
                                         max_query_len=max_query_len, max_seq_len=max_seq_len,
                                         force_segments=force_segments)
         if size:
-            workspace = _empty_like(query, None, byte_size=size)
+            workspace = _empty(query, (size,), "uint8")
     _C.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scale=scale,
                  window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks, lse=lse,
                  workspace=workspace, max_query_len=max_query_len, max_seq_len=max_seq_len, validate=validate,
@@ -89,16 +89,7 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
     return (out, lse) if (return_lse or lse is not None) else out
 
 
-def _float32_like(t):
-    """An object whose .dtype is float32 in t's framework."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(t, torch.Tensor):
-        return torch.empty(0, dtype=torch.float32)
-    import numpy
-    return numpy.empty(0, dtype=numpy.float32)
-
-
-if "torch" in sys.modules or __import__("importlib.util").util.find_spec("torch") is not None:
+if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
     try:
         from . import torch_ops  # noqa: F401  (registers torch.ops.pagedattn.*)
     except ImportError:  # torch present but unusable here: the DLPack API above still works
