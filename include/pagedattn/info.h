@@ -16,6 +16,7 @@ struct DeviceInfo {
   int minor = 0;
   size_t total_memory = 0;
   size_t l2_bytes = 0;
+  std::string prefill_kernel;  ///< kernel of long-query tiles: "wgmma" (sm_90a) or "mma.sync"
 };
 
 struct BuildInfo {

@@ -176,6 +176,7 @@ NB_MODULE(_pagedattn, m) {
       e["name"] = dev.name;
       e["sm_count"] = dev.sm_count;
       e["compute_capability"] = std::to_string(dev.major) + "." + std::to_string(dev.minor);
+      e["prefill_kernel"] = dev.prefill_kernel;
       e["total_memory"] = dev.total_memory;
       devices.append(e);
     }

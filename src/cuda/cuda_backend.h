@@ -14,5 +14,7 @@ void write_kv(const core::WriteKVProblem& p, Stream stream, bool validate_slots)
 size_t attention_workspace_size(const core::AttentionProblem& p);
 void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream);
 std::vector<DeviceInfo> devices();
+/// Whether long-query tiles run the sm_90a wgmma kernel on this device (PAGEDATTN_WGMMA, build, device).
+bool wgmma_prefill_enabled(int device);
 
 }  // namespace pagedattn::cuda

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "pagedattn/info.h"
 #include "problem.h"
 #include "runner.h"
 #include "test_util.h"
@@ -117,6 +118,18 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaSegments,
                                   std::to_string(c.head_dim) + "_hq" + std::to_string(c.q_heads) + "_hkv" +
                                   std::to_string(c.kv_heads) + "_bs" + std::to_string(c.block_size);
                          });
+
+// The tests run the kernel the device should run: on a compute capability 9.0 device long queries take the
+// wgmma tile unless PAGEDATTN_WGMMA=0 (ctest runs the grid both ways).
+TEST(CudaAttention, PrefillKernelFollowsDeviceAndSwitch) {
+  REQUIRE_GPU();
+  const DeviceInfo d = cuda_devices().at(0);
+  const char* env = std::getenv("PAGEDATTN_WGMMA");
+  const bool off = env != nullptr && std::strcmp(env, "0") == 0;
+  const bool hopper = d.major == 9 && d.minor == 0;
+  EXPECT_EQ(d.prefill_kernel, hopper && !off ? "wgmma" : "mma.sync")
+      << d.name << ", PAGEDATTN_WGMMA=" << (env ? env : "unset");
+}
 
 // Long contexts: 128k keys in one sequence (decode) through the automatic launch choice.
 TEST(CudaAttention, LongContextDecode) {

@@ -70,5 +70,31 @@ TEST(LaunchSelection, ShapesAndUnknownHints) {
   EXPECT_GT(choose_launch(in).workspace_bytes, 0u);
 }
 
+TEST(LaunchSelection, HopperPrefillTile) {
+  LaunchInputs in = decode(4, 4096);
+  in.num_tokens = 4 * 4096;
+  in.max_query_len = 4096;
+  in.wgmma_prefill = true;
+  in.resident_prefill = 1;
+  LaunchChoice c = choose_launch(in);
+  EXPECT_EQ(c.shape, TileShape::kPrefillSm90);
+  EXPECT_EQ(c.block_m, 128);
+  EXPECT_EQ(c.block_n, 128);
+  EXPECT_EQ(c.num_segments, 1);  // 1024 CTAs, 7.8 waves
+  EXPECT_GE(c.grid_tiles * 128, in.num_tokens * 4);
+  in.head_dim = 256;
+  EXPECT_EQ(choose_launch(in).block_n, 64);
+  in.max_query_len = 1;  // decode keeps its tile on Hopper too
+  in.num_tokens = 4;
+  EXPECT_EQ(choose_launch(in).shape, TileShape::kDecode);
+  // Segments hold whole 128-key tiles: a short context is not split finer than its tiles.
+  in = decode(1, 300);
+  in.max_query_len = 300;
+  in.num_tokens = 300;
+  in.wgmma_prefill = true;
+  c = choose_launch(in);
+  EXPECT_LE(c.num_segments, 2);
+}
+
 }  // namespace
 }  // namespace pagedattn::cuda

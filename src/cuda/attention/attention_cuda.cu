@@ -3,11 +3,14 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
 #include <vector>
 
+#include "core/log.h"
 #include "cuda/attention/launch_selection.h"
 #include "cuda/attention/unified_launch.h"
 #include "cuda/cuda_backend.h"
@@ -83,7 +86,9 @@ LaunchChoice choose(const core::AttentionProblem& p) {
   const Instance inst = find_instance(p.attn.q_dtype, p.kv.head_dim);
   LaunchInputs in;
   in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, TileShape::kDecode);
-  in.resident_prefill = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, TileShape::kPrefill);
+  in.wgmma_prefill = wgmma_prefill_enabled(p.device.index);
+  in.resident_prefill = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim,
+                                 in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill);
   in.sm_count = sm_count(p.device.index);
   in.num_seqs = p.batch.num_seqs;
   in.num_tokens = p.batch.num_tokens;
@@ -125,6 +130,43 @@ void validate_on_host(const core::AttentionProblem& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+// Whether long queries take the sm_90a wgmma tile. PAGEDATTN_WGMMA: unset = yes where it can run (a build
+// with sm_90a on a compute capability 9.0 device), 1 = required (an error where it cannot run), 0 = never.
+// Every time it is not used, the reason is logged once.
+bool wgmma_prefill_enabled(int device) {
+  static std::mutex mutex;
+  static std::map<int, bool> decided;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = decided.find(device); it != decided.end()) return it->second;
+  const char* env = std::getenv("PAGEDATTN_WGMMA");
+  PA_CHECK(env == nullptr || std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0,
+           "PAGEDATTN_WGMMA must be unset, 0 or 1, got '", env ? env : "", "'");
+  int major = 0, minor = 0;
+  PA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  PA_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+#ifdef PAGEDATTN_HAS_SM90A
+  const bool built = true;
+#else
+  const bool built = false;
+#endif
+  const bool can_run = built && major == 9 && minor == 0;
+  const std::string why = !built ? std::string("this build has no sm_90a code (PAGEDATTN_CUDA_ARCHS=") +
+                                       PAGEDATTN_CUDA_ARCHS_STRING + ")"
+                                 : "device " + std::to_string(device) + " is sm_" + std::to_string(major) +
+                                       std::to_string(minor) + ", the wgmma kernel runs on sm_90a only";
+  bool use = can_run;
+  if (env != nullptr && env[0] == '1') {
+    PA_CHECK(can_run, "PAGEDATTN_WGMMA=1 but ", why);
+  } else if (env != nullptr && env[0] == '0') {
+    use = false;
+    core::log_once("PAGEDATTN_WGMMA=0: prefill tiles use the portable mma.sync kernel");
+  } else if (!can_run) {
+    core::log_once("prefill tiles use the portable mma.sync kernel: " + why);
+  }
+  decided[device] = use;
+  return use;
+}
 
 size_t attention_workspace_size(const core::AttentionProblem& p) {
   DeviceGuard guard(p.device.index);

@@ -6,8 +6,28 @@
 
 namespace pagedattn::cuda {
 
+int block_m_for(TileShape shape) {
+  switch (shape) {
+    case TileShape::kDecode:
+      return 16;
+    case TileShape::kPrefill:
+      return 64;
+    case TileShape::kPrefillSm90:
+      return 128;
+  }
+  return 0;
+}
+
 int block_n_for(TileShape shape, int head_dim) {
-  return shape == TileShape::kDecode ? 64 : (head_dim <= 128 ? 64 : 32);
+  switch (shape) {
+    case TileShape::kDecode:
+      return 64;
+    case TileShape::kPrefill:
+      return head_dim <= 128 ? 64 : 32;
+    case TileShape::kPrefillSm90:
+      return head_dim <= 128 ? 128 : 64;
+  }
+  return 0;
 }
 
 // How the choice is made, with the numbers of the decode grid (H100/H200: 132 SMs; 32 q heads, 8 kv heads, G
@@ -16,9 +36,9 @@ int block_n_for(TileShape shape, int head_dim) {
 // Tile shape. A CTA covers BLOCK_M packed rows = query tokens x the G heads of one KV head. When every
 // sequence's rows fit in 16 (max_query_len * G <= 16: decode, or G <= 4 with up to 4 speculative tokens) the
 // 16-row decode shape wastes nothing and its 4 warps split each KV tile's keys, so one CTA streams 64 keys
-// per step with all of its threads. Longer queries take the 64-row prefill shape (4 warps split the rows):
-// each K/V tile is then reused by 64 rows, which is what moves the kernel from memory-bound to
-// tensor-core-bound.
+// per step with all of its threads. Longer queries take a prefill shape: on sm_90a the 128-row wgmma tile
+// (two warpgroups), elsewhere the 64-row mma.sync tile (4 warps split the rows). Each K/V tile is then
+// reused by 64-128 rows, which is what moves the kernel from memory-bound to tensor-core-bound.
 //
 // Segments. A launch first fills the resident capacity (SMs x CTAs per SM from the occupancy API: 2 x 132 =
 // 264 for the 3-stage decode tile at head dim 128); a smaller grid leaves bandwidth unused. Beyond that, time
@@ -33,11 +53,11 @@ int block_n_for(TileShape shape, int head_dim) {
 //   decode 64 x 4096:            512 CTAs, 1.94 waves -> s = 1;
 //   prefill 4 x 4096 (T = 64):   8192 CTAs, 31 waves -> s = 1.
 // Wave efficiency alone is the wrong objective: it once split that prefill 32 ways for a 3% fuller last wave
-// and doubled its time. Each segment keeps at least kMinKeysPerSegment keys (two KV tiles). Without
+// and doubled its time. Each segment keeps at least one KV tile (and kMinKeysPerSegment keys). Without
 // max_seq_len the split cannot be sized, so the launch stays 2D; without max_query_len the prefill shape is
 // assumed (correct for any batch).
 LaunchChoice choose_launch(const LaunchInputs& in) {
-  constexpr int kMinKeysPerSegment = 64;  // one KV tile
+  constexpr int kMinKeysPerSegment = 64;
   constexpr int kMaxSegments = 64;
   constexpr double kFixedTiles = 2.0;        // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
   constexpr double kMergeTiles = 2.0;        // the merge launch
@@ -46,8 +66,9 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
   LaunchChoice c;
   const int group = in.num_q_heads / in.num_kv_heads;
   const bool short_queries = in.max_query_len >= 0 && in.max_query_len * group <= 16;
-  c.shape = short_queries ? TileShape::kDecode : TileShape::kPrefill;
-  c.block_m = c.shape == TileShape::kDecode ? 16 : 64;
+  const TileShape prefill = in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill;
+  c.shape = short_queries ? TileShape::kDecode : prefill;
+  c.block_m = block_m_for(c.shape);
   c.block_n = block_n_for(c.shape, in.head_dim);
   c.grid_tiles = in.num_tokens * group / c.block_m + in.num_seqs;
 
@@ -60,8 +81,8 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     const int resident = c.shape == TileShape::kDecode ? in.resident_decode : in.resident_prefill;
     const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
     const double tiles = static_cast<double>(in.max_seq_len) / c.block_n;  // KV tiles of the longest range
-    const int64_t most =
-        std::min<int64_t>(kMaxSegments, std::max<int64_t>(1, in.max_seq_len / kMinKeysPerSegment));
+    const int64_t most = std::min<int64_t>(
+        kMaxSegments, std::max<int64_t>(1, in.max_seq_len / std::max(kMinKeysPerSegment, c.block_n)));
     auto modeled_time = [&](int64_t s) {
       // Fractional waves, plus half of the empty part of a partial last wave (a tail of memory-bound CTAs
       // runs faster than a full wave, but not in proportion to its size).

@@ -16,11 +16,12 @@ struct LaunchInputs {
   int num_q_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  int max_query_len = -1;    // -1 = unknown
-  int max_seq_len = -1;      // -1 = unknown
-  int force_segments = 0;    // 0 = choose
-  int resident_decode = 3;   // CTAs of the decode shape resident per SM (from the occupancy API)
-  int resident_prefill = 2;  // CTAs of the prefill shape resident per SM
+  int max_query_len = -1;      // -1 = unknown
+  int max_seq_len = -1;        // -1 = unknown
+  int force_segments = 0;      // 0 = choose
+  int resident_decode = 3;     // CTAs of the decode shape resident per SM (from the occupancy API)
+  int resident_prefill = 2;    // CTAs of the prefill shape in use resident per SM
+  bool wgmma_prefill = false;  // long queries take the sm_90a wgmma tile (kPrefillSm90)
 };
 
 struct LaunchChoice {
@@ -34,7 +35,9 @@ struct LaunchChoice {
 
 LaunchChoice choose_launch(const LaunchInputs& in);
 
-/// Key-tile width of each shape (kept beside the kernel configs in unified_launch.cuh; checked there).
+/// Tile of each shape: packed query rows and keys per KV tile (the kernel configs in unified_launch.cuh
+/// check that they agree).
+int block_m_for(TileShape shape);
 int block_n_for(TileShape shape, int head_dim);
 
 }  // namespace pagedattn::cuda

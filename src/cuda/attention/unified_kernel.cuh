@@ -13,12 +13,12 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "cuda/attention/kv_gather.cuh"
 #include "cuda/attention/mma_sm80.cuh"
+#include "cuda/attention/query_tile.cuh"
 #include "cuda/attention/unified_params.h"
 
 namespace pagedattn::cuda {
-
-constexpr float kLog2e = 1.4426950408889634f;
 
 template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_, int kStages_>
 struct UnifiedConfig {
@@ -42,26 +42,6 @@ struct UnifiedConfig {
   static constexpr int kSmemBytes = kQBytes + kKVBytes;
 };
 
-/// Index of the sequence owning CTA tile `tile`, or -1: tile_start(s) = floor(qsl[s] * G / kBlockM) + s is
-/// non-decreasing and leaves room for every sequence's ceil(query_len * G / kBlockM) tiles.
-template <int kBlockM>
-__device__ __forceinline__ int find_sequence(const int32_t* qsl, int num_seqs, int group, int tile,
-                                             int& first_tile) {
-  int lo = 0, hi = num_seqs - 1, found = -1;
-  while (lo <= hi) {
-    const int mid = (lo + hi) >> 1;
-    const int start = static_cast<int>((static_cast<int64_t>(qsl[mid]) * group) / kBlockM) + mid;
-    if (start <= tile) {
-      found = mid;
-      first_tile = start;
-      lo = mid + 1;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return found;
-}
-
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads)
     unified_attention_kernel(const __grid_constant__ UnifiedParams p) {
@@ -75,54 +55,21 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   __shared__ float s_ml[Cfg::kWarpsN][BM][2];
 
   const auto& kv = p.kv;
-  const auto& b = p.batch;
   const auto& a = p.attn;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / Cfg::kWarpsN, wn = warp % Cfg::kWarpsN;
   const int G = a.group_size;
   const int kv_head = blockIdx.y, segment = blockIdx.z;
 
-  int first_tile = 0;
-  const int seq = find_sequence<BM>(b.query_start_loc, b.num_seqs, G, blockIdx.x, first_tile);
-  if (seq < 0) return;
-  const int q_begin = b.query_start_loc[seq];
-  const int query_len = b.query_start_loc[seq + 1] - q_begin;
-  const int seq_len = b.seq_lens[seq];
-  const int row0 = (blockIdx.x - first_tile) * BM;  // first packed row (token * G + g) of this tile
-  const int rows_total = query_len * G;
-  if (row0 >= rows_total) return;
-  const int rows_valid = min(BM, rows_total - row0);
-  const int ctx = seq_len - query_len;  // position of query token 0 minus 0
-  const int qpos_min = ctx + row0 / G;
-  const int qpos_max = ctx + (row0 + rows_valid - 1) / G;
-
-  // KV range of the tile, then this segment's share of it (in whole KV tiles).
-  const int kv_begin = a.window_left > 0 ? max(0, qpos_min - a.window_left) : 0;
-  const int kv_end = qpos_max + 1;
-  const int num_kv_tiles = (kv_end - kv_begin + BN - 1) / BN;
-  const int tiles_per_segment = (num_kv_tiles + p.num_segments - 1) / p.num_segments;
-  const int tile_lo = segment * tiles_per_segment;
-  const int tile_hi = min(num_kv_tiles, tile_lo + tiles_per_segment);
-
-  auto out_index = [&](int r, int& token, int& head) {
-    const int R = row0 + r;
-    token = q_begin + R / G;
-    head = kv_head * G + R % G;
-  };
-
-  if (tile_lo >= tile_hi) {  // an empty segment: tell the reduce kernel to skip it
-    if (p.num_segments > 1) {
-      for (int r = tid; r < rows_valid; r += Cfg::kThreads) {
-        int token, head;
-        out_index(r, token, head);
-        float* ml = p.partial_ml +
-                    ((static_cast<int64_t>(token) * a.num_q_heads + head) * p.num_segments + segment) * 2;
-        ml[0] = -INFINITY;
-        ml[1] = 0.0f;
-      }
-    }
+  QueryTile t;
+  if (!plan_query_tile<BM, BN>(p, blockIdx.x, segment, t)) return;
+  if (t.tile_lo >= t.tile_hi) {
+    mark_empty_segment(p, t, kv_head, segment);
     return;
   }
+  const int rows_valid = t.rows_valid, seq_len = t.seq_len, kv_begin = t.kv_begin;
+  const int qpos_min = t.qpos_min, qpos_max = t.qpos_max, tile_lo = t.tile_lo, tile_hi = t.tile_hi;
+  auto out_index = [&](int r, int& token, int& head) { t.row_target(r, G, kv_head, token, head); };
 
   // ---- Q tile -> shared memory (rows past rows_valid are zero)
   // --------------------------------------------------
@@ -141,41 +88,28 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   }
   cp_async_commit();
 
-  // ---- K/V tile loader: key positions through the block table; rows at or past seq_len are zero
-  // ------------------
-  const T* k_base = static_cast<const T*>(kv.k);
-  const T* v_base = static_cast<const T*>(kv.v);
-  const int32_t* table = b.block_tables + static_cast<int64_t>(seq) * b.block_table_stride;
-  auto load_kv_tile = [&](int kv_tile, int stage) {
-    const int key0 = kv_begin + kv_tile * BN;
-    T* dk = sK + stage * BN * S;
-    T* dv = sV + stage * BN * S;
-    for (int c = tid; c < BN * Cfg::kChunks; c += Cfg::kThreads) {
-      const int n = c / Cfg::kChunks, ch = c % Cfg::kChunks;
-      const int pos = key0 + n;
-      const T* ksrc = k_base;
-      const T* vsrc = v_base;
-      int bytes = 0;
-      if (pos < seq_len) {
-        const int64_t block = table[pos / kv.block_size];
-        const int64_t slot = pos % kv.block_size;
-        ksrc = k_base + block * kv.k_stride_block + slot * kv.k_stride_token + kv_head * kv.k_stride_head +
-               ch * 8;
-        vsrc = v_base + block * kv.v_stride_block + slot * kv.v_stride_token + kv_head * kv.v_stride_head +
-               ch * 8;
-        bytes = 16;
-      }
-      cp_async_16(dk + n * S + ch * 8, ksrc, bytes);
-      cp_async_16(dv + n * S + ch * 8, vsrc, bytes);
-    }
+  // ---- K/V tiles: block ids fetched one tile ahead of the copies that use them (kv_gather.cuh); rows at
+  // or past seq_len are zero
+  KVTileGather<T, Cfg::kThreads, Cfg::kChunks, BN> gather;
+  gather.init(kv, p.batch.block_tables + static_cast<int64_t>(t.seq) * p.batch.block_table_stride, kv_head,
+              seq_len, D);
+  auto key0_of = [&](int kv_tile) { return kv_begin + kv_tile * BN; };
+  auto padded = [](int n, int col) { return static_cast<uint32_t>((n * S + col) * 2); };
+  auto copy_tile = [&](int stage) {
+    gather.copy(reinterpret_cast<unsigned char*>(sK + stage * BN * S),
+                reinterpret_cast<unsigned char*>(sV + stage * BN * S), padded);
   };
   // Prologue: the first kStages - 1 tiles in flight, one commit group each (empty groups keep the count
-  // uniform).
+  // uniform); then the block ids of the next tile.
 #pragma unroll
   for (int st = 0; st < Cfg::kStages - 1; ++st) {
-    if (tile_lo + st < tile_hi) load_kv_tile(tile_lo + st, st);
+    if (tile_lo + st < tile_hi) {
+      gather.fetch_blocks(key0_of(tile_lo + st));
+      copy_tile(st);
+    }
     cp_async_commit();
   }
+  if (tile_lo + Cfg::kStages - 1 < tile_hi) gather.fetch_blocks(key0_of(tile_lo + Cfg::kStages - 1));
 
   // ---- per-thread row facts: this thread holds rows g and g + 8 of its warp's 16-row block
   // ------------------------
@@ -185,8 +119,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   for (int i = 0; i < 2; ++i) {
     const int r = wm * 16 + g + 8 * i;
     const bool valid = r < rows_valid;
-    row_qpos[i] = valid ? ctx + (row0 + r) / G : -1;  // -1: every key masked
-    row_slope[i] = (a.alibi_slopes != nullptr && valid) ? a.alibi_slopes[kv_head * G + (row0 + r) % G] : 0.0f;
+    row_qpos[i] = t.row_qpos(r, G);
+    row_slope[i] =
+        (a.alibi_slopes != nullptr && valid) ? a.alibi_slopes[kv_head * G + (t.row0 + r) % G] : 0.0f;
   }
 
   cp_async_wait<Cfg::kStages - 1>();  // Q has landed (only the prologue's tile groups may be pending)
@@ -213,10 +148,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     cp_async_wait<Cfg::kStages - 2>();
     __syncthreads();  // tile `it` is visible to all warps, and every warp is done with the stage refilled
                       // next
-    if (kv_tile + Cfg::kStages - 1 < tile_hi) {
-      load_kv_tile(kv_tile + Cfg::kStages - 1, (it + Cfg::kStages - 1) % Cfg::kStages);
-    }
+    if (kv_tile + Cfg::kStages - 1 < tile_hi) copy_tile((it + Cfg::kStages - 1) % Cfg::kStages);
     cp_async_commit();
+    if (kv_tile + Cfg::kStages < tile_hi) gather.fetch_blocks(key0_of(kv_tile + Cfg::kStages));
     const T* tk = sK + stage * BN * S + wn * Cfg::kWarpKeys * S;
     const T* tv = sV + stage * BN * S + wn * Cfg::kWarpKeys * S;
     const int key0 = kv_begin + kv_tile * BN + wn * Cfg::kWarpKeys;
@@ -242,23 +176,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const bool full_tile =
         key0 + Cfg::kWarpKeys - 1 <= qpos_min && (a.window_left == 0 || key0 >= qpos_max - a.window_left);
     float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e >> 1;
-        const int key = key0 + nt * 8 + 2 * t4 + (e & 1);
-        float x = s[nt][e] * a.scale;
-        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
-        x = (x + row_slope[i] * static_cast<float>(key - row_qpos[i])) * kLog2e;
-        if (!full_tile) {
-          const int qp = row_qpos[i];
-          if (key > qp || (a.window_left > 0 && qp - key > a.window_left)) x = -INFINITY;
-        }
-        s[nt][e] = x;
-        tile_max[i] = fmaxf(tile_max[i], x);
-      }
-    }
+    scores_to_logits<kNTiles>(a, &s[0][0], key0, t4, row_qpos, row_slope, full_tile, tile_max);
     float rescale[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -267,7 +185,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const float new_max = fmaxf(row_max[i], tile_max[i]);
       const float base =
           new_max == -INFINITY ? 0.0f : new_max;  // a row with no visible key yet stays at zero
-      rescale[i] = exp2f(row_max[i] - base);
+      rescale[i] = fast_exp2(row_max[i] - base);
       row_max[i] = new_max;
       row_sum[i] *= rescale[i];
       tile_max[i] = base;
@@ -276,7 +194,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nt][e] = exp2f(s[nt][e] - tile_max[e >> 1]);
+        s[nt][e] = fast_exp2(s[nt][e] - tile_max[e >> 1]);
         row_sum[e >> 1] += s[nt][e];
       }
     }
@@ -359,28 +277,17 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     int token, head;
     out_index(r, token, head);
     if (p.num_segments > 1) {
-      const int64_t idx = (static_cast<int64_t>(token) * a.num_q_heads + head) * p.num_segments + segment;
-      *reinterpret_cast<float4*>(p.partial_o + idx * D + col) = make_float4(o[0], o[1], o[2], o[3]);
-      if (col == 0) {
-        p.partial_ml[idx * 2] = m;
-        p.partial_ml[idx * 2 + 1] = l;
-      }
+      store_partial<D, kVec>(p, token, head, segment, col, o, col == 0, m, l);
       continue;
     }
-    // 2D launch: add the sink to the denominator, normalize, write O (and LSE) in the query dtype.
-    float top = m;
-    if (a.sinks != nullptr) top = fmaxf(top, a.sinks[head] * kLog2e);
-    const float f = exp2f(m - top);
-    const float denom = l * f + (a.sinks != nullptr ? exp2f(a.sinks[head] * kLog2e - top) : 0.0f);
-    const float inv = f / denom;
+    float lse;
+    const float inv = finalize_row(a, head, m, l, lse);
     T* dst = static_cast<T*>(a.o) + token * a.o_stride_token + head * a.o_stride_head + col;
     T packed[kVec];
 #pragma unroll
     for (int e = 0; e < kVec; ++e) packed[e] = from_float<T>(o[e] * inv);
     *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(packed);
-    if (a.lse != nullptr && col == 0) {
-      a.lse[token * a.lse_stride_token + head * a.lse_stride_head] = (top + log2f(denom)) / kLog2e;
-    }
+    if (a.lse != nullptr && col == 0) a.lse[token * a.lse_stride_token + head * a.lse_stride_head] = lse;
   }
 }
 

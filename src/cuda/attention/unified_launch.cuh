@@ -4,6 +4,7 @@
 #include <atomic>
 
 #include "cuda/attention/merge_kernel.cuh"
+#include "cuda/attention/prefill_sm90_kernel.cuh"
 #include "cuda/attention/unified_kernel.cuh"
 #include "cuda/attention/unified_launch.h"
 #include "cuda/cuda_check.h"
@@ -17,10 +18,25 @@ using DecodeConfig = UnifiedConfig<kHeadDim, 1, 4, 64, (kHeadDim <= 128 ? 3 : 2)
 template <int kHeadDim>
 using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32), 2>;
 
+template <int kHeadDim>
+using PrefillSm90 = PrefillSm90Config<kHeadDim>;
+
+// The kernel and its launch facts for each (dtype, config).
+template <typename T, typename Cfg>
+struct KernelOf {
+  static constexpr auto kernel = unified_attention_kernel<T, Cfg>;
+  static constexpr const char* name = "unified_attention_kernel";
+};
+template <typename T, int kHeadDim>
+struct KernelOf<T, PrefillSm90Config<kHeadDim>> {
+  static constexpr auto kernel = prefill_sm90_kernel<T, PrefillSm90Config<kHeadDim>>;
+  static constexpr const char* name = "prefill_sm90_kernel";
+};
+
 template <typename T, typename Cfg>
 auto* configured_kernel() {
   static_assert(Cfg::kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
-  auto* kernel = unified_attention_kernel<T, Cfg>;
+  auto* kernel = KernelOf<T, Cfg>::kernel;
   // Raising the dynamic shared-memory limit is per device; do it once for each.
   static std::atomic<uint64_t> configured_devices{0};
   int device = 0;
@@ -43,8 +59,15 @@ int resident_ctas() {
 
 template <typename T, int kHeadDim>
 int resident_ctas_per_sm(TileShape shape) {
-  return shape == TileShape::kDecode ? resident_ctas<T, DecodeConfig<kHeadDim>>()
-                                     : resident_ctas<T, PrefillConfig<kHeadDim>>();
+  switch (shape) {
+    case TileShape::kDecode:
+      return resident_ctas<T, DecodeConfig<kHeadDim>>();
+    case TileShape::kPrefill:
+      return resident_ctas<T, PrefillConfig<kHeadDim>>();
+    case TileShape::kPrefillSm90:
+      return resident_ctas<T, PrefillSm90<kHeadDim>>();
+  }
+  return 0;
 }
 
 template <typename T, typename Cfg>
@@ -55,15 +78,21 @@ void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaS
   const dim3 grid(static_cast<unsigned>(choice.grid_tiles), static_cast<unsigned>(params.kv.num_kv_heads),
                   static_cast<unsigned>(params.num_segments));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
-  PA_CUDA_CHECK_LAUNCH("unified_attention_kernel");
+  PA_CUDA_CHECK_LAUNCH((KernelOf<T, Cfg>::name));
 }
 
 template <typename T, int kHeadDim>
 void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
-  if (choice.shape == TileShape::kDecode) {
-    launch_shape<T, DecodeConfig<kHeadDim>>(choice, params, stream);
-  } else {
-    launch_shape<T, PrefillConfig<kHeadDim>>(choice, params, stream);
+  switch (choice.shape) {
+    case TileShape::kDecode:
+      launch_shape<T, DecodeConfig<kHeadDim>>(choice, params, stream);
+      break;
+    case TileShape::kPrefill:
+      launch_shape<T, PrefillConfig<kHeadDim>>(choice, params, stream);
+      break;
+    case TileShape::kPrefillSm90:
+      launch_shape<T, PrefillSm90<kHeadDim>>(choice, params, stream);
+      break;
   }
   if (params.num_segments > 1) {
     const int64_t rows = params.batch.num_tokens * params.attn.num_q_heads;

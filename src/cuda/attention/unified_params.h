@@ -18,7 +18,8 @@ struct UnifiedParams {
 /// The tile shapes the kernel family is compiled for.
 enum class TileShape : int {
   kDecode = 0,  // 16 packed rows, 4 warps splitting each KV tile's keys: short queries (decode, small chunks)
-  kPrefill = 1,  // 64 packed rows, 4 warps splitting the rows: long queries
+  kPrefill = 1,      // 64 packed rows, 4 warps splitting the rows: long queries (portable mma.sync kernel)
+  kPrefillSm90 = 2,  // 128 packed rows, 2 warpgroups on wgmma: long queries on sm_90a (prefill_sm90_kernel)
 };
 
 }  // namespace pagedattn::cuda

@@ -1,0 +1,200 @@
+// What every attention kernel of the family does the same way: map a CTA to its sequence and packed query
+// rows, find the KV range its rows see and its segment's share of it, turn raw scores into masked logits,
+// and write a row's result (final O and LSE, or a segment's partials for the merge kernel).
+//
+// Packed rows: row R of sequence s is query token R / G, query head kv_head * G + R % G (G = group size).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <cstdint>
+
+#include "cuda/attention/unified_params.h"
+
+namespace pagedattn::cuda {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// 2^x in one MUFU instruction (ex2.approx.ftz: ~2 ulp, results below 2^-126 flush to 0 — probabilities
+/// that small do not change a softmax). exp2f adds a range fix-up of three instructions per element.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/// Index of the sequence owning CTA tile `tile`, or -1: tile_start(s) = floor(qsl[s] * G / kBlockM) + s is
+/// non-decreasing and leaves room for every sequence's ceil(query_len * G / kBlockM) tiles.
+template <int kBlockM>
+__device__ __forceinline__ int find_sequence(const int32_t* qsl, int num_seqs, int group, int tile,
+                                             int& first_tile) {
+  int lo = 0, hi = num_seqs - 1, found = -1;
+  while (lo <= hi) {
+    const int mid = (lo + hi) >> 1;
+    const int start = static_cast<int>((static_cast<int64_t>(qsl[mid]) * group) / kBlockM) + mid;
+    if (start <= tile) {
+      found = mid;
+      first_tile = start;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return found;
+}
+
+/// One CTA's work: kBlockM packed rows of one sequence against one segment of its KV tiles.
+struct QueryTile {
+  int seq = 0;
+  int q_begin = 0;  // first query token of the sequence
+  int seq_len = 0;
+  int row0 = 0;                    // first packed row of the tile
+  int rows_valid = 0;              // rows of the tile that exist (<= kBlockM)
+  int ctx = 0;                     // position of query token 0
+  int qpos_min = 0, qpos_max = 0;  // positions of the tile's first and last query token
+  int kv_begin = 0;                // first key position any row sees (sliding window)
+  int tile_lo = 0, tile_hi = 0;    // this segment's KV tiles, [lo, hi), counted from kv_begin
+
+  /// Token and query head of packed row r of the tile.
+  __device__ __forceinline__ void row_target(int r, int group, int kv_head, int& token, int& head) const {
+    const int R = row0 + r;
+    token = q_begin + R / group;
+    head = kv_head * group + R % group;
+  }
+  /// Query position of row r, or -1 for rows past rows_valid (every key is masked for them).
+  __device__ __forceinline__ int row_qpos(int r, int group) const {
+    return r < rows_valid ? ctx + (row0 + r) / group : -1;
+  }
+};
+
+/// Fills t for CTA tile `tile`; false when the tile holds no rows (the grid is an upper bound).
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ bool plan_query_tile(const UnifiedParams& p, int tile, int segment, QueryTile& t) {
+  const auto& b = p.batch;
+  const int G = p.attn.group_size;
+  int first_tile = 0;
+  t.seq = find_sequence<kBlockM>(b.query_start_loc, b.num_seqs, G, tile, first_tile);
+  if (t.seq < 0) return false;
+  t.q_begin = b.query_start_loc[t.seq];
+  const int query_len = b.query_start_loc[t.seq + 1] - t.q_begin;
+  t.seq_len = b.seq_lens[t.seq];
+  t.row0 = (tile - first_tile) * kBlockM;
+  const int rows_total = query_len * G;
+  if (t.row0 >= rows_total) return false;
+  t.rows_valid = min(kBlockM, rows_total - t.row0);
+  t.ctx = t.seq_len - query_len;
+  t.qpos_min = t.ctx + t.row0 / G;
+  t.qpos_max = t.ctx + (t.row0 + t.rows_valid - 1) / G;
+  const int window = p.attn.window_left;
+  t.kv_begin = window > 0 ? max(0, t.qpos_min - window) : 0;
+  const int num_kv_tiles = (t.qpos_max + 1 - t.kv_begin + kBlockN - 1) / kBlockN;
+  const int per_segment = (num_kv_tiles + p.num_segments - 1) / p.num_segments;
+  t.tile_lo = segment * per_segment;
+  t.tile_hi = min(num_kv_tiles, t.tile_lo + per_segment);
+  return true;
+}
+
+/// An empty segment tells the merge kernel to skip it (max = -inf).
+__device__ __forceinline__ void mark_empty_segment(const UnifiedParams& p, const QueryTile& t, int kv_head,
+                                                   int segment) {
+  if (p.num_segments <= 1) return;
+  for (int r = threadIdx.x; r < t.rows_valid; r += blockDim.x) {
+    int token, head;
+    t.row_target(r, p.attn.group_size, kv_head, token, head);
+    float* ml = p.partial_ml +
+                ((static_cast<int64_t>(token) * p.attn.num_q_heads + head) * p.num_segments + segment) * 2;
+    ml[0] = -INFINITY;
+    ml[1] = 0.0f;
+  }
+}
+
+/// True when key is invisible to a query at qpos (causal, sliding window). qpos = -1 masks every key.
+__device__ __forceinline__ bool key_masked(int key, int qpos, int window_left) {
+  return key > qpos || (window_left > 0 && qpos - key > window_left);
+}
+
+template <bool kPlain, bool kMasked, int kTiles>
+__device__ __forceinline__ void scores_to_logits_impl(const kernels::AttentionArgs& a, float* s, int key0,
+                                                      int t4, const int (&qpos)[2], const float (&slope)[2],
+                                                      float (&tile_max)[2]) {
+  const float scale_log2 = a.scale * kLog2e;
+#pragma unroll
+  for (int nt = 0; nt < kTiles; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int i = e >> 1;
+      const int key = key0 + nt * 8 + 2 * t4 + (e & 1);
+      float x;
+      if constexpr (kPlain) {
+        x = s[nt * 4 + e] * scale_log2;
+      } else {
+        x = s[nt * 4 + e] * a.scale;
+        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+        x = (x + slope[i] * static_cast<float>(key - qpos[i])) * kLog2e;
+      }
+      if constexpr (kMasked) {
+        if (key_masked(key, qpos[i], a.window_left)) x = -INFINITY;
+      }
+      s[nt * 4 + e] = x;
+      tile_max[i] = fmaxf(tile_max[i], x);
+    }
+  }
+}
+
+/// One thread's scores of a KV tile -> logits in the log2 domain (scale, soft-cap, ALiBi, mask), in place,
+/// and each of its two rows' max over them. s holds kTiles n8 tiles x 4 (rows g, g + 8; columns 2 t4, +1)
+/// for keys key0 + 8 nt + ... The transform is chosen once per tile: decided per element, the compiler
+/// predicated the whole soft-cap path (tanh, division) into every element of every tile.
+template <int kTiles>
+__device__ __forceinline__ void scores_to_logits(const kernels::AttentionArgs& a, float* s, int key0, int t4,
+                                                 const int (&qpos)[2], const float (&slope)[2],
+                                                 bool full_tile, float (&tile_max)[2]) {
+  const bool plain = a.softcap <= 0.0f && a.alibi_slopes == nullptr;
+  if (plain) {
+    if (full_tile) {
+      scores_to_logits_impl<true, false, kTiles>(a, s, key0, t4, qpos, slope, tile_max);
+    } else {
+      scores_to_logits_impl<true, true, kTiles>(a, s, key0, t4, qpos, slope, tile_max);
+    }
+  } else {
+    if (full_tile) {
+      scores_to_logits_impl<false, false, kTiles>(a, s, key0, t4, qpos, slope, tile_max);
+    } else {
+      scores_to_logits_impl<false, true, kTiles>(a, s, key0, t4, qpos, slope, tile_max);
+    }
+  }
+}
+
+/// Segment partials of one row: kVec consecutive output columns from `col`, and (once per row) max and sum.
+template <int kHeadDim, int kVec>
+__device__ __forceinline__ void store_partial(const UnifiedParams& p, int token, int head, int segment,
+                                              int col, const float (&o)[kVec], bool write_ml, float m,
+                                              float l) {
+  const int64_t idx = (static_cast<int64_t>(token) * p.attn.num_q_heads + head) * p.num_segments + segment;
+  float* dst = p.partial_o + idx * kHeadDim + col;
+  if constexpr (kVec == 4) {
+    *reinterpret_cast<float4*>(dst) = make_float4(o[0], o[1], o[2], o[3]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kVec; e += 2) *reinterpret_cast<float2*>(dst + e) = make_float2(o[e], o[e + 1]);
+  }
+  if (write_ml) {
+    p.partial_ml[idx * 2] = m;
+    p.partial_ml[idx * 2 + 1] = l;
+  }
+}
+
+/// The sink joins the denominator, then 1 / denominator scales the row (2D launch). Returns the scale and
+/// sets lse (natural log) for the row. m: row max (log2 domain), l: row sum relative to m.
+__device__ __forceinline__ float finalize_row(const kernels::AttentionArgs& a, int head, float m, float l,
+                                              float& lse) {
+  float top = m;
+  if (a.sinks != nullptr) top = fmaxf(top, a.sinks[head] * kLog2e);
+  const float f = exp2f(m - top);
+  const float denom = l * f + (a.sinks != nullptr ? exp2f(a.sinks[head] * kLog2e - top) : 0.0f);
+  lse = (top + log2f(denom)) / kLog2e;
+  return f / denom;
+}
+
+}  // namespace pagedattn::cuda
