@@ -203,10 +203,11 @@ def to_rows(o, p):
 # ---- workloads --------------------------------------------------------------------------------------------------------
 
 def run_points(kind, points, l2, results, short):
-    for label, seq_lens, query_lens, causal in points:
-        base = Paged(seq_lens, query_lens)
+    for label, seq_lens, query_lens, causal, *shape in points:
+        shape = shape[0] if shape else {}  # spot checks: other head dims / head counts
+        base = Paged(seq_lens, query_lens, **shape)
         n_sets = min(sets_needed(base.nbytes(), l2), 128)
-        sets = [base] + [Paged(seq_lens, query_lens) for _ in range(n_sets - 1)]
+        sets = [base] + [Paged(seq_lens, query_lens, **shape) for _ in range(n_sets - 1)]
         row = {"op": kind, "workload": label, "bytes": base.nbytes(), "flops": base.flops(), "sets": n_sets}
         # pagedattn, with the reference check first
         ws = [p.workspace() for p in sets]
@@ -219,7 +220,7 @@ def run_points(kind, points, l2, results, short):
         peers = {"cudnn": lambda i, box: sdpa_call(SDPBackend.CUDNN_ATTENTION, *i, causal, box),
                  "flash": lambda i, box: sdpa_call(SDPBackend.FLASH_ATTENTION, *i, causal, box),
                  "flex": lambda i, box: flex_call(*i, causal, box)}
-        if short and kind == "decode" and label not in ("1x4096", "16x4096", "64x4096"):
+        if shape or (short and kind == "decode" and label not in ("1x4096", "16x4096", "64x4096")):
             peers.pop("flex")  # one compilation per shape: the short mode compiles it for three decode points
         for name, make in peers.items():
             try:
@@ -320,7 +321,7 @@ def plot(results, path):
         ys = [r["flops"] / r[f"{name}_s"] / 1e12 if r.get(f"{name}_s") else 0 for r in pre]
         axes[1].bar(xs, ys, width=0.2, label=name)
     axes[1].axhline(CEIL["matmul_tflops"], color="k", ls="--", label="bf16 matmul")
-    axes[1].set_xticks(range(len(pre)), [r["workload"] for r in pre])
+    axes[1].set_xticks(range(len(pre)), [r["workload"] for r in pre], rotation=45, ha="right")
     axes[1].set_ylabel("TFLOP/s (causal)")
     axes[1].set_title("prefill")
     axes[1].legend()
@@ -332,7 +333,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--short", action="store_true", help="fewer points (for scripts/gpu-check.sh)")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
-    ap.add_argument("--only", default="decode,prefill,mixed,select")
+    ap.add_argument("--only", default="decode,prefill,mixed,spot,select")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     only = set(args.only.split(","))
@@ -353,6 +354,11 @@ def main():
         run_points("prefill", prefill, l2, results, args.short)
     if "mixed" in only:
         run_mixed(l2, results)
+    if "spot" in only:  # head dim 64 and 256, GQA 1 and 8: one decode and one prefill point each
+        for tag, shape in [("d64", {"d": 64}), ("d256", {"d": 256}), ("gqa1", {"hq": 32, "hkv": 32}),
+                           ("gqa8", {"hq": 64, "hkv": 8})]:
+            run_points("decode", [(f"16x4096 {tag}", [4096] * 16, [1] * 16, False, shape)], l2, results, args.short)
+            run_points("prefill", [(f"4x4096 {tag}", [4096] * 4, [4096] * 4, True, shape)], l2, results, args.short)
     if "select" in only:
         run_selection(l2, results, decode)
     with open(os.path.join(args.out, "bench_results.json"), "w") as f:

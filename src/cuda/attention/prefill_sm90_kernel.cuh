@@ -122,12 +122,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   float row_max[2] = {-INFINITY, -INFINITY};  // log2 domain
   float row_sum[2] = {0.0f, 0.0f};  // this thread's columns only; reduced across the quad at the end
 
+  const bool wg_has_rows = wg * 64 < t.rows_valid;  // uniform per warpgroup, as wgmma requires
   for (int kv_tile = t.tile_lo; kv_tile < t.tile_hi; ++kv_tile) {
     const int stage = (kv_tile - t.tile_lo) & 1;
     cp_async_wait<0>();         // this tile (and Q) have landed for this thread's copies ...
     sm90::fence_proxy_async();  // ... and are visible to wgmma (the async proxy) ...
     __syncthreads();            // ... for every thread's copies; the other stage is free again
 
+    if (!wg_has_rows) {  // no rows for this warpgroup (a short query in a mixed batch): it only copies
+      if (kv_tile + 1 < t.tile_hi) copy_tile(stage ^ 1);
+      cp_async_commit();
+      if (kv_tile + 2 < t.tile_hi) gather.fetch_blocks(key0_of(kv_tile + 2));
+      continue;
+    }
     // S = Q K^T over the padded head dim, issued first: the next tile's copies are issued while it runs.
     float s[kNTiles * 4];
     sm90::wgmma_fence();
