@@ -80,15 +80,19 @@ def measure_ceilings():
 class Paged:
     """One input set: a contiguous cache (for the peers) and the same data in a paged pool with shuffled blocks."""
 
-    def __init__(self, seq_lens, query_lens, hq=HQ, hkv=HKV, d=D, bs=BS):
+    def __init__(self, seq_lens, query_lens, hq=HQ, hkv=HKV, d=D, bs=BS, layout="NHD"):
         self.seq_lens, self.query_lens = seq_lens, query_lens
         self.hq, self.hkv, self.d, self.bs = hq, hkv, d, bs
         nblk = [(s + bs - 1) // bs for s in seq_lens]
         total = sum(nblk)
         perm = torch.randperm(total, device=DEV, dtype=torch.int32)
         self.block_tables = torch.zeros(len(seq_lens), max(nblk), dtype=torch.int32, device=DEV)
-        self.k_pool = torch.empty(total, bs, hkv, d, dtype=DT, device=DEV)
-        self.v_pool = torch.empty_like(self.k_pool)
+        if layout == "HND":  # [blocks, heads, tokens, d] in memory, passed as the same logical view with strides
+            self.k_pool = torch.empty(total, hkv, bs, d, dtype=DT, device=DEV).transpose(1, 2)
+            self.v_pool = torch.empty(total, hkv, bs, d, dtype=DT, device=DEV).transpose(1, 2)
+        else:
+            self.k_pool = torch.empty(total, bs, hkv, d, dtype=DT, device=DEV)
+            self.v_pool = torch.empty_like(self.k_pool)
         # The contiguous cache the peers read, [batch, hkv, max_len, d], built once and shared by all of them.
         width = max(nblk) * bs
         self.k = torch.randn(len(seq_lens), hkv, width, d, dtype=DT, device=DEV)
@@ -354,9 +358,9 @@ def main():
         run_points("prefill", prefill, l2, results, args.short)
     if "mixed" in only:
         run_mixed(l2, results)
-    if "spot" in only:  # head dim 64 and 256, GQA 1 and 8: one decode and one prefill point each
+    if "spot" in only:  # head dim 64 and 256, GQA 1 and 8, the HND pool layout: one decode, one prefill point each
         for tag, shape in [("d64", {"d": 64}), ("d256", {"d": 256}), ("gqa1", {"hq": 32, "hkv": 32}),
-                           ("gqa8", {"hq": 64, "hkv": 8})]:
+                           ("gqa8", {"hq": 64, "hkv": 8}), ("hnd", {"layout": "HND"})]:
             run_points("decode", [(f"16x4096 {tag}", [4096] * 16, [1] * 16, False, shape)], l2, results, args.short)
             run_points("prefill", [(f"4x4096 {tag}", [4096] * 4, [4096] * 4, True, shape)], l2, results, args.short)
     if "select" in only:

@@ -84,6 +84,8 @@ TEST(LaunchSelection, HopperPrefillTile) {
   EXPECT_GE(c.grid_tiles * 128, in.num_tokens * 4);
   in.head_dim = 256;
   EXPECT_EQ(choose_launch(in).block_n, 64);
+  in.head_dim = 64;  // two CTAs per SM: 64-key tiles keep registers under 128
+  EXPECT_EQ(choose_launch(in).block_n, 64);
   in.max_query_len = 1;  // decode keeps its tile on Hopper too
   in.num_tokens = 4;
   EXPECT_EQ(choose_launch(in).shape, TileShape::kDecode);

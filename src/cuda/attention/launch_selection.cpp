@@ -25,7 +25,7 @@ int block_n_for(TileShape shape, int head_dim) {
     case TileShape::kPrefill:
       return head_dim <= 128 ? 64 : 32;
     case TileShape::kPrefillSm90:
-      return head_dim <= 128 ? 128 : 64;
+      return head_dim > 64 && head_dim <= 128 ? 128 : 64;
   }
   return 0;
 }

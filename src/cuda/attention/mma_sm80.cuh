@@ -16,9 +16,11 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-/// 16-byte global -> shared copy; bytes beyond src_bytes (0 or 16) are zero-filled.
+/// 16-byte global -> shared copy; bytes beyond src_bytes (0 or 16) are zero-filled. The L2::256B hint has L2
+/// fetch the whole 256-byte sector group: a K/V row of head dim 128 is 256 contiguous bytes, read by 16 of
+/// these copies.
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() {

@@ -27,10 +27,18 @@ struct PrefillSm90Config {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kPaddedDim = (kHeadDim + 63) / 64 * 64;  // whole 128-byte swizzle panels
   static constexpr int kPanels = kPaddedDim / 64;
-  static constexpr int kBlockM = 128;                         // two warpgroups x 64 rows
-  static constexpr int kBlockN = kHeadDim <= 128 ? 128 : 64;  // keeps S + O within the register budget
-  static constexpr int kStages = 2;
+  static constexpr int kBlockM = 128;  // two warpgroups x 64 rows
+  // 128 keys where S + O fit the register budget; 64 for head dim > 128 (O is large) and for head dim 64
+  // (two CTAs per SM cap registers at 128).
+  static constexpr int kBlockN = kHeadDim > 64 && kHeadDim <= 128 ? 128 : 64;
+  // Three stages where they fit (227 KB): the previous tile's V stays resident while the next tile lands,
+  // so P V of tile j-1 runs on the tensor cores during the softmax of tile j. Head dim 256 keeps two (no
+  // room), head dim 64 keeps two (two CTAs per SM instead).
+  static constexpr int kStages =
+      kPaddedDim > 64 && 1024 + kBlockM* kPaddedDim * 2 + 3 * 2 * kBlockN* kPaddedDim * 2 <= 227 * 1024 ? 3
+                                                                                                        : 2;
   static constexpr int kThreads = 256;
+  // Head dim 64: two CTAs per SM (its softmax dominates; a second CTA hides it better than the P V overlap).
   static constexpr int kMinBlocksPerSm = kPaddedDim <= 64 ? 2 : 1;
   static constexpr int kQBytes = kBlockM * kPaddedDim * 2;
   static constexpr int kTileBytes = kBlockN * kPaddedDim * 2;  // one K or V tile
@@ -47,6 +55,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   constexpr int kChunks = DP / 8;        // 16-byte chunks per padded row
   constexpr int kNTiles = BN / 8;        // n8 column tiles of S per row block
   constexpr int kPanels = Cfg::kPanels;  // 64-column panels of O
+  constexpr bool kOverlapPV = Cfg::kStages == 3;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = smem_addr(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
@@ -119,24 +128,47 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
 #pragma unroll
     for (int i = 0; i < 32; ++i) o[c][i] = 0.0f;
   }
-  float row_max[2] = {-INFINITY, -INFINITY};  // log2 domain
+  const float unit = logit_unit(a);           // row_max * unit is the log2-domain max
+  float row_max[2] = {-INFINITY, -INFINITY};  // in logit units (query_tile.cuh)
   float row_sum[2] = {0.0f, 0.0f};  // this thread's columns only; reduced across the quad at the end
 
   const bool wg_has_rows = wg * 64 < t.rows_valid;  // uniform per warpgroup, as wgmma requires
-  for (int kv_tile = t.tile_lo; kv_tile < t.tile_hi; ++kv_tile) {
-    const int stage = (kv_tile - t.tile_lo) & 1;
+  uint32_t pf[BN / 16][4] = {};                     // P of the last scored tile, 16-bit A fragments
+  // O += P V over the tile in `stage`, one 64-column panel of V per instruction.
+  auto issue_pv = [&](int stage) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+#pragma unroll
+      for (int c = 0; c < kPanels; ++c) {
+        const uint32_t v_addr = sV(stage) + c * (BN * 128) + kk * 16 * 128;
+        sm90::WgmmaRS<T, 64>::run(o[c], pf[kk], sm90::make_desc(v_addr, 1024), 1);
+      }
+    }
+    sm90::wgmma_commit();
+  };
+  int prev_stage = 0;
+  // One KV tile. kPendingPV: the previous tile's P V has not been issued yet (three stages, not the first
+  // tile). A compile-time flag: wgmma issued under a run-time condition makes ptxas serialize every wgmma.
+  auto step = [&]<bool kPendingPV>(int kv_tile) {
+    const int it = kv_tile - t.tile_lo;
+    const int stage = it % Cfg::kStages;
     cp_async_wait<0>();         // this tile (and Q) have landed for this thread's copies ...
     sm90::fence_proxy_async();  // ... and are visible to wgmma (the async proxy) ...
-    __syncthreads();            // ... for every thread's copies; the other stage is free again
+    __syncthreads();            // ... for every thread's copies; the stage refilled next is free again
 
     if (!wg_has_rows) {  // no rows for this warpgroup (a short query in a mixed batch): it only copies
-      if (kv_tile + 1 < t.tile_hi) copy_tile(stage ^ 1);
+      if (kv_tile + 1 < t.tile_hi) copy_tile((it + 1) % Cfg::kStages);
       cp_async_commit();
       if (kv_tile + 2 < t.tile_hi) gather.fetch_blocks(key0_of(kv_tile + 2));
-      continue;
+      return;
     }
-    // S = Q K^T over the padded head dim, issued first: the next tile's copies are issued while it runs.
+    // S = Q K^T over the padded head dim, issued first; with three stages, the previous tile's P V right
+    // behind it, so that the tensor cores run it while this warpgroup computes the softmax below. The next
+    // tile's copies are issued while they run.
     float s[kNTiles * 4];
+#pragma unroll
+    for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
+    sm90::pin_registers(pf);
     sm90::wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < DP / 16; ++ks) {
@@ -145,10 +177,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       sm90::WgmmaSS<T, BN>::run(s, sm90::make_desc(q_addr, 1024), sm90::make_desc(k_addr, 1024), ks > 0);
     }
     sm90::wgmma_commit();
-    if (kv_tile + 1 < t.tile_hi) copy_tile(stage ^ 1);
+    if constexpr (kPendingPV) issue_pv(prev_stage);
+    if (kv_tile + 1 < t.tile_hi) copy_tile((it + 1) % Cfg::kStages);
     cp_async_commit();
     if (kv_tile + 2 < t.tile_hi) gather.fetch_blocks(key0_of(kv_tile + 2));
-    sm90::wgmma_wait<0>();
+    if constexpr (kPendingPV) {
+      sm90::wgmma_wait<1>();  // S is ready; the previous P V may still run
+    } else {
+      sm90::wgmma_wait<0>();
+    }
     sm90::pin_registers(s);
 
     // Logits, mask, online softmax (as in the unified kernel).
@@ -164,18 +201,30 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
       const float new_max = fmaxf(row_max[i], tile_max[i]);
       const float base_i = new_max == -INFINITY ? 0.0f : new_max;  // no visible key yet: stay at zero
-      rescale[i] = fast_exp2(row_max[i] - base_i);
+      rescale[i] = fast_exp2((row_max[i] - base_i) * unit);
       row_max[i] = new_max;
       row_sum[i] *= rescale[i];
-      tile_max[i] = base_i;
+      tile_max[i] = base_i * unit;
     }
-    uint32_t pf[BN / 16][4];
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nt * 4 + e] = fast_exp2(s[nt * 4 + e] - tile_max[e >> 1]);
+        s[nt * 4 + e] = fast_exp2(s[nt * 4 + e] * unit - tile_max[e >> 1]);
         row_sum[e >> 1] += s[nt * 4 + e];
+      }
+    }
+    if constexpr (kPendingPV) {  // the previous P V is done with O and with the P fragments
+      sm90::wgmma_wait<0>();
+#pragma unroll
+      for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
+      sm90::pin_registers(pf);
+    }
+    if (o_needs_rescale(rescale)) {
+#pragma unroll
+      for (int c = 0; c < kPanels; ++c) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) o[c][i] *= rescale[(i >> 1) & 1];
       }
     }
 #pragma unroll
@@ -185,26 +234,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       pf[kk][2] = Mma<T>::pack(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
       pf[kk][3] = Mma<T>::pack(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
     }
+    prev_stage = stage;
+    if constexpr (!kOverlapPV) {
 #pragma unroll
-    for (int c = 0; c < kPanels; ++c) {
+      for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
+      sm90::pin_registers(pf);
+      sm90::wgmma_fence();
+      issue_pv(stage);
+      sm90::wgmma_wait<0>();
 #pragma unroll
-      for (int i = 0; i < 32; ++i) o[c][i] *= rescale[(i >> 1) & 1];
+      for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
     }
-
-    // O += P V, one 64-column panel of V per instruction.
+  };
+  if (t.tile_lo < t.tile_hi) step.template operator()<false>(t.tile_lo);
+  for (int kv_tile = t.tile_lo + 1; kv_tile < t.tile_hi; ++kv_tile)
+    step.template operator()<kOverlapPV>(kv_tile);
+  if (kOverlapPV && wg_has_rows && t.tile_hi > t.tile_lo) {  // the last tile's P V
 #pragma unroll
     for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
     sm90::pin_registers(pf);
     sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-#pragma unroll
-      for (int c = 0; c < kPanels; ++c) {
-        const uint32_t v_addr = sV(stage) + c * (BN * 128) + kk * 16 * 128;
-        sm90::WgmmaRS<T, 64>::run(o[c], pf[kk], sm90::make_desc(v_addr, 1024), 1);
-      }
-    }
-    sm90::wgmma_commit();
+    issue_pv(prev_stage);
     sm90::wgmma_wait<0>();
 #pragma unroll
     for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
@@ -223,7 +273,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     if (r >= t.rows_valid) continue;
     int token, head;
     t.row_target(r, G, kv_head, token, head);
-    const float m = row_max[i], l = row_sum[i];
+    const float m = row_max[i] * unit, l = row_sum[i];  // log2 domain
     if (p.num_segments > 1) {
 #pragma unroll
       for (int c = 0; c < kPanels; ++c) {

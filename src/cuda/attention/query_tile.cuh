@@ -118,7 +118,6 @@ template <bool kPlain, bool kMasked, int kTiles>
 __device__ __forceinline__ void scores_to_logits_impl(const kernels::AttentionArgs& a, float* s, int key0,
                                                       int t4, const int (&qpos)[2], const float (&slope)[2],
                                                       float (&tile_max)[2]) {
-  const float scale_log2 = a.scale * kLog2e;
 #pragma unroll
   for (int nt = 0; nt < kTiles; ++nt) {
 #pragma unroll
@@ -127,7 +126,7 @@ __device__ __forceinline__ void scores_to_logits_impl(const kernels::AttentionAr
       const int key = key0 + nt * 8 + 2 * t4 + (e & 1);
       float x;
       if constexpr (kPlain) {
-        x = s[nt * 4 + e] * scale_log2;
+        x = s[nt * 4 + e];  // scaled inside the exponent: exp2(x * unit - max * unit) is one FFMA
       } else {
         x = s[nt * 4 + e] * a.scale;
         if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
@@ -142,7 +141,14 @@ __device__ __forceinline__ void scores_to_logits_impl(const kernels::AttentionAr
   }
 }
 
-/// One thread's scores of a KV tile -> logits in the log2 domain (scale, soft-cap, ALiBi, mask), in place,
+/// Logits are kept in units of logit_unit(a): the log2-domain logit is value * unit. Without soft-cap and
+/// ALiBi the value is the raw score (unit = scale * log2 e, folded into the exponent's FFMA); otherwise the
+/// value is the log2-domain logit itself (unit = 1). Positive either way (scale > 0), so maxima agree.
+__device__ __forceinline__ float logit_unit(const kernels::AttentionArgs& a) {
+  return a.softcap <= 0.0f && a.alibi_slopes == nullptr ? a.scale * kLog2e : 1.0f;
+}
+
+/// One thread's scores of a KV tile -> logits in units of logit_unit(a) (soft-cap, ALiBi, mask), in place,
 /// and each of its two rows' max over them. s holds kTiles n8 tiles x 4 (rows g, g + 8; columns 2 t4, +1)
 /// for keys key0 + 8 nt + ... The transform is chosen once per tile: decided per element, the compiler
 /// predicated the whole soft-cap path (tanh, division) into every element of every tile.
@@ -164,6 +170,12 @@ __device__ __forceinline__ void scores_to_logits(const kernels::AttentionArgs& a
       scores_to_logits_impl<false, true, kTiles>(a, s, key0, t4, qpos, slope, tile_max);
     }
   }
+}
+
+/// Whether any row of this warp changed its running max, so that O must be rescaled. Once the max settles
+/// (most tiles of a long row) the multiply of every O register is skipped; warp-uniform, so no divergence.
+__device__ __forceinline__ bool o_needs_rescale(const float (&rescale)[2]) {
+  return __any_sync(0xffffffffu, rescale[0] != 1.0f || rescale[1] != 1.0f);
 }
 
 /// Segment partials of one row: kVec consecutive output columns from `col`, and (once per row) max and sum.

@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   float o_acc[kDTiles][4];
 #pragma unroll
   for (int i = 0; i < kDTiles; ++i) o_acc[i][0] = o_acc[i][1] = o_acc[i][2] = o_acc[i][3] = 0.0f;
-  float row_max[2] = {-INFINITY, -INFINITY};  // log2 domain
+  const float unit = logit_unit(a);           // row_max * unit is the log2-domain max
+  float row_max[2] = {-INFINITY, -INFINITY};  // in logit units (query_tile.cuh)
   float row_sum[2] = {0.0f, 0.0f};  // this thread's columns only; reduced across the quad at the end
 
   for (int kv_tile = tile_lo; kv_tile < tile_hi; ++kv_tile) {
@@ -185,25 +186,27 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const float new_max = fmaxf(row_max[i], tile_max[i]);
       const float base =
           new_max == -INFINITY ? 0.0f : new_max;  // a row with no visible key yet stays at zero
-      rescale[i] = fast_exp2(row_max[i] - base);
+      rescale[i] = fast_exp2((row_max[i] - base) * unit);
       row_max[i] = new_max;
       row_sum[i] *= rescale[i];
-      tile_max[i] = base;
+      tile_max[i] = base * unit;
     }
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[nt][e] = fast_exp2(s[nt][e] - tile_max[e >> 1]);
+        s[nt][e] = fast_exp2(s[nt][e] * unit - tile_max[e >> 1]);
         row_sum[e >> 1] += s[nt][e];
       }
     }
+    if (o_needs_rescale(rescale)) {
 #pragma unroll
-    for (int dt = 0; dt < kDTiles; ++dt) {
-      o_acc[dt][0] *= rescale[0];
-      o_acc[dt][1] *= rescale[0];
-      o_acc[dt][2] *= rescale[1];
-      o_acc[dt][3] *= rescale[1];
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        o_acc[dt][0] *= rescale[0];
+        o_acc[dt][1] *= rescale[0];
+        o_acc[dt][2] *= rescale[1];
+        o_acc[dt][3] *= rescale[1];
+      }
     }
 
     // O += P V: two score tiles (16 keys) form one A fragment.
@@ -239,9 +242,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   {
     const int r = wm * 16 + g;
     if (t4 == 0) {
-      s_ml[wn][r][0] = row_max[0];
+      s_ml[wn][r][0] = row_max[0] * unit;
       s_ml[wn][r][1] = row_sum[0];
-      s_ml[wn][r + 8][0] = row_max[1];
+      s_ml[wn][r + 8][0] = row_max[1] * unit;
       s_ml[wn][r + 8][1] = row_sum[1];
     }
     float* o0 = s_o + (wn * BM + r) * D;
