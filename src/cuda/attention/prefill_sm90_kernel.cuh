@@ -1,6 +1,6 @@
 // The Hopper prefill tile: 128 packed query rows per CTA, two warpgroups of 64 rows each, S = QK^T and
 // O += PV on wgmma (fp32 accumulation), online softmax in registers. K/V tiles are gathered through the block
-// table with cp.async into 128-byte swizzled shared memory (double-buffered): pages are as small as one
+// table with cp.async into 128-byte swizzled shared memory (two or three stages): pages are as small as one
 // token, so they are copied 16 bytes at a time rather than by TMA boxes. The head dimension is padded to a
 // multiple of 64 in shared memory with zeros (80/96/112 run as 128, 192 and 256 as themselves).
 //
@@ -31,17 +31,16 @@ struct PrefillSm90Config {
   // 128 keys where S + O fit the register budget; 64 for head dim > 128 (O is large) and for head dim 64
   // (two CTAs per SM cap registers at 128).
   static constexpr int kBlockN = kHeadDim > 64 && kHeadDim <= 128 ? 128 : 64;
+  static constexpr int kThreads = 256;
+  static constexpr int kQBytes = kBlockM * kPaddedDim * 2;
+  static constexpr int kTileBytes = kBlockN * kPaddedDim * 2;  // one K or V tile
   // Three stages where they fit (227 KB): the previous tile's V stays resident while the next tile lands,
   // so P V of tile j-1 runs on the tensor cores during the softmax of tile j. Head dim 256 keeps two (no
   // room), head dim 64 keeps two (two CTAs per SM instead).
-  static constexpr int kStages =
-      kPaddedDim > 64 && 1024 + kBlockM* kPaddedDim * 2 + 3 * 2 * kBlockN* kPaddedDim * 2 <= 227 * 1024 ? 3
-                                                                                                        : 2;
-  static constexpr int kThreads = 256;
+  static constexpr bool kThreeStagesFit = 1024 + kQBytes + 3 * 2 * kTileBytes <= 227 * 1024;
+  static constexpr int kStages = kPaddedDim > 64 && kThreeStagesFit ? 3 : 2;
   // Head dim 64: two CTAs per SM (its softmax dominates; a second CTA hides it better than the P V overlap).
   static constexpr int kMinBlocksPerSm = kPaddedDim <= 64 ? 2 : 1;
-  static constexpr int kQBytes = kBlockM * kPaddedDim * 2;
-  static constexpr int kTileBytes = kBlockN * kPaddedDim * 2;  // one K or V tile
   // +1024: the dynamic shared-memory base is only 16-byte aligned; swizzle atoms need 1024.
   static constexpr int kSmemBytes = 1024 + kQBytes + kStages * 2 * kTileBytes;
   static_assert(kHeadDim % 16 == 0, "head dim must be a multiple of 16");
