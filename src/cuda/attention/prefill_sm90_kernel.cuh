@@ -145,6 +145,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     }
     sm90::wgmma_commit();
   };
+  // P V issued and completed here (no overlap): O and P are final on return.
+  auto pv_now = [&](int stage) {
+#pragma unroll
+    for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
+    sm90::pin_registers(pf);
+    sm90::wgmma_fence();
+    issue_pv(stage);
+    sm90::wgmma_wait<0>();
+#pragma unroll
+    for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
+  };
   int prev_stage = 0;
   // One KV tile. kPendingPV: the previous tile's P V has not been issued yet (three stages, not the first
   // tile). A compile-time flag: wgmma issued under a run-time condition makes ptxas serialize every wgmma.
@@ -194,25 +205,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     float tile_max[2] = {-INFINITY, -INFINITY};
     scores_to_logits<kNTiles>(a, s, key0, t4, row_qpos, row_slope, full_tile, tile_max);
     float rescale[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 1));
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
-      const float new_max = fmaxf(row_max[i], tile_max[i]);
-      const float base_i = new_max == -INFINITY ? 0.0f : new_max;  // no visible key yet: stay at zero
-      rescale[i] = fast_exp2((row_max[i] - base_i) * unit);
-      row_max[i] = new_max;
-      row_sum[i] *= rescale[i];
-      tile_max[i] = base_i * unit;
-    }
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nt * 4 + e] = fast_exp2(s[nt * 4 + e] * unit - tile_max[e >> 1]);
-        row_sum[e >> 1] += s[nt * 4 + e];
-      }
-    }
+    online_softmax_step<kNTiles>(s, tile_max, unit, row_max, row_sum, rescale);
     if constexpr (kPendingPV) {  // the previous P V is done with O and with the P fragments
       sm90::wgmma_wait<0>();
 #pragma unroll
@@ -235,29 +228,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     }
     prev_stage = stage;
     if constexpr (!kOverlapPV) {
-#pragma unroll
-      for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
-      sm90::pin_registers(pf);
-      sm90::wgmma_fence();
-      issue_pv(stage);
-      sm90::wgmma_wait<0>();
-#pragma unroll
-      for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
+      pv_now(stage);
     }
   };
   if (t.tile_lo < t.tile_hi) step.template operator()<false>(t.tile_lo);
   for (int kv_tile = t.tile_lo + 1; kv_tile < t.tile_hi; ++kv_tile)
     step.template operator()<kOverlapPV>(kv_tile);
-  if (kOverlapPV && wg_has_rows && t.tile_hi > t.tile_lo) {  // the last tile's P V
-#pragma unroll
-    for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
-    sm90::pin_registers(pf);
-    sm90::wgmma_fence();
-    issue_pv(prev_stage);
-    sm90::wgmma_wait<0>();
-#pragma unroll
-    for (int c = 0; c < kPanels; ++c) sm90::pin_registers(o[c]);
-  }
+  if (kOverlapPV && wg_has_rows && t.tile_hi > t.tile_lo) pv_now(prev_stage);  // the last tile's P V
   cp_async_wait<0>();
 
   // ---- epilogue: each thread owns rows g and g + 8 of its warp, columns 8j + 2t4 (+1) of every panel.

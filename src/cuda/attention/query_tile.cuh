@@ -172,6 +172,35 @@ __device__ __forceinline__ void scores_to_logits(const kernels::AttentionArgs& a
   }
 }
 
+/// The online-softmax step of one KV tile for one thread's fragment (kTiles n8 tiles x 4 logits from
+/// scores_to_logits; rows g and g + 8 of the warp's 16, columns spread over the lane quad): the rows' running
+/// max and sum move to this tile, s becomes probabilities relative to the new max, and rescale[i] is the
+/// factor row i's O must be multiplied by. A row with no visible key yet stays at max -inf and zero output.
+template <int kTiles>
+__device__ __forceinline__ void online_softmax_step(float* s, float (&tile_max)[2], float unit,
+                                                    float (&row_max)[2], float (&row_sum)[2],
+                                                    float (&rescale)[2]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 1));
+    tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
+    const float new_max = fmaxf(row_max[i], tile_max[i]);
+    const float base = new_max == -INFINITY ? 0.0f : new_max;
+    rescale[i] = fast_exp2((row_max[i] - base) * unit);
+    row_max[i] = new_max;
+    row_sum[i] *= rescale[i];
+    tile_max[i] = base * unit;
+  }
+#pragma unroll
+  for (int nt = 0; nt < kTiles; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[nt * 4 + e] = fast_exp2(s[nt * 4 + e] * unit - tile_max[e >> 1]);
+      row_sum[e >> 1] += s[nt * 4 + e];
+    }
+  }
+}
+
 /// Whether any row of this warp changed its running max, so that O must be rescaled. Once the max settles
 /// (most tiles of a long row) the multiply of every O register is skipped; warp-uniform, so no divergence.
 __device__ __forceinline__ bool o_needs_rescale(const float (&rescale)[2]) {

@@ -179,26 +179,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     float tile_max[2] = {-INFINITY, -INFINITY};
     scores_to_logits<kNTiles>(a, &s[0][0], key0, t4, row_qpos, row_slope, full_tile, tile_max);
     float rescale[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 1));
-      tile_max[i] = fmaxf(tile_max[i], __shfl_xor_sync(0xffffffffu, tile_max[i], 2));
-      const float new_max = fmaxf(row_max[i], tile_max[i]);
-      const float base =
-          new_max == -INFINITY ? 0.0f : new_max;  // a row with no visible key yet stays at zero
-      rescale[i] = fast_exp2((row_max[i] - base) * unit);
-      row_max[i] = new_max;
-      row_sum[i] *= rescale[i];
-      tile_max[i] = base * unit;
-    }
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nt][e] = fast_exp2(s[nt][e] * unit - tile_max[e >> 1]);
-        row_sum[e >> 1] += s[nt][e];
-      }
-    }
+    online_softmax_step<kNTiles>(&s[0][0], tile_max, unit, row_max, row_sum, rescale);
     if (o_needs_rescale(rescale)) {
 #pragma unroll
       for (int dt = 0; dt < kDTiles; ++dt) {
