@@ -250,32 +250,30 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     int token, head;
     t.row_target(r, G, kv_head, token, head);
     const float m = row_max[i] * unit, l = row_sum[i];  // log2 domain
-    if (p.num_segments > 1) {
+    // Calls fn(col, x, x') for each pair of row i's output columns this thread holds (col < D).
+    auto for_each_pair = [&](auto&& fn) {
 #pragma unroll
       for (int c = 0; c < kPanels; ++c) {
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           const int col = c * 64 + j * 8 + 2 * t4;
-          if (col >= D) continue;
-          const float pair[2] = {o[c][j * 4 + 2 * i], o[c][j * 4 + 2 * i + 1]};
-          store_partial<D, 2>(p, token, head, segment, col, pair, col == 0, m, l);
+          if (col < D) fn(col, o[c][j * 4 + 2 * i], o[c][j * 4 + 2 * i + 1]);
         }
       }
+    };
+    if (p.num_segments > 1) {
+      for_each_pair([&](int col, float x0, float x1) {
+        const float pair[2] = {x0, x1};
+        store_partial<D, 2>(p, token, head, segment, col, pair, col == 0, m, l);
+      });
       continue;
     }
     float lse;
     const float inv = finalize_row(a, head, m, l, lse);
     T* dst = static_cast<T*>(a.o) + static_cast<int64_t>(token) * a.o_stride_token + head * a.o_stride_head;
-#pragma unroll
-    for (int c = 0; c < kPanels; ++c) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int col = c * 64 + j * 8 + 2 * t4;
-        if (col >= D) continue;
-        const uint32_t packed = Mma<T>::pack(o[c][j * 4 + 2 * i] * inv, o[c][j * 4 + 2 * i + 1] * inv);
-        *reinterpret_cast<uint32_t*>(dst + col) = packed;
-      }
-    }
+    for_each_pair([&](int col, float x0, float x1) {
+      *reinterpret_cast<uint32_t*>(dst + col) = Mma<T>::pack(x0 * inv, x1 * inv);
+    });
     if (a.lse != nullptr && t4 == 0) {
       a.lse[static_cast<int64_t>(token) * a.lse_stride_token + head * a.lse_stride_head] = lse;
     }
