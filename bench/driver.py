@@ -5,7 +5,7 @@ Method: every implementation's output is checked against a float32 reference bef
 replayed from a CUDA graph over a rotation of input sets that together exceed 4x L2; the figure is the median over
 repeats of (graph time / calls). Output: a table, JSON and PNG plots.
 
-    python3 bench/driver.py [--short] [--out DIR] [--only decode,prefill,mixed,spot,select]
+    python3 bench/driver.py [--short] [--out DIR] [--only decode,prefill,mixed,spot,select] [--peers cudnn,flash,flex]
 """
 
 from __future__ import annotations
@@ -206,6 +206,9 @@ def to_rows(o, p):
 
 # ---- workloads --------------------------------------------------------------------------------------------------------
 
+PEERS = ["cudnn", "flash", "flex"]
+
+
 def run_points(kind, points, l2, results, short):
     for label, seq_lens, query_lens, causal, *shape in points:
         shape = shape[0] if shape else {}  # spot checks: other head dims / head counts
@@ -226,6 +229,7 @@ def run_points(kind, points, l2, results, short):
                  "flex": lambda i, box: flex_call(*i, causal, box)}
         if shape or (short and kind == "decode" and label not in ("1x4096", "16x4096", "64x4096")):
             peers.pop("flex")  # one compilation per shape: the short mode compiles it for three decode points
+        peers = {k: v for k, v in peers.items() if k in PEERS}
         for name, make in peers.items():
             try:
                 boxes = [[None] for _ in sets]
@@ -338,7 +342,9 @@ def main():
     ap.add_argument("--short", action="store_true", help="fewer points (for scripts/gpu-check.sh)")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--only", default="decode,prefill,mixed,spot,select")
+    ap.add_argument("--peers", default=",".join(PEERS), help="peers timed beside ours ('none': ours only)")
     args = ap.parse_args()
+    PEERS[:] = [p for p in args.peers.split(",") if p in PEERS]
     os.makedirs(args.out, exist_ok=True)
     only = set(args.only.split(","))
     torch.manual_seed(int(time.time()))

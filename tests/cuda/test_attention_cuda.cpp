@@ -8,6 +8,7 @@
 #include <numeric>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "pagedattn/info.h"
 #include "problem.h"
@@ -129,6 +130,29 @@ TEST(CudaAttention, PrefillKernelFollowsDeviceAndSwitch) {
   const bool hopper = d.major == 9 && d.minor == 0;
   EXPECT_EQ(d.prefill_kernel, hopper && !off ? "wgmma" : "mma.sync")
       << d.name << ", PAGEDATTN_WGMMA=" << (env ? env : "unset");
+}
+
+// Batches of hundreds of sequences: every CTA finds its sequence by searching the tile starts
+// (query_tile.cuh); mixed batches include empty queries and empty sequences, whose tiles the search must
+// skip, and GQA 6 with block size 7 keeps tile starts and pages off powers of two.
+TEST(CudaAttention, ManySequences) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  for (auto [kind, seqs] :
+       {std::pair{testing::BatchKind::kDecode, 1031}, std::pair{testing::BatchKind::kMixed, 601},
+        std::pair{testing::BatchKind::kChunked, 263}}) {
+    testing::ProblemSpec s;
+    s.num_q_heads = 12;
+    s.num_kv_heads = 2;  // GQA 6
+    s.block_size = 7;
+    s.seed = rng();
+    testing::draw_batch(s, kind, seqs, 200, rng);
+    SCOPED_TRACE(s.describe());
+    testing::HostProblem p = testing::make_problem(s);
+    testing::make_cuda_runner()->run_attention(p);
+    const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+    EXPECT_TRUE(cmp.ok) << cmp.summary();
+  }
 }
 
 // Long contexts: 128k keys in one sequence (decode) through the automatic launch choice.

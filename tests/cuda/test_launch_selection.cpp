@@ -23,7 +23,9 @@ LaunchInputs decode(int batch, int context) {
 }
 
 TEST(LaunchSelection, WorkedExamples) {
-  EXPECT_EQ(choose_launch(decode(1, 32768)).num_segments, 31);  // 248 CTAs: one wave
+  EXPECT_EQ(choose_launch(decode(1, 32768)).num_segments, 16);  // 128 CTAs, one per SM
+  EXPECT_EQ(choose_launch(decode(16, 512)).num_segments, 1);    // 128 CTAs alone beat 256 + a merge
+  EXPECT_EQ(choose_launch(decode(1, 512)).num_segments, 4);     // 32 CTAs of 2 tiles
   EXPECT_EQ(choose_launch(decode(16, 4096)).num_segments, 2);   // 128 x 2 = 256 of 264
   EXPECT_EQ(choose_launch(decode(1, 4096)).num_segments, 13);   // partials outweigh more splits
   EXPECT_EQ(choose_launch(decode(16, 32768)).num_segments, 2);  // s = 3 leaves a 0.45-wave tail
@@ -96,6 +98,18 @@ TEST(LaunchSelection, HopperPrefillTile) {
   in.wgmma_prefill = true;
   c = choose_launch(in);
   EXPECT_LE(c.num_segments, 2);
+}
+
+// The merge launches early (programmatic dependent launch) only where the device has it and there is a merge.
+TEST(LaunchSelection, EarlyMergeLaunch) {
+  LaunchInputs in = decode(1, 32768);
+  EXPECT_FALSE(choose_launch(in).early_merge_launch);
+  in.early_merge_launch = true;
+  LaunchChoice c = choose_launch(in);
+  EXPECT_GT(c.num_segments, 1);
+  EXPECT_TRUE(c.early_merge_launch);
+  in.force_segments = 1;
+  EXPECT_FALSE(choose_launch(in).early_merge_launch);
 }
 
 }  // namespace

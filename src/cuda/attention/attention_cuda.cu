@@ -21,15 +21,21 @@
 namespace pagedattn::cuda {
 namespace {
 
-int sm_count(int device) {
+struct DeviceFacts {
+  int sm_count = 0;
+  int major = 0;  // compute capability
+};
+
+DeviceFacts device_facts(int device) {
   static std::mutex mutex;
-  static std::vector<int> counts;
+  static std::vector<DeviceFacts> facts;
   std::lock_guard<std::mutex> lock(mutex);
-  if (device >= static_cast<int>(counts.size())) counts.resize(device + 1, 0);
-  if (counts[device] == 0) {
-    PA_CUDA_CHECK(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device));
+  if (device >= static_cast<int>(facts.size())) facts.resize(device + 1);
+  if (facts[device].sm_count == 0) {
+    PA_CUDA_CHECK(cudaDeviceGetAttribute(&facts[device].major, cudaDevAttrComputeCapabilityMajor, device));
+    PA_CUDA_CHECK(cudaDeviceGetAttribute(&facts[device].sm_count, cudaDevAttrMultiProcessorCount, device));
   }
-  return counts[device];
+  return facts[device];
 }
 
 // Inputs are read 8 elements (16 bytes) at a time; outputs are written 4 elements (8 bytes) at a time.
@@ -89,7 +95,9 @@ LaunchChoice choose(const core::AttentionProblem& p) {
   in.wgmma_prefill = wgmma_prefill_enabled(p.device.index);
   in.resident_prefill = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim,
                                  in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill);
-  in.sm_count = sm_count(p.device.index);
+  const DeviceFacts facts = device_facts(p.device.index);
+  in.sm_count = facts.sm_count;
+  in.early_merge_launch = facts.major >= 9;
   in.num_seqs = p.batch.num_seqs;
   in.num_tokens = p.batch.num_tokens;
   in.num_q_heads = p.attn.num_q_heads;
@@ -192,6 +200,7 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
   params.kv = p.kv;
   params.batch = p.batch;
   params.attn = p.attn;
+  params.group = FastDivmod(p.attn.group_size);
   params.num_segments = choice.num_segments;
   if (choice.num_segments > 1) {
     PA_CHECK(reinterpret_cast<uintptr_t>(workspace.data) % 16 == 0, "workspace must be 16-byte aligned");

@@ -43,11 +43,16 @@ int block_n_for(TileShape shape, int head_dim) {
 // Segments. A launch first fills the resident capacity (SMs x CTAs per SM from the occupancy API: 2 x 132 =
 // 264 for the 3-stage decode tile at head dim 128); a smaller grid leaves bandwidth unused. Beyond that, time
 // grows with the fraction of waves, plus half of the empty part of a partial last wave. With T KV tiles per
-// CTA range and s segments, in units of one KV tile:
-//   time(s) ~ waves(s) x (T / s + kFixedTiles) + (s > 1 ? kMergeTiles + kMergePerSegment x s : 0)
-// and the smallest s within 2% of the least modeled time wins. Measured on H100 (bench/NOTES.md):
-//   decode 1 x 32768 (T = 512):  8 CTAs per segment -> s = 31: 248 CTAs, one wave of ~17 tiles each;
+// CTA range and s segments, in units of one KV tile at full residency:
+//   time(s) ~ waves(s) x (T / s + kFixedTiles) x lone(s) + (s > 1 ? kMergeTiles + kMergePerSegment x s : 0)
+// and the smallest s within 2% of the least modeled time wins. lone(s) < 1 when a single wave leaves SMs
+// with fewer CTAs than fit: a memory-bound CTA alone on its SM streams faster than one sharing it (H100
+// decode tile: 1.7 us per KV tile alone, 2.9 us beside a second CTA, so lone = kLoneTileTime = 0.58 for one
+// of two; the fixed-cost measurement in bench/NOTES.md, version 12). Measured on H100 (bench/NOTES.md):
+//   decode 1 x 32768 (T = 512):  8 CTAs per segment -> s = 16: 128 CTAs, one per SM, of 32 tiles each (s = 31
+//                                 filled both slots of every SM and measured 7% slower);
 //   decode 1 x 4096 (T = 64):    s = 13 (more segments cost more in partials than they save);
+//   decode 16 x 512 (T = 8):     s = 1: 128 CTAs alone on their SMs beat 256 sharing them plus a merge;
 //   decode 16 x 4096 (T = 64):   128 CTAs -> s = 2: 256 CTAs of 32 tiles;
 //   decode 16 x 32768 (T = 512): s = 2 (s = 3 would leave a 0.45-wave tail: measured 1.3x slower);
 //   decode 64 x 4096:            512 CTAs, 1.94 waves -> s = 1;
@@ -59,9 +64,12 @@ int block_n_for(TileShape shape, int head_dim) {
 LaunchChoice choose_launch(const LaunchInputs& in) {
   constexpr int kMinKeysPerSegment = 64;
   constexpr int kMaxSegments = 64;
-  constexpr double kFixedTiles = 2.0;        // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
-  constexpr double kMergeTiles = 2.0;        // the merge launch
-  constexpr double kMergePerSegment = 0.25;  // each segment's partials: written, then read by the merge
+  constexpr double kFixedTiles = 2.0;  // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
+  constexpr double kMergeTiles = 2.0;  // the merge launch
+  // Each segment's partials, written, then read by the merge (0.25 before the merge launched early; with
+  // 0.25 and lone CTAs modeled, 1 x 4096 took 10 segments and measured 1.09x the best count, 16).
+  constexpr double kMergePerSegment = 0.15;
+  constexpr double kLoneTileTime = 0.58;  // a KV tile's time for a CTA alone on an SM that fits two
 
   LaunchChoice c;
   const int group = in.num_q_heads / in.num_kv_heads;
@@ -78,7 +86,7 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     const int64_t tiles_per_seq =
         (static_cast<int64_t>(in.max_query_len) * group + c.block_m - 1) / c.block_m;
     const int64_t ctas = std::max<int64_t>(1, in.num_seqs * tiles_per_seq * in.num_kv_heads);
-    const int resident = c.shape == TileShape::kDecode ? in.resident_decode : in.resident_prefill;
+    const int resident = short_queries ? in.resident_decode : in.resident_prefill;
     const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
     const double tiles = static_cast<double>(in.max_seq_len) / c.block_n;  // KV tiles of the longest range
     const int64_t most = std::min<int64_t>(
@@ -89,13 +97,20 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
       const double frac = static_cast<double>(ctas * s) / static_cast<double>(capacity);
       const double waves = std::max(1.0, frac + 0.5 * (std::ceil(frac) - frac));
       const double merge = s > 1 ? kMergeTiles + kMergePerSegment * static_cast<double>(s) : 0.0;
-      return waves * (tiles / static_cast<double>(s) + kFixedTiles) + merge;
+      // CTAs per SM in a single partial wave (the busiest SM's count), against the resident maximum.
+      const int64_t per_sm = (ctas * s + in.sm_count - 1) / in.sm_count;
+      const double lone =
+          frac < 1.0 && per_sm < resident
+              ? std::max(kLoneTileTime, static_cast<double>(per_sm) / static_cast<double>(resident))
+              : 1.0;
+      return waves * (tiles / static_cast<double>(s) + kFixedTiles) * lone + merge;
     };
     double best = modeled_time(1);
     for (int64_t s = 2; s <= most; ++s) best = std::min(best, modeled_time(s));
     // The smallest count within 2% of the best: fewer segments mean fewer partials for the same time.
     while (modeled_time(c.num_segments) > 1.02 * best) ++c.num_segments;
   }
+  c.early_merge_launch = in.early_merge_launch && c.num_segments > 1;
   if (c.num_segments > 1) {
     const size_t rows = static_cast<size_t>(in.num_tokens) * in.num_q_heads * c.num_segments;
     c.workspace_bytes = rows * (static_cast<size_t>(in.head_dim) + 2) * sizeof(float);

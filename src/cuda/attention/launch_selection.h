@@ -16,12 +16,13 @@ struct LaunchInputs {
   int num_q_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  int max_query_len = -1;      // -1 = unknown
-  int max_seq_len = -1;        // -1 = unknown
-  int force_segments = 0;      // 0 = choose
-  int resident_decode = 3;     // CTAs of the decode shape resident per SM (from the occupancy API)
-  int resident_prefill = 2;    // CTAs of the prefill shape in use resident per SM
-  bool wgmma_prefill = false;  // long queries take the sm_90a wgmma tile (kPrefillSm90)
+  int max_query_len = -1;           // -1 = unknown
+  int max_seq_len = -1;             // -1 = unknown
+  int force_segments = 0;           // 0 = choose
+  int resident_decode = 3;          // CTAs of the decode shape resident per SM (from the occupancy API)
+  int resident_prefill = 2;         // CTAs of the prefill shape in use resident per SM
+  bool wgmma_prefill = false;       // long queries take the sm_90a wgmma tile (kPrefillSm90)
+  bool early_merge_launch = false;  // the device has programmatic dependent launch (sm_90+)
 };
 
 struct LaunchChoice {
@@ -30,6 +31,9 @@ struct LaunchChoice {
   int block_n = 64;        // keys per KV tile
   int num_segments = 1;    // 1 = 2D launch
   int64_t grid_tiles = 0;  // grid.x: an upper bound on query tiles
+  // The merge kernel is launched while the attention kernel still runs (programmatic dependent launch) and
+  // waits for its results on the device, so its launch latency overlaps the attention kernel's tail.
+  bool early_merge_launch = false;
   size_t workspace_bytes = 0;
 };
 

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/attention/dependent_launch.cuh"
 #include "cuda/attention/mma_sm80.cuh"
 #include "cuda/attention/unified_params.h"
 
@@ -16,6 +17,7 @@ template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(32 * kMergeWarps)
     merge_segments_kernel(const __grid_constant__ UnifiedParams p) {
   constexpr float kLog2e = 1.4426950408889634f;
+  wait_for_prerequisite_grid();  // launched early (programmatic dependent launch): the partials are ready
   const auto& a = p.attn;
   const int lane = threadIdx.x & 31;
   const int64_t row =

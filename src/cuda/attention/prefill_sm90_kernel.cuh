@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "cuda/attention/dependent_launch.cuh"
 #include "cuda/attention/kv_gather.cuh"
 #include "cuda/attention/mma_sm80.cuh"
 #include "cuda/attention/query_tile.cuh"
@@ -63,6 +64,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   auto sK = [&](int stage) { return base + Cfg::kQBytes + stage * 2 * Cfg::kTileBytes; };
   auto sV = [&](int stage) { return sK(stage) + Cfg::kTileBytes; };
 
+  allow_dependent_launch();  // the merge of a split launch may start launching (it waits for our partials)
   const auto& a = p.attn;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wg = warp / 4;  // warpgroup: rows 64 * wg ..
@@ -85,7 +87,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     int bytes = 0;
     if (r < t.rows_valid && ch * 8 < D) {
       int token, head;
-      t.row_target(r, G, kv_head, token, head);
+      t.row_target(r, p.group, kv_head, token, head);
       src = q_base + static_cast<int64_t>(token) * a.q_stride_token + head * a.q_stride_head + ch * 8;
       bytes = 16;
     }
@@ -115,9 +117,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int r = wrow + g + 8 * i;
-    row_qpos[i] = t.row_qpos(r, G);
-    row_slope[i] = (a.alibi_slopes != nullptr && r < t.rows_valid)
-                       ? a.alibi_slopes[kv_head * G + (t.row0 + r) % G]
+    const bool valid = r < t.rows_valid;
+    row_qpos[i] = t.row_qpos(r, p.group);
+    row_slope[i] = a.alibi_slopes != nullptr && valid
+                       ? a.alibi_slopes[kv_head * G + t.row_head_in_group(r, p.group)]
                        : 0.0f;
   }
 
@@ -248,7 +251,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     const int r = wrow + g + 8 * i;
     if (r >= t.rows_valid) continue;
     int token, head;
-    t.row_target(r, G, kv_head, token, head);
+    t.row_target(r, p.group, kv_head, token, head);
     const float m = row_max[i] * unit, l = row_sum[i];  // log2 domain
     // Calls fn(col, x, x') for each pair of row i's output columns this thread holds (col < D).
     auto for_each_pair = [&](auto&& fn) {
@@ -269,7 +272,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       continue;
     }
     float lse;
-    const float inv = finalize_row(a, head, m, l, lse);
+    const float inv = finalize_row(sink_log2(a, head), m, l, lse);
     T* dst = static_cast<T*>(a.o) + static_cast<int64_t>(token) * a.o_stride_token + head * a.o_stride_head;
     for_each_pair([&](int col, float x0, float x1) {
       *reinterpret_cast<uint32_t*>(dst + col) = Mma<T>::pack(x0 * inv, x1 * inv);

@@ -24,27 +24,39 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-/// Index of the sequence owning CTA tile `tile`, or -1: tile_start(s) = floor(qsl[s] * G / kBlockM) + s is
-/// non-decreasing and leaves room for every sequence's ceil(query_len * G / kBlockM) tiles.
+/// Index of the sequence owning CTA tile `tile`, or -1. tile_start(s) = floor(qsl[s] * G / kBlockM) + s is
+/// non-decreasing and leaves room for every sequence's ceil(query_len * G / kBlockM) tiles, so the owner is
+/// the last s with tile_start(s) <= tile. A binary search is a chain of log2(num_seqs) dependent loads at the
+/// head of every CTA (10 for a batch of 1000); here every warp searches on its own (no barrier, no shared
+/// memory) with 32 probes per round, keeping the interval between its last true and first false probe:
+/// 32 sequences take one round of loads, 1024 two, 32768 three. Called by whole warps.
 template <int kBlockM>
 __device__ __forceinline__ int find_sequence(const int32_t* qsl, int num_seqs, int group, int tile,
                                              int& first_tile) {
-  int lo = 0, hi = num_seqs - 1, found = -1;
-  while (lo <= hi) {
-    const int mid = (lo + hi) >> 1;
-    const int start = static_cast<int>((static_cast<int64_t>(qsl[mid]) * group) / kBlockM) + mid;
-    if (start <= tile) {
-      found = mid;
-      first_tile = start;
-      lo = mid + 1;
-    } else {
-      hi = mid - 1;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  int lo = 0, count = num_seqs;  // the owner is in [lo, lo + count)
+  while (true) {
+    const int step = (count + 31) / 32;
+    const int probe = lo + lane * step;
+    int start = 0;
+    if (probe < lo + count)
+      start = static_cast<int>((static_cast<int64_t>(qsl[probe]) * group) / kBlockM) + probe;
+    const bool at_or_before = probe < lo + count && start <= tile;
+    // Probes are in order and tile_start is monotone: the first `hits` lanes are true.
+    const int hits = __popc(__ballot_sync(0xffffffffu, at_or_before));
+    if (hits == 0) return -1;  // only in the first round (tile_start(0) = 0 <= tile otherwise)
+    if (step == 1) {
+      first_tile = __shfl_sync(0xffffffffu, start, hits - 1);
+      return lo + hits - 1;
     }
+    lo += (hits - 1) * step;
+    count = min(step, count - (hits - 1) * step);
   }
-  return found;
 }
 
 /// One CTA's work: kBlockM packed rows of one sequence against one segment of its KV tiles.
+// Its methods take the group size's FastDivmod from the launch parameters (constant memory) rather than
+// keeping a copy, which would hold three registers for the life of the kernel.
 struct QueryTile {
   int seq = 0;
   int q_begin = 0;  // first query token of the sequence
@@ -57,14 +69,20 @@ struct QueryTile {
   int tile_lo = 0, tile_hi = 0;    // this segment's KV tiles, [lo, hi), counted from kv_begin
 
   /// Token and query head of packed row r of the tile.
-  __device__ __forceinline__ void row_target(int r, int group, int kv_head, int& token, int& head) const {
-    const int R = row0 + r;
-    token = q_begin + R / group;
-    head = kv_head * group + R % group;
+  __device__ __forceinline__ void row_target(int r, const FastDivmod& group, int kv_head, int& token,
+                                             int& head) const {
+    int t, h;
+    group.divmod(row0 + r, t, h);
+    token = q_begin + t;
+    head = kv_head * group.divisor + h;
   }
   /// Query position of row r, or -1 for rows past rows_valid (every key is masked for them).
-  __device__ __forceinline__ int row_qpos(int r, int group) const {
-    return r < rows_valid ? ctx + (row0 + r) / group : -1;
+  __device__ __forceinline__ int row_qpos(int r, const FastDivmod& group) const {
+    return r < rows_valid ? ctx + group.div(row0 + r) : -1;
+  }
+  /// Query head of packed row r within its group (ALiBi slopes, sinks).
+  __device__ __forceinline__ int row_head_in_group(int r, const FastDivmod& group) const {
+    return row0 + r - group.div(row0 + r) * group.divisor;
   }
 };
 
@@ -84,8 +102,8 @@ __device__ __forceinline__ bool plan_query_tile(const UnifiedParams& p, int tile
   if (t.row0 >= rows_total) return false;
   t.rows_valid = min(kBlockM, rows_total - t.row0);
   t.ctx = t.seq_len - query_len;
-  t.qpos_min = t.ctx + t.row0 / G;
-  t.qpos_max = t.ctx + (t.row0 + t.rows_valid - 1) / G;
+  t.qpos_min = t.ctx + p.group.div(t.row0);
+  t.qpos_max = t.ctx + p.group.div(t.row0 + t.rows_valid - 1);
   const int window = p.attn.window_left;
   t.kv_begin = window > 0 ? max(0, t.qpos_min - window) : 0;
   const int num_kv_tiles = (t.qpos_max + 1 - t.kv_begin + kBlockN - 1) / kBlockN;
@@ -101,7 +119,7 @@ __device__ __forceinline__ void mark_empty_segment(const UnifiedParams& p, const
   if (p.num_segments <= 1) return;
   for (int r = threadIdx.x; r < t.rows_valid; r += blockDim.x) {
     int token, head;
-    t.row_target(r, p.attn.group_size, kv_head, token, head);
+    t.row_target(r, p.group, kv_head, token, head);
     float* ml = p.partial_ml +
                 ((static_cast<int64_t>(token) * p.attn.num_q_heads + head) * p.num_segments + segment) * 2;
     ml[0] = -INFINITY;
@@ -226,14 +244,19 @@ __device__ __forceinline__ void store_partial(const UnifiedParams& p, int token,
   }
 }
 
-/// The sink joins the denominator, then 1 / denominator scales the row (2D launch). Returns the scale and
-/// sets lse (natural log) for the row. m: row max (log2 domain), l: row sum relative to m.
-__device__ __forceinline__ float finalize_row(const kernels::AttentionArgs& a, int head, float m, float l,
-                                              float& lse) {
-  float top = m;
-  if (a.sinks != nullptr) top = fmaxf(top, a.sinks[head] * kLog2e);
+/// Query head `head`'s sink logit in the log2 domain, -inf without sinks. A kernel loads it with its row
+/// facts so that the load's latency is not paid at the end of the CTA.
+__device__ __forceinline__ float sink_log2(const kernels::AttentionArgs& a, int head) {
+  return a.sinks != nullptr ? a.sinks[head] * kLog2e : -INFINITY;
+}
+
+/// The sink (log2 domain, -inf for none) joins the denominator, then 1 / denominator scales the row (2D
+/// launch). Returns the scale and sets lse (natural log) for the row. m: row max (log2 domain), l: row sum
+/// relative to m.
+__device__ __forceinline__ float finalize_row(float sink, float m, float l, float& lse) {
+  const float top = fmaxf(m, sink);
   const float f = exp2f(m - top);
-  const float denom = l * f + (a.sinks != nullptr ? exp2f(a.sinks[head] * kLog2e - top) : 0.0f);
+  const float denom = l * f + (sink == -INFINITY ? 0.0f : exp2f(sink - top));
   lse = (top + log2f(denom)) / kLog2e;
   return f / denom;
 }

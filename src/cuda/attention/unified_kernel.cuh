@@ -13,6 +13,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "cuda/attention/dependent_launch.cuh"
 #include "cuda/attention/kv_gather.cuh"
 #include "cuda/attention/mma_sm80.cuh"
 #include "cuda/attention/query_tile.cuh"
@@ -56,6 +57,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   const auto& kv = p.kv;
   const auto& a = p.attn;
+  allow_dependent_launch();  // the merge of a split launch may start launching (it waits for our partials)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / Cfg::kWarpsN, wn = warp % Cfg::kWarpsN;
   const int G = a.group_size;
@@ -69,7 +71,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   }
   const int rows_valid = t.rows_valid, seq_len = t.seq_len, kv_begin = t.kv_begin;
   const int qpos_min = t.qpos_min, qpos_max = t.qpos_max, tile_lo = t.tile_lo, tile_hi = t.tile_hi;
-  auto out_index = [&](int r, int& token, int& head) { t.row_target(r, G, kv_head, token, head); };
+  auto out_index = [&](int r, int& token, int& head) { t.row_target(r, p.group, kv_head, token, head); };
 
   // ---- Q tile -> shared memory (rows past rows_valid are zero)
   // --------------------------------------------------
@@ -119,9 +121,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   for (int i = 0; i < 2; ++i) {
     const int r = wm * 16 + g + 8 * i;
     const bool valid = r < rows_valid;
-    row_qpos[i] = t.row_qpos(r, G);
-    row_slope[i] =
-        (a.alibi_slopes != nullptr && valid) ? a.alibi_slopes[kv_head * G + (t.row0 + r) % G] : 0.0f;
+    row_qpos[i] = t.row_qpos(r, p.group);
+    row_slope[i] = (a.alibi_slopes != nullptr && valid)
+                       ? a.alibi_slopes[kv_head * G + t.row_head_in_group(r, p.group)]
+                       : 0.0f;
   }
 
   cp_async_wait<Cfg::kStages - 1>();  // Q has landed (only the prologue's tile groups may be pending)
@@ -265,7 +268,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       continue;
     }
     float lse;
-    const float inv = finalize_row(a, head, m, l, lse);
+    const float inv = finalize_row(sink_log2(a, head), m, l, lse);
     T* dst = static_cast<T*>(a.o) + token * a.o_stride_token + head * a.o_stride_head + col;
     T packed[kVec];
 #pragma unroll

@@ -98,7 +98,16 @@ void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, c
     const int64_t rows = params.batch.num_tokens * params.attn.num_q_heads;
     const unsigned blocks = static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps);
     if (blocks > 0) {
-      merge_segments_kernel<T, kHeadDim><<<blocks, 32 * kMergeWarps, 0, stream>>>(params);
+      cudaLaunchConfig_t config = {};
+      config.gridDim = dim3(blocks);
+      config.blockDim = dim3(32 * kMergeWarps);
+      config.stream = stream;
+      cudaLaunchAttribute early;
+      early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      early.val.programmaticStreamSerializationAllowed = 1;
+      config.attrs = &early;
+      config.numAttrs = choice.early_merge_launch ? 1 : 0;
+      PA_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_segments_kernel<T, kHeadDim>, params));
       PA_CUDA_CHECK_LAUNCH("merge_segments_kernel");
     }
   }

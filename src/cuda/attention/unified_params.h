@@ -1,6 +1,7 @@
 // Parameters of one launch of the unified attention kernel (2D or segmented 3D). Plain data, passed by value.
 #pragma once
 
+#include "cuda/attention/fast_divmod.h"
 #include "kernels/kernel_args.h"
 
 namespace pagedattn::cuda {
@@ -9,6 +10,7 @@ struct UnifiedParams {
   kernels::PagedKVArgs kv;
   kernels::BatchArgs batch;
   kernels::AttentionArgs attn;
+  FastDivmod group;          // attn.group_size: packed row -> (query token, query head of the group)
   int32_t num_segments = 1;  // 1: 2D launch, the kernel writes O and LSE; > 1: partials for the reduce kernel
   float* partial_o =
       nullptr;  // [num_tokens, num_q_heads, num_segments, head_dim] fp32, relative to partial max
