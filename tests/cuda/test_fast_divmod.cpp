@@ -22,7 +22,8 @@ TEST(FastDivmod, MatchesIntegerDivision) {
       ASSERT_EQ(r, n % d) << n << " % " << d;
     };
     for (int32_t n = 0; n < 4 * d + 3; ++n) check(n);
-    for (int32_t k : {INT32_MAX, INT32_MAX - 1, INT32_MAX - d, (INT32_MAX / d) * d, (INT32_MAX / d) * d - 1}) {
+    for (int32_t k :
+         {INT32_MAX, INT32_MAX - 1, INT32_MAX - d, (INT32_MAX / d) * d, (INT32_MAX / d) * d - 1}) {
       if (k >= 0) check(k);
     }
     for (int i = 0; i < 2000; ++i) check(any(rng));

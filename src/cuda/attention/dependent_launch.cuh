@@ -1,7 +1,7 @@
-// Programmatic dependent launch (sm_90+): a kernel launched with cudaLaunchAttributeProgrammaticStreamSerialization
-// may start before the previous kernel in the stream finishes; it must wait for that kernel's results with
-// wait_for_prerequisite_grid() before reading them. Both calls are no-ops for ordinary launches and on older
-// architectures.
+// Programmatic dependent launch (sm_90+): a kernel launched with
+// cudaLaunchAttributeProgrammaticStreamSerialization may start before the previous kernel in the stream
+// finishes; it must wait for that kernel's results with wait_for_prerequisite_grid() before reading them.
+// Both calls are no-ops for ordinary launches and on older architectures.
 #pragma once
 
 #include <cuda_runtime.h>

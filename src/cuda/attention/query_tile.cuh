@@ -54,9 +54,9 @@ __device__ __forceinline__ int find_sequence(const int32_t* qsl, int num_seqs, i
   }
 }
 
-/// One CTA's work: kBlockM packed rows of one sequence against one segment of its KV tiles.
-// Its methods take the group size's FastDivmod from the launch parameters (constant memory) rather than
-// keeping a copy, which would hold three registers for the life of the kernel.
+/// One CTA's work: kBlockM packed rows of one sequence against one segment of its KV tiles. Its methods take
+/// the group size's FastDivmod from the launch parameters (constant memory) rather than keeping a copy, which
+/// would hold three registers for the life of the kernel.
 struct QueryTile {
   int seq = 0;
   int q_begin = 0;  // first query token of the sequence
@@ -80,7 +80,7 @@ struct QueryTile {
   __device__ __forceinline__ int row_qpos(int r, const FastDivmod& group) const {
     return r < rows_valid ? ctx + group.div(row0 + r) : -1;
   }
-  /// Query head of packed row r within its group (ALiBi slopes, sinks).
+  /// Query head of packed row r within its group (ALiBi slopes).
   __device__ __forceinline__ int row_head_in_group(int r, const FastDivmod& group) const {
     return row0 + r - group.div(row0 + r) * group.divisor;
   }
