@@ -312,27 +312,23 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(15, 5))
-    dec = [r for r in results if r["op"] == "decode"]
-    names = ["pagedattn", "cudnn", "flash", "flex"]
-    for j, name in enumerate(names):
-        xs = [i + 0.2 * j for i in range(len(dec))]
-        ys = [r["bytes"] / r[f"{name}_s"] / 1e12 if r.get(f"{name}_s") else 0 for r in dec]
-        axes[0].bar(xs, ys, width=0.2, label=name)
-    axes[0].axhline(CEIL["copy_tbps"], color="k", ls="--", label="copy ceiling")
-    axes[0].set_xticks(range(len(dec)), [r["workload"] for r in dec], rotation=45, ha="right")
-    axes[0].set_ylabel("TB/s (K+V+q+out bytes / time)")
-    axes[0].set_title("decode: achieved bandwidth")
-    axes[0].legend()
-    pre = [r for r in results if r["op"] == "prefill"]
-    for j, name in enumerate(names):
-        xs = [i + 0.2 * j for i in range(len(pre))]
-        ys = [r["flops"] / r[f"{name}_s"] / 1e12 if r.get(f"{name}_s") else 0 for r in pre]
-        axes[1].bar(xs, ys, width=0.2, label=name)
-    axes[1].axhline(CEIL["matmul_tflops"], color="k", ls="--", label="bf16 matmul")
-    axes[1].set_xticks(range(len(pre)), [r["workload"] for r in pre], rotation=45, ha="right")
-    axes[1].set_ylabel("TFLOP/s (causal)")
-    axes[1].set_title("prefill")
-    axes[1].legend()
+
+    def panel(ax, op, amount, ceiling, ceiling_label, ylabel, title):
+        """Grouped bars of amount / time (1e12 units) per implementation for the rows of one op."""
+        rows = [r for r in results if r["op"] == op]
+        for j, name in enumerate(["pagedattn", "cudnn", "flash", "flex"]):
+            xs = [i + 0.2 * j for i in range(len(rows))]
+            ys = [r[amount] / r[f"{name}_s"] / 1e12 if r.get(f"{name}_s") else 0 for r in rows]
+            ax.bar(xs, ys, width=0.2, label=name)
+        ax.axhline(ceiling, color="k", ls="--", label=ceiling_label)
+        ax.set_xticks(range(len(rows)), [r["workload"] for r in rows], rotation=45, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+
+    panel(axes[0], "decode", "bytes", CEIL["copy_tbps"], "copy ceiling", "TB/s (K+V+q+out bytes / time)",
+          "decode: achieved bandwidth")
+    panel(axes[1], "prefill", "flops", CEIL["matmul_tflops"], "bf16 matmul", "TFLOP/s (causal)", "prefill")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
