@@ -82,12 +82,19 @@ TEST(LaunchSelection, HopperPrefillTile) {
   EXPECT_EQ(c.shape, TileShape::kPrefillSm90);
   EXPECT_EQ(c.block_m, 128);
   EXPECT_EQ(c.block_n, 128);
-  EXPECT_EQ(c.num_segments, 1);  // 1024 CTAs, 7.8 waves
+  EXPECT_EQ(c.num_segments, 1);  // 1024 work items, 7.8 per SM
   EXPECT_GE(c.grid_tiles * 128, in.num_tokens * 4);
+  // Persistent: one CTA per SM takes the work items; the workspace holds its counter.
+  EXPECT_EQ(c.persistent_ctas, 132);
+  EXPECT_EQ(c.workspace_bytes, kWorkCounterBytes);
   in.head_dim = 256;
   EXPECT_EQ(choose_launch(in).block_n, 64);
-  in.head_dim = 64;  // two CTAs per SM: 64-key tiles keep registers under 128
-  EXPECT_EQ(choose_launch(in).block_n, 64);
+  in.head_dim = 64;
+  EXPECT_EQ(choose_launch(in).block_n, 128);
+  in.head_dim = 128;
+  in.force_segments = 3;  // the partials follow the counter
+  EXPECT_EQ(choose_launch(in).workspace_bytes, kWorkCounterBytes + size_t(4 * 4096) * 32 * 3 * (128 + 2) * 4);
+  in.force_segments = 0;
   in.max_query_len = 1;  // decode keeps its tile on Hopper too
   in.num_tokens = 4;
   EXPECT_EQ(choose_launch(in).shape, TileShape::kDecode);
@@ -98,6 +105,8 @@ TEST(LaunchSelection, HopperPrefillTile) {
   in.wgmma_prefill = true;
   c = choose_launch(in);
   EXPECT_LE(c.num_segments, 2);
+  // Fewer work items than SMs: one CTA each.
+  EXPECT_EQ(c.persistent_ctas, c.grid_tiles * 8 * c.num_segments);
 }
 
 // The merge launches early (programmatic dependent launch) only where the device has it and there is a merge.

@@ -202,9 +202,16 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
   params.attn = p.attn;
   params.group = FastDivmod(p.attn.group_size);
   params.num_segments = choice.num_segments;
+  params.grid_tiles = static_cast<int32_t>(choice.grid_tiles);
+  PA_CHECK(choice.workspace_bytes == 0 || reinterpret_cast<uintptr_t>(workspace.data) % 16 == 0,
+           "workspace must be 16-byte aligned");
+  unsigned char* scratch = static_cast<unsigned char*>(workspace.data);
+  if (choice.persistent_ctas > 0) {
+    params.work_counter = reinterpret_cast<uint32_t*>(scratch);
+    scratch += kWorkCounterBytes;
+  }
   if (choice.num_segments > 1) {
-    PA_CHECK(reinterpret_cast<uintptr_t>(workspace.data) % 16 == 0, "workspace must be 16-byte aligned");
-    params.partial_o = static_cast<float*>(workspace.data);
+    params.partial_o = reinterpret_cast<float*>(scratch);
     params.partial_ml = params.partial_o + static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads *
                                                choice.num_segments * p.kv.head_dim;
   }

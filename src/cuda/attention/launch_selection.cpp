@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "pagedattn/error.h"
+
 namespace pagedattn::cuda {
 
 int block_m_for(TileShape shape) {
@@ -25,7 +27,7 @@ int block_n_for(TileShape shape, int head_dim) {
     case TileShape::kPrefill:
       return head_dim <= 128 ? 64 : 32;
     case TileShape::kPrefillSm90:
-      return head_dim > 64 && head_dim <= 128 ? 128 : 64;
+      return head_dim <= 128 ? 128 : 64;
   }
   return 0;
 }
@@ -111,9 +113,19 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     while (modeled_time(c.num_segments) > 1.02 * best) ++c.num_segments;
   }
   c.early_merge_launch = in.early_merge_launch && c.num_segments > 1;
+  if (c.shape == TileShape::kPrefillSm90) {
+    // One resident CTA per SM slot takes work items until none are left (prefill_sm90_kernel.cuh): a CTA's
+    // start and end then overlap the neighbouring items' instead of costing a launch each.
+    const int64_t items = c.grid_tiles * in.num_kv_heads * c.num_segments;
+    PA_CHECK(items < (int64_t{1} << 31), "the batch has ", items,
+             " work items (query tiles x kv heads x segments); at most 2^31 - 1 fit one launch");
+    c.persistent_ctas =
+        std::min<int64_t>(items, static_cast<int64_t>(in.sm_count) * std::max(1, in.resident_prefill));
+    c.workspace_bytes = kWorkCounterBytes;
+  }
   if (c.num_segments > 1) {
     const size_t rows = static_cast<size_t>(in.num_tokens) * in.num_q_heads * c.num_segments;
-    c.workspace_bytes = rows * (static_cast<size_t>(in.head_dim) + 2) * sizeof(float);
+    c.workspace_bytes += rows * (static_cast<size_t>(in.head_dim) + 2) * sizeof(float);
   }
   return c;
 }

@@ -34,8 +34,15 @@ struct LaunchChoice {
   // The merge kernel is launched while the attention kernel still runs (programmatic dependent launch) and
   // waits for its results on the device, so its launch latency overlaps the attention kernel's tail.
   bool early_merge_launch = false;
-  size_t workspace_bytes = 0;
+  // > 0: a persistent launch of this many CTAs that take work items from a counter at the start of the
+  // workspace (kPrefillSm90); 0: one CTA per grid slot (grid_tiles x kv heads x segments).
+  int64_t persistent_ctas = 0;
+  size_t workspace_bytes = 0;  // the work counter (kWorkCounterBytes), then the split-KV partials
 };
+
+/// Workspace bytes in front of the partials that hold a persistent launch's work counter (256 keeps the
+/// partials aligned for vector access).
+constexpr size_t kWorkCounterBytes = 256;
 
 LaunchChoice choose_launch(const LaunchInputs& in);
 

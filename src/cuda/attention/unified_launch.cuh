@@ -75,8 +75,14 @@ void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaS
   PA_CHECK(choice.block_m == Cfg::kBlockM && choice.block_n == Cfg::kBlockN,
            "internal: launch choice and kernel config disagree on the tile shape");
   auto* kernel = configured_kernel<T, Cfg>();
-  const dim3 grid(static_cast<unsigned>(choice.grid_tiles), static_cast<unsigned>(params.kv.num_kv_heads),
-                  static_cast<unsigned>(params.num_segments));
+  dim3 grid(static_cast<unsigned>(choice.grid_tiles), static_cast<unsigned>(params.kv.num_kv_heads),
+            static_cast<unsigned>(params.num_segments));
+  if (choice.persistent_ctas > 0) {
+    PA_CHECK(params.work_counter != nullptr, "internal: a persistent launch needs its work counter");
+    // The counter starts at zero on every launch (a memset node when captured into a CUDA graph).
+    PA_CUDA_CHECK(cudaMemsetAsync(params.work_counter, 0, sizeof(uint32_t), stream));
+    grid = dim3(static_cast<unsigned>(choice.persistent_ctas));
+  }
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
   PA_CUDA_CHECK_LAUNCH((KernelOf<T, Cfg>::name));
 }

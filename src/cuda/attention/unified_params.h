@@ -15,6 +15,10 @@ struct UnifiedParams {
   float* partial_o =
       nullptr;  // [num_tokens, num_q_heads, num_segments, head_dim] fp32, relative to partial max
   float* partial_ml = nullptr;  // [num_tokens, num_q_heads, num_segments, 2]: max (log2 domain), exp-sum
+  // Persistent launches (kPrefillSm90): work items are (query tile, kv head, segment), grid_tiles x
+  // num_kv_heads x num_segments of them, handed out in that order through work_counter (zero at launch).
+  int32_t grid_tiles = 0;
+  uint32_t* work_counter = nullptr;
 };
 
 /// The tile shapes the kernel family is compiled for.
