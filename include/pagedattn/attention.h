@@ -49,7 +49,8 @@ using Stream = void*;
 void write_kv(const TensorView& key, const TensorView& value, const TensorView& slot_mapping,
               const PagedKVCache& cache, Stream stream = nullptr, bool validate_slots = true);
 
-/// Bytes of workspace attention() needs for this problem on its device (0 on the CPU).
+/// Bytes of workspace attention() needs for this problem on its device (0 on the CPU): split-KV partials and,
+/// for long queries on sm_90a, the persistent prefill kernel's work counter.
 size_t attention_workspace_size(const TensorView& query, const PagedKVCache& cache, const BatchDesc& batch,
                                 const AttentionParams& params);
 
