@@ -110,7 +110,7 @@ __device__ __forceinline__ void produce_tiles(const UnifiedParams& p, PrefillSm9
     // Heaviest tiles first: later query rows of a causal sequence see more keys.
     if (plan_query_tile<BM, BN>(p, p.grid_tiles - 1 - x, segment, t)) {
       if (t.tile_lo >= t.tile_hi) {
-        mark_empty_segment(p, t, kv_head, segment);
+        mark_empty_segment(p, t, kv_head, segment);  // rows_valid <= 128: one row per producer thread
       } else {
         const int32_t* table =
             p.batch.block_tables + static_cast<int64_t>(t.seq) * p.batch.block_table_stride;
