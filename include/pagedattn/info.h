@@ -17,12 +17,16 @@ struct DeviceInfo {
   size_t total_memory = 0;
   size_t l2_bytes = 0;
   std::string prefill_kernel;  ///< kernel of long-query tiles: "wgmma" (sm_90a) or "mma.sync"
+  /// K/V loads of short-query tiles: "tma" (sm_90; caches with head dim % 64 == 0 and power-of-two pages
+  /// >= 8, others take "cp.async") or "cp.async"
+  std::string decode_kernel;
 };
 
 struct BuildInfo {
   std::string version;
   bool cuda = false;                ///< the CUDA backend is compiled in
   std::string cuda_archs;           ///< e.g. "90a"
+  bool cuda_tma = false;            ///< the TMA decode kernel is compiled (PAGEDATTN_TMA, an sm_90 target)
   std::vector<int> cuda_head_dims;  ///< head dims compiled into the CUDA kernels
   std::vector<DType> cuda_dtypes;   ///< dtypes compiled into the CUDA kernels
 };

@@ -167,6 +167,7 @@ NB_MODULE(_pagedattn, m) {
     d["version"] = b.version;
     d["cuda"] = b.cuda;
     d["cuda_archs"] = b.cuda_archs;
+    d["cuda_tma"] = b.cuda_tma;
     d["cuda_head_dims"] = b.cuda_head_dims;
     d["cuda_dtypes"] = dtypes;
     nb::list devices;
@@ -177,6 +178,7 @@ NB_MODULE(_pagedattn, m) {
       e["sm_count"] = dev.sm_count;
       e["compute_capability"] = std::to_string(dev.major) + "." + std::to_string(dev.minor);
       e["prefill_kernel"] = dev.prefill_kernel;
+      e["decode_kernel"] = dev.decode_kernel;
       e["total_memory"] = dev.total_memory;
       devices.append(e);
     }

@@ -27,6 +27,9 @@ BuildInfo build_info() {
 #ifdef PAGEDATTN_WITH_CUDA
   info.cuda = true;
   info.cuda_archs = PAGEDATTN_CUDA_ARCHS_STRING;
+#ifdef PAGEDATTN_HAS_TMA
+  info.cuda_tma = true;
+#endif
   for (const auto& hd : split_csv(PAGEDATTN_HEAD_DIMS_STRING)) info.cuda_head_dims.push_back(std::stoi(hd));
   for (const auto& dt : split_csv(PAGEDATTN_DTYPES_STRING)) info.cuda_dtypes.push_back(parse_dtype(dt));
 #endif

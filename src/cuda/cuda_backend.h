@@ -16,5 +16,8 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
 std::vector<DeviceInfo> devices();
 /// Whether long-query tiles run the sm_90a wgmma kernel on this device (PAGEDATTN_WGMMA, build, device).
 bool wgmma_prefill_enabled(int device);
+/// Whether short-query tiles load K/V with TMA on this device (PAGEDATTN_USE_TMA, build, device); a cache
+/// the kernel cannot read still takes the cp.async path (logged).
+bool tma_decode_enabled(int device);
 
 }  // namespace pagedattn::cuda

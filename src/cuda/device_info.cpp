@@ -16,7 +16,8 @@ std::vector<DeviceInfo> devices() {
     cudaDeviceProp prop{};
     PA_CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
     out.push_back({i, prop.name, prop.multiProcessorCount, prop.major, prop.minor, prop.totalGlobalMem,
-                   static_cast<size_t>(prop.l2CacheSize), wgmma_prefill_enabled(i) ? "wgmma" : "mma.sync"});
+                   static_cast<size_t>(prop.l2CacheSize), wgmma_prefill_enabled(i) ? "wgmma" : "mma.sync",
+                   tma_decode_enabled(i) ? "tma" : "cp.async"});
   }
   return out;
 }

@@ -132,6 +132,78 @@ TEST(CudaAttention, PrefillKernelFollowsDeviceAndSwitch) {
       << d.name << ", PAGEDATTN_WGMMA=" << (env ? env : "unset");
 }
 
+// Short-query tiles load K/V with TMA on compute capability 9.x unless PAGEDATTN_USE_TMA=0 (ctest runs the
+// grid both ways).
+TEST(CudaAttention, DecodeKernelFollowsDeviceAndSwitch) {
+  REQUIRE_GPU();
+  const DeviceInfo d = cuda_devices().at(0);
+  const char* env = std::getenv("PAGEDATTN_USE_TMA");
+  const bool off = env != nullptr && std::strcmp(env, "0") == 0;
+  EXPECT_EQ(d.decode_kernel, d.major == 9 && build_info().cuda_tma && !off ? "tma" : "cp.async")
+      << d.name << ", PAGEDATTN_USE_TMA=" << (env ? env : "unset");
+}
+
+// The TMA decode path reads whole boxes (a page, or 64 tokens of a larger one) starting at multiples of 64
+// keys, so it brings in pool rows no query may see: a page's slots past seq_len, and a sliding window's keys
+// before its first. Every pool element a query may not see is NaN here; none may reach the output. Page
+// sizes 8..256 (one box per page, or several boxes per page), head dims of 1-4 panels, NHD and HND, GQA 5,
+// windows, lengths ending mid-page and single tokens, 2D and split launches. On a device without TMA (or
+// with PAGEDATTN_USE_TMA=0) the cp.async path must pass the same test.
+TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const int head_dims[] = {64, 128, 192, 256};
+  const int block_sizes[] = {8, 16, 64, 128, 256, 32};
+  const int windows[] = {0, 37, 100};
+  int i = 0;
+  for (int hd : head_dims) {
+    for (int bs : block_sizes) {
+      testing::ProblemSpec s;
+      s.head_dim = hd;
+      s.num_kv_heads = 2;
+      s.num_q_heads = 10;  // GQA 5
+      s.block_size = bs;
+      s.dtype = s.cache_dtype = i % 2 ? DType::kBFloat16 : DType::kFloat16;
+      s.hnd_layout = (i / 2) % 2;
+      s.window_left = windows[i % 3];
+      s.lse = true;
+      s.force_segments = i % 4 == 3 ? 3 : 0;
+      s.seed = rng();
+      testing::draw_batch(s, testing::BatchKind::kDecode, 7, 700, rng);
+      s.seq_lens[0] = 1;  // a single token
+      s.query_lens[0] = 1;
+      ++i;
+      SCOPED_TRACE(s.describe());
+      testing::HostProblem p = testing::make_problem(s);
+      // Poison every pool row outside each sequence's visible keys [max(0, len - 1 - window), len).
+      const int64_t hkv = s.num_kv_heads, d = hd, bsz = bs;
+      std::vector<uint8_t> visible(static_cast<size_t>(p.num_blocks * bsz), 0);
+      for (size_t q = 0; q < p.seq_lens.size(); ++q) {
+        const int len = p.seq_lens[q];
+        const int lo = s.window_left > 0 ? std::max(0, len - 1 - s.window_left) : 0;
+        for (int pos = lo; pos < len; ++pos) {
+          const int32_t block = p.block_tables[q * p.max_blocks_per_seq + pos / bs];
+          visible[static_cast<size_t>(block * bsz + pos % bs)] = 1;
+        }
+      }
+      for (int64_t block = 0; block < p.num_blocks; ++block) {
+        for (int64_t slot = 0; slot < bsz; ++slot) {
+          if (visible[static_cast<size_t>(block * bsz + slot)]) continue;
+          for (int64_t h = 0; h < hkv; ++h) {
+            const int64_t row =
+                s.hnd_layout ? (block * hkv + h) * bsz + slot : (block * bsz + slot) * hkv + h;
+            std::memset(p.k_pool.data() + row * d * 2, 0xff, static_cast<size_t>(d * 2));  // NaN
+            std::memset(p.v_pool.data() + row * d * 2, 0xff, static_cast<size_t>(d * 2));
+          }
+        }
+      }
+      testing::make_cuda_runner()->run_attention(p);
+      const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+      EXPECT_TRUE(cmp.ok) << cmp.summary();
+    }
+  }
+}
+
 // Batches of hundreds of sequences: every CTA finds its sequence by searching the tile starts
 // (query_tile.cuh); mixed batches include empty queries and empty sequences, whose tiles the search must
 // skip, and GQA 6 with block size 7 keeps tile starts and pages off powers of two.

@@ -109,6 +109,33 @@ TEST(LaunchSelection, HopperPrefillTile) {
   EXPECT_EQ(c.persistent_ctas, c.grid_tiles * 8 * c.num_segments);
 }
 
+// Short queries take the TMA decode tile where the caller enables it (a 9.x device and a cache it can read):
+// same rows and keys per tile, so the same grid and the same split model, only its own residency; long
+// queries keep their prefill tile. No workspace beyond the split's partials.
+TEST(LaunchSelection, TmaDecodeTile) {
+  LaunchInputs in = decode(64, 4096);
+  const LaunchChoice pointer = choose_launch(in);
+  in.tma_decode = true;
+  const LaunchChoice tma = choose_launch(in);
+  EXPECT_EQ(pointer.shape, TileShape::kDecode);
+  EXPECT_EQ(tma.shape, TileShape::kDecodeSm90);
+  EXPECT_EQ(tma.block_m, 16);
+  EXPECT_EQ(tma.block_n, 64);
+  EXPECT_EQ(tma.grid_tiles, pointer.grid_tiles);
+  EXPECT_EQ(tma.num_segments, pointer.num_segments);
+  EXPECT_EQ(tma.persistent_ctas, 0);
+  EXPECT_EQ(tma.workspace_bytes, pointer.workspace_bytes);
+  in = decode(1, 32768);
+  in.tma_decode = true;
+  const LaunchChoice split = choose_launch(in);
+  EXPECT_EQ(split.shape, TileShape::kDecodeSm90);
+  EXPECT_GT(split.num_segments, 1);
+  EXPECT_EQ(split.workspace_bytes, size_t(1) * 32 * split.num_segments * (128 + 2) * 4);
+  in.max_query_len = 100;  // chunks of 400 rows: the prefill tile
+  in.num_tokens = 100;
+  EXPECT_EQ(choose_launch(in).shape, TileShape::kPrefill);
+}
+
 // The merge launches early (programmatic dependent launch) only where the device has it and there is a merge.
 TEST(LaunchSelection, EarlyMergeLaunch) {
   LaunchInputs in = decode(1, 32768);

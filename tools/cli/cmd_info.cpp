@@ -22,9 +22,10 @@ int run_info(const std::vector<std::string>&) {
   const auto devices = cuda_devices();
   if (b.cuda && devices.empty()) std::printf("cuda devices: none visible\n");
   for (const auto& d : devices) {
-    std::printf("cuda:%d %s, sm_%d%d, %d SMs, %.1f GiB, L2 %.0f MiB, prefill kernel %s\n", d.index,
-                d.name.c_str(), d.major, d.minor, d.sm_count, static_cast<double>(d.total_memory) / (1 << 30),
-                static_cast<double>(d.l2_bytes) / (1 << 20), d.prefill_kernel.c_str());
+    std::printf("cuda:%d %s, sm_%d%d, %d SMs, %.1f GiB, L2 %.0f MiB, prefill kernel %s, decode loads %s\n",
+                d.index, d.name.c_str(), d.major, d.minor, d.sm_count,
+                static_cast<double>(d.total_memory) / (1 << 30), static_cast<double>(d.l2_bytes) / (1 << 20),
+                d.prefill_kernel.c_str(), d.decode_kernel.c_str());
   }
   return 0;
 }

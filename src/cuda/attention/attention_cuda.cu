@@ -7,10 +7,13 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/log.h"
+#include "cuda/attention/kv_tensor_map.h"
 #include "cuda/attention/launch_selection.h"
 #include "cuda/attention/unified_launch.h"
 #include "cuda/cuda_backend.h"
@@ -88,10 +91,22 @@ int resident(const Instance& inst, int device, DType dtype, int head_dim, TileSh
   return it->second;
 }
 
-LaunchChoice choose(const core::AttentionProblem& p) {
+// The launch for a problem. When it takes the TMA decode tile, `maps` receives the pools' tensor maps; a
+// pool the driver cannot describe moves the launch to the cp.async tile (logged once with the reason).
+// attention_workspace_size() asks the same question, so both see the same segment count.
+LaunchChoice choose(const core::AttentionProblem& p, UnifiedParams* maps) {
   const Instance inst = find_instance(p.attn.q_dtype, p.kv.head_dim);
   LaunchInputs in;
-  in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, TileShape::kDecode);
+  in.tma_decode = tma_decode_enabled(p.device.index);
+  if (in.tma_decode) {
+    const std::string limit = tma_decode_shape_limit(p.kv.head_dim, p.kv.block_size);
+    if (!limit.empty()) {
+      core::log_once("decode tiles use the cp.async gather: " + limit);
+      in.tma_decode = false;
+    }
+  }
+  auto decode_shape = [&] { return in.tma_decode ? TileShape::kDecodeSm90 : TileShape::kDecode; };
+  in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, decode_shape());
   in.wgmma_prefill = wgmma_prefill_enabled(p.device.index);
   in.resident_prefill = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim,
                                  in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill);
@@ -106,7 +121,21 @@ LaunchChoice choose(const core::AttentionProblem& p) {
   in.max_query_len = p.max_query_len;
   in.max_seq_len = p.max_seq_len;
   in.force_segments = p.force_segments;
-  return choose_launch(in);
+  LaunchChoice choice = choose_launch(in);
+  if (choice.shape == TileShape::kDecodeSm90) {
+    UnifiedParams local;
+    UnifiedParams& out = maps != nullptr ? *maps : local;
+    bool token_first = false;
+    const std::string why = encode_kv_tensor_maps(p.kv, out.k_map, out.v_map, token_first);
+    out.tma_token_dim_first = token_first ? 1 : 0;
+    if (!why.empty()) {
+      core::log_once("decode tiles use the cp.async gather: " + why);
+      in.tma_decode = false;
+      in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, decode_shape());
+      choice = choose_launch(in);
+    }
+  }
+  return choice;
 }
 
 // Copies the batch description to the host and runs the same checks as the CPU path (same messages).
@@ -137,48 +166,87 @@ void validate_on_host(const core::AttentionProblem& p, cudaStream_t stream) {
   }
 }
 
-}  // namespace
-
-// Whether long queries take the sm_90a wgmma tile. PAGEDATTN_WGMMA: unset = yes where it can run (a build
-// with sm_90a on a compute capability 9.0 device), 1 = required (an error where it cannot run), 0 = never.
-// Every time it is not used, the reason is logged once.
-bool wgmma_prefill_enabled(int device) {
+// A kernel choice behind a tri-state environment variable: unset = use it where it can run, "1" = required
+// (an error naming `why` where it cannot run), "0" = never. Decided once per device; every time the kernel is
+// not used, the reason is logged once. `facts(device, why)` says whether it can run there, and why not.
+template <typename Facts>
+bool decide_switch(const char* variable, const std::string& alternative, int device, Facts facts) {
   static std::mutex mutex;
-  static std::map<int, bool> decided;
+  static std::map<std::pair<std::string, int>, bool> decided;
   std::lock_guard<std::mutex> lock(mutex);
-  if (auto it = decided.find(device); it != decided.end()) return it->second;
-  const char* env = std::getenv("PAGEDATTN_WGMMA");
-  PA_CHECK(env == nullptr || std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0,
-           "PAGEDATTN_WGMMA must be unset, 0 or 1, got '", env ? env : "", "'");
+  const auto key = std::make_pair(std::string(variable), device);
+  if (auto it = decided.find(key); it != decided.end()) return it->second;
+  const char* env = std::getenv(variable);
+  PA_CHECK(env == nullptr || std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0, variable,
+           " must be unset, 0 or 1, got '", env ? env : "", "'");
+  std::string why;
+  const bool can_run = facts(device, why);
+  bool use = can_run;
+  if (env != nullptr && env[0] == '1') {
+    PA_CHECK(can_run, variable, "=1 but ", why);
+  } else if (env != nullptr && env[0] == '0') {
+    use = false;
+    core::log_once(std::string(variable) + "=0: " + alternative);
+  } else if (!can_run) {
+    core::log_once(alternative + ": " + why);
+  }
+  decided[key] = use;
+  return use;
+}
+
+[[maybe_unused]] std::pair<int, int> compute_capability(int device) {
   int major = 0, minor = 0;
   PA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   PA_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return {major, minor};
+}
+
+}  // namespace
+
+// Whether long queries take the sm_90a wgmma tile (PAGEDATTN_WGMMA): where the build has sm_90a code and the
+// device is compute capability 9.0.
+bool wgmma_prefill_enabled(int device) {
+  return decide_switch("PAGEDATTN_WGMMA", "prefill tiles use the portable mma.sync kernel", device,
+                       [](int dev, std::string& why) {
 #ifdef PAGEDATTN_HAS_SM90A
-  const bool built = true;
+                         const auto [major, minor] = compute_capability(dev);
+                         why = "device " + std::to_string(dev) + " is sm_" + std::to_string(major) +
+                               std::to_string(minor) + ", the wgmma kernel runs on sm_90a only";
+                         return major == 9 && minor == 0;
 #else
-  const bool built = false;
+                         why = std::string("this build has no sm_90a code (PAGEDATTN_CUDA_ARCHS=") +
+                               PAGEDATTN_CUDA_ARCHS_STRING + ")";
+                         (void)dev;
+                         return false;
 #endif
-  const bool can_run = built && major == 9 && minor == 0;
-  const std::string why = !built ? std::string("this build has no sm_90a code (PAGEDATTN_CUDA_ARCHS=") +
-                                       PAGEDATTN_CUDA_ARCHS_STRING + ")"
-                                 : "device " + std::to_string(device) + " is sm_" + std::to_string(major) +
-                                       std::to_string(minor) + ", the wgmma kernel runs on sm_90a only";
-  bool use = can_run;
-  if (env != nullptr && env[0] == '1') {
-    PA_CHECK(can_run, "PAGEDATTN_WGMMA=1 but ", why);
-  } else if (env != nullptr && env[0] == '0') {
-    use = false;
-    core::log_once("PAGEDATTN_WGMMA=0: prefill tiles use the portable mma.sync kernel");
-  } else if (!can_run) {
-    core::log_once("prefill tiles use the portable mma.sync kernel: " + why);
-  }
-  decided[device] = use;
-  return use;
+                       });
+}
+
+// Whether short-query tiles load K/V with TMA (PAGEDATTN_USE_TMA; decode_sm90_kernel.cuh): where the build
+// has the kernel and the device is compute capability 9.x. A cache the kernel cannot read (head dim, page
+// size, strides) takes the cp.async path either way; choose() logs that with its reason.
+bool tma_decode_enabled(int device) {
+  return decide_switch("PAGEDATTN_USE_TMA", "decode tiles use the cp.async gather", device,
+                       [](int dev, std::string& why) {
+#ifdef PAGEDATTN_HAS_TMA
+                         const int major = compute_capability(dev).first;
+                         why = "device " + std::to_string(dev) + " has compute capability " +
+                               std::to_string(major) + ".x; the TMA decode kernel runs on 9.x only";
+                         return major == 9;
+#else
+                         why = std::string(
+                                   "this build has no TMA decode kernel (PAGEDATTN_TMA=OFF or no sm_90 target in "
+                                   "PAGEDATTN_CUDA_ARCHS=") +
+                               PAGEDATTN_CUDA_ARCHS_STRING + ")";
+                         (void)dev;
+                         return false;
+#endif
+                       });
 }
 
 size_t attention_workspace_size(const core::AttentionProblem& p) {
   DeviceGuard guard(p.device.index);
-  return choose(p).workspace_bytes;
+  return choose(p, nullptr).workspace_bytes;
 }
 
 void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream_handle) {
@@ -192,11 +260,11 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
     if (capture == cudaStreamCaptureStatusNone) validate_on_host(p, stream);
   }
   if (p.batch.num_tokens == 0) return;
-  const LaunchChoice choice = choose(p);
+  UnifiedParams params;
+  const LaunchChoice choice = choose(p, &params);
   PA_CHECK(workspace.bytes >= choice.workspace_bytes, "workspace of ", workspace.bytes,
            " bytes is smaller than the ", choice.workspace_bytes,
            " bytes this launch needs; size it with attention_workspace_size()");
-  UnifiedParams params;
   params.kv = p.kv;
   params.batch = p.batch;
   params.attn = p.attn;

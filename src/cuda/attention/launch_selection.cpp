@@ -11,6 +11,7 @@ namespace pagedattn::cuda {
 int block_m_for(TileShape shape) {
   switch (shape) {
     case TileShape::kDecode:
+    case TileShape::kDecodeSm90:
       return 16;
     case TileShape::kPrefill:
       return 64;
@@ -23,6 +24,7 @@ int block_m_for(TileShape shape) {
 int block_n_for(TileShape shape, int head_dim) {
   switch (shape) {
     case TileShape::kDecode:
+    case TileShape::kDecodeSm90:
       return 64;
     case TileShape::kPrefill:
       return head_dim <= 128 ? 64 : 32;
@@ -38,9 +40,10 @@ int block_n_for(TileShape shape, int head_dim) {
 // Tile shape. A CTA covers BLOCK_M packed rows = query tokens x the G heads of one KV head. When every
 // sequence's rows fit in 16 (max_query_len * G <= 16: decode, or G <= 4 with up to 4 speculative tokens) the
 // 16-row decode shape wastes nothing and its 4 warps split each KV tile's keys, so one CTA streams 64 keys
-// per step with all of its threads. Longer queries take a prefill shape: on sm_90a the 128-row wgmma tile
-// (two warpgroups), elsewhere the 64-row mma.sync tile (4 warps split the rows). Each K/V tile is then
-// reused by 64-128 rows, which is what moves the kernel from memory-bound to tensor-core-bound.
+// per step with all of its threads (on sm_90, where the cache allows, the same shape with K/V loaded by TMA
+// from a producer warp: decode_sm90_kernel.cuh). Longer queries take a prefill shape: on sm_90a the 128-row
+// wgmma tile (two warpgroups), elsewhere the 64-row mma.sync tile (4 warps split the rows). Each K/V tile is
+// then reused by 64-128 rows, which is what moves the kernel from memory-bound to tensor-core-bound.
 //
 // Segments. A launch first fills the resident capacity (SMs x CTAs per SM from the occupancy API: 2 x 132 =
 // 264 for the 3-stage decode tile at head dim 128); a smaller grid leaves bandwidth unused. Beyond that, time
@@ -77,7 +80,8 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
   const int group = in.num_q_heads / in.num_kv_heads;
   const bool short_queries = in.max_query_len >= 0 && in.max_query_len * group <= 16;
   const TileShape prefill = in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill;
-  c.shape = short_queries ? TileShape::kDecode : prefill;
+  const TileShape decode = in.tma_decode ? TileShape::kDecodeSm90 : TileShape::kDecode;
+  c.shape = short_queries ? decode : prefill;
   c.block_m = block_m_for(c.shape);
   c.block_n = block_n_for(c.shape, in.head_dim);
   c.grid_tiles = in.num_tokens * group / c.block_m + in.num_seqs;

@@ -19,9 +19,10 @@ struct LaunchInputs {
   int max_query_len = -1;           // -1 = unknown
   int max_seq_len = -1;             // -1 = unknown
   int force_segments = 0;           // 0 = choose
-  int resident_decode = 3;          // CTAs of the decode shape resident per SM (from the occupancy API)
+  int resident_decode = 3;          // CTAs of the decode shape in use resident per SM (occupancy API)
   int resident_prefill = 2;         // CTAs of the prefill shape in use resident per SM
   bool wgmma_prefill = false;       // long queries take the sm_90a wgmma tile (kPrefillSm90)
+  bool tma_decode = false;          // short queries take the TMA decode tile (kDecodeSm90)
   bool early_merge_launch = false;  // the device has programmatic dependent launch (sm_90+)
 };
 

@@ -65,7 +65,8 @@ struct QueryTile {
   int rows_valid = 0;              // rows of the tile that exist (<= kBlockM)
   int ctx = 0;                     // position of query token 0
   int qpos_min = 0, qpos_max = 0;  // positions of the tile's first and last query token
-  int kv_begin = 0;                // first key position any row sees (sliding window)
+  int kv_begin = 0;                // first key position of the first KV tile
+  int first_key = 0;               // first key position any row sees (sliding window); kv_begin <= it
   int tile_lo = 0, tile_hi = 0;    // this segment's KV tiles, [lo, hi), counted from kv_begin
 
   /// Token and query head of packed row r of the tile.
@@ -87,7 +88,9 @@ struct QueryTile {
 };
 
 /// Fills t for CTA tile `tile`; false when the tile holds no rows (the grid is an upper bound).
-template <int kBlockM, int kBlockN>
+/// kAlignedTiles: KV tiles start at multiples of kBlockN (a sliding window's first tile starts early, its
+/// extra keys masked), so that a tile covers whole pages or whole 64-key runs of one (TMA boxes).
+template <int kBlockM, int kBlockN, bool kAlignedTiles = false>
 __device__ __forceinline__ bool plan_query_tile(const UnifiedParams& p, int tile, int segment, QueryTile& t) {
   const auto& b = p.batch;
   const int G = p.attn.group_size;
@@ -105,7 +108,8 @@ __device__ __forceinline__ bool plan_query_tile(const UnifiedParams& p, int tile
   t.qpos_min = t.ctx + p.group.div(t.row0);
   t.qpos_max = t.ctx + p.group.div(t.row0 + t.rows_valid - 1);
   const int window = p.attn.window_left;
-  t.kv_begin = window > 0 ? max(0, t.qpos_min - window) : 0;
+  t.kv_begin = t.first_key = window > 0 ? max(0, t.qpos_min - window) : 0;
+  if constexpr (kAlignedTiles) t.kv_begin -= t.kv_begin % kBlockN;
   const int num_kv_tiles = (t.qpos_max + 1 - t.kv_begin + kBlockN - 1) / kBlockN;
   const int per_segment = (num_kv_tiles + p.num_segments - 1) / p.num_segments;
   t.tile_lo = segment * per_segment;

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <atomic>
+#include <type_traits>
 
+#include "cuda/attention/decode_sm90_kernel.cuh"
 #include "cuda/attention/merge_kernel.cuh"
 #include "cuda/attention/prefill_sm90_kernel.cuh"
 #include "cuda/attention/unified_kernel.cuh"
@@ -20,6 +22,20 @@ using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32),
 
 template <int kHeadDim>
 using PrefillSm90 = PrefillSm90Config<kHeadDim>;
+// The TMA decode kernel is compiled (CMake option PAGEDATTN_TMA, sm_90 targets) for head dims of whole
+// 64-column panels (kv_tensor_map.h); elsewhere the host never selects it, and the alias names the cp.async
+// config so that nothing uncompilable is instantiated.
+#ifdef PAGEDATTN_HAS_TMA
+constexpr bool kTmaCompiled = true;
+#else
+constexpr bool kTmaCompiled = false;
+#endif
+template <int kHeadDim>
+constexpr bool kTmaDecodeCompiled = kTmaCompiled&& kHeadDim % 64 == 0;
+template <int kHeadDim>
+using DecodeSm90 =
+    std::conditional_t<kTmaDecodeCompiled<kHeadDim>, DecodeSm90Config<(kHeadDim % 64 == 0 ? kHeadDim : 64)>,
+                       DecodeConfig<kHeadDim>>;
 
 // The kernel and its launch facts for each (dtype, config).
 template <typename T, typename Cfg>
@@ -31,6 +47,12 @@ template <typename T, int kHeadDim>
 struct KernelOf<T, PrefillSm90Config<kHeadDim>> {
   static constexpr auto kernel = prefill_sm90_kernel<T, PrefillSm90Config<kHeadDim>>;
   static constexpr const char* name = "prefill_sm90_kernel";
+};
+
+template <typename T, int kHeadDim>
+struct KernelOf<T, DecodeSm90Config<kHeadDim>> {
+  static constexpr auto kernel = decode_sm90_kernel<T, DecodeSm90Config<kHeadDim>>;
+  static constexpr const char* name = "decode_sm90_kernel";
 };
 
 template <typename T, typename Cfg>
@@ -66,6 +88,8 @@ int resident_ctas_per_sm(TileShape shape) {
       return resident_ctas<T, PrefillConfig<kHeadDim>>();
     case TileShape::kPrefillSm90:
       return resident_ctas<T, PrefillSm90<kHeadDim>>();
+    case TileShape::kDecodeSm90:
+      return resident_ctas<T, DecodeSm90<kHeadDim>>();
   }
   return 0;
 }
@@ -98,6 +122,11 @@ void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, c
       break;
     case TileShape::kPrefillSm90:
       launch_shape<T, PrefillSm90<kHeadDim>>(choice, params, stream);
+      break;
+    case TileShape::kDecodeSm90:
+      PA_CHECK(kTmaDecodeCompiled<kHeadDim>, "internal: the TMA decode kernel is not compiled for head dim ",
+               kHeadDim);
+      launch_shape<T, DecodeSm90<kHeadDim>>(choice, params, stream);
       break;
   }
   if (params.num_segments > 1) {

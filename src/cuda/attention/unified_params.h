@@ -1,6 +1,8 @@
 // Parameters of one launch of the unified attention kernel (2D or segmented 3D). Plain data, passed by value.
 #pragma once
 
+#include <cuda.h>
+
 #include "cuda/attention/fast_divmod.h"
 #include "kernels/kernel_args.h"
 
@@ -19,6 +21,11 @@ struct UnifiedParams {
   // num_kv_heads x num_segments of them, handed out in that order through work_counter (zero at launch).
   int32_t grid_tiles = 0;
   uint32_t* work_counter = nullptr;
+  // TMA decode (kDecodeSm90): the K and V pools as tensor maps (kv_tensor_map.h); coordinates are (column,
+  // kv head, token in block, block), or (column, token, kv head, block) when tma_token_dim_first (HND).
+  int32_t tma_token_dim_first = 0;
+  CUtensorMap k_map;
+  CUtensorMap v_map;
 };
 
 /// The tile shapes the kernel family is compiled for.
@@ -26,6 +33,7 @@ enum class TileShape : int {
   kDecode = 0,  // 16 packed rows, 4 warps splitting each KV tile's keys: short queries (decode, small chunks)
   kPrefill = 1,      // 64 packed rows, 4 warps splitting the rows: long queries (portable mma.sync kernel)
   kPrefillSm90 = 2,  // 128 packed rows, 2 warpgroups on wgmma: long queries on sm_90a (prefill_sm90_kernel)
+  kDecodeSm90 = 3,   // the decode shape with K/V loaded by TMA from a producer warp (decode_sm90_kernel)
 };
 
 }  // namespace pagedattn::cuda

@@ -1,0 +1,98 @@
+#include "cuda/attention/kv_tensor_map.h"
+
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+
+#include "cuda/cuda_check.h"
+
+namespace pagedattn::cuda {
+namespace {
+
+// The driver's encoder, found through the runtime (no link against libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status = cudaDriverEntryPointSymbolNotFound;
+    PA_CUDA_CHECK(
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &status));
+    if (status == cudaDriverEntryPointSuccess) fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  });
+  return fn;
+}
+
+std::string encode_one(const void* pool, DType dtype, int head_dim, int num_kv_heads, int block_size,
+                       int64_t num_blocks, int64_t stride_head, int64_t stride_token, int64_t stride_block,
+                       bool token_dim_first, CUtensorMap& map) {
+  auto* encode = tensor_map_encoder();
+  if (encode == nullptr) return "the driver has no cuTensorMapEncodeTiled";
+  const int64_t elem = 2;  // fp16 / bf16
+  const cuuint64_t heads = static_cast<cuuint64_t>(num_kv_heads),
+                   tokens = static_cast<cuuint64_t>(block_size);
+  // A dimension of extent 1 is never stepped: give it its neighbour's stride so the map stays well-formed
+  // whatever stride the caller's view carries for it (token_dim_first is false then).
+  if (num_kv_heads == 1) stride_head = stride_token;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(head_dim), token_dim_first ? tokens : heads,
+                              token_dim_first ? heads : tokens, static_cast<cuuint64_t>(num_blocks)};
+  const cuuint64_t strides[3] = {
+      static_cast<cuuint64_t>((token_dim_first ? stride_token : stride_head) * elem),
+      static_cast<cuuint64_t>((token_dim_first ? stride_head : stride_token) * elem),
+      static_cast<cuuint64_t>(stride_block * elem)};
+  const cuuint32_t rows = static_cast<cuuint32_t>(tma_box_rows(block_size));
+  const cuuint32_t box[4] = {64, token_dim_first ? rows : 1u, token_dim_first ? 1u : rows, 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapDataType type =
+      dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  // 128-byte L2 promotion: as fast as none and 4% faster than 256-byte promotion on the H200
+  // (bench/NOTES.md, version 16).
+  const CUresult r = encode(&map, type, 4, const_cast<void*>(pool), dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    return "cuTensorMapEncodeTiled refused the pool (error " + std::to_string(static_cast<int>(r)) +
+           "; strides " + std::to_string(stride_block) + "/" + std::to_string(stride_token) + "/" +
+           std::to_string(stride_head) + " elements)";
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string tma_decode_shape_limit(int head_dim, int block_size) {
+  if (head_dim % 64 != 0) {
+    return "head dim " + std::to_string(head_dim) +
+           " is not a multiple of 64 (TMA boxes are 64-column panels)";
+  }
+  if (block_size < 8 || (block_size & (block_size - 1)) != 0) {
+    return "page size " + std::to_string(block_size) +
+           " is not a power of two >= 8 (each TMA box must fill whole 8-row swizzle atoms of a 64-key tile)";
+  }
+  return {};
+}
+
+int tma_box_rows(int block_size) {
+  return std::min(block_size, 64);
+}
+
+std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, CUtensorMap& k_map, CUtensorMap& v_map,
+                                  bool& token_dim_first) {
+  // Order the two middle dimensions by stride (HND: tokens first), as the encoder expects.
+  token_dim_first = kv.k_stride_token < kv.k_stride_head && kv.num_kv_heads > 1;
+  const bool v_token_first = kv.v_stride_token < kv.v_stride_head && kv.num_kv_heads > 1;
+  if (v_token_first != token_dim_first) return "K and V pools order heads and tokens differently";
+  std::string why =
+      encode_one(kv.k, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks, kv.k_stride_head,
+                 kv.k_stride_token, kv.k_stride_block, token_dim_first, k_map);
+  if (why.empty()) {
+    why = encode_one(kv.v, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks,
+                     kv.v_stride_head, kv.v_stride_token, kv.v_stride_block, token_dim_first, v_map);
+  }
+  return why;
+}
+
+}  // namespace pagedattn::cuda
