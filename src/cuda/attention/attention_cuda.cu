@@ -94,7 +94,7 @@ int resident(const Instance& inst, int device, DType dtype, int head_dim, TileSh
 // The launch for a problem. When it takes the TMA decode tile, `maps` receives the pools' tensor maps; a
 // pool the driver cannot describe moves the launch to the cp.async tile (logged once with the reason).
 // attention_workspace_size() asks the same question, so both see the same segment count.
-LaunchChoice choose(const core::AttentionProblem& p, UnifiedParams* maps) {
+LaunchChoice choose(const core::AttentionProblem& p, KVTensorMaps* maps) {
   const Instance inst = find_instance(p.attn.q_dtype, p.kv.head_dim);
   LaunchInputs in;
   in.tma_decode = tma_decode_enabled(p.device.index);
@@ -123,11 +123,8 @@ LaunchChoice choose(const core::AttentionProblem& p, UnifiedParams* maps) {
   in.force_segments = p.force_segments;
   LaunchChoice choice = choose_launch(in);
   if (choice.shape == TileShape::kDecodeSm90) {
-    UnifiedParams local;
-    UnifiedParams& out = maps != nullptr ? *maps : local;
-    bool token_first = false;
-    const std::string why = encode_kv_tensor_maps(p.kv, out.k_map, out.v_map, token_first);
-    out.tma_token_dim_first = token_first ? 1 : 0;
+    KVTensorMaps local;
+    const std::string why = encode_kv_tensor_maps(p.kv, maps != nullptr ? *maps : local);
     if (!why.empty()) {
       core::log_once("decode tiles use the cp.async gather: " + why);
       in.tma_decode = false;
@@ -261,7 +258,7 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
   }
   if (p.batch.num_tokens == 0) return;
   UnifiedParams params;
-  const LaunchChoice choice = choose(p, &params);
+  const LaunchChoice choice = choose(p, &params.tma);
   PA_CHECK(workspace.bytes >= choice.workspace_bytes, "workspace of ", workspace.bytes,
            " bytes is smaller than the ", choice.workspace_bytes,
            " bytes this launch needs; size it with attention_workspace_size()");

@@ -76,17 +76,17 @@ __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const Q
   constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, kPanels = Cfg::kPanels;
   const int lane = threadIdx.x & 31;
   if (lane == 0) {
-    sm90::prefetch_tensor_map(&p.k_map);
-    sm90::prefetch_tensor_map(&p.v_map);
+    sm90::prefetch_tensor_map(&p.tma.k);
+    sm90::prefetch_tensor_map(&p.tma.v);
   }
   const int32_t* table = p.batch.block_tables + static_cast<int64_t>(t.seq) * p.batch.block_table_stride;
   const int bs = p.kv.block_size;  // a power of two >= 8 (checked by the host)
   const int bs_shift = __ffs(bs) - 1;
-  const int rows = bs < BN ? bs : BN;  // tokens per box (kv_tensor_map.h)
-  const int pages = BN / rows;         // boxes per panel of a tile
+  const int rows = p.tma.box_rows;  // tokens per box: min(bs, BN) (kv_tensor_map.h)
+  const int pages = BN / rows;      // boxes per panel of a tile
   const int boxes = pages * kPanels * 2;
   const uint32_t box_bytes = static_cast<uint32_t>(rows) * 128;
-  const bool token_first = p.tma_token_dim_first != 0;
+  const bool token_first = p.tma.token_dim_first != 0;
 
   // Lane i < pages: the block id of page i of a tile, -1 when the page starts at or past the sequence end.
   auto block_of = [&](int tile) {
@@ -116,7 +116,7 @@ __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const Q
         const uint32_t dst = stage_base + (is_v ? Cfg::kTileBytes : 0) +
                              static_cast<uint32_t>(panel * BN * 128) +
                              static_cast<uint32_t>(page) * box_bytes;
-        sm90::tma_load_4d(dst, is_v ? &p.v_map : &p.k_map, full_bar, panel * 64, token_first ? slot : kv_head,
+        sm90::tma_load_4d(dst, is_v ? &p.tma.v : &p.tma.k, full_bar, panel * 64, token_first ? slot : kv_head,
                           token_first ? kv_head : slot, b);
       }
     }

@@ -5,12 +5,21 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <mutex>
+#include <string>
+#include <tuple>
+#include <utility>
 
 #include "cuda/cuda_check.h"
 
 namespace pagedattn::cuda {
 namespace {
+
+// Tokens per box: a whole page, or a 64-token run of a larger one (the kernel's 64-key tile).
+int box_rows(int block_size) {
+  return std::min(block_size, 64);
+}
 
 // The driver's encoder, found through the runtime (no link against libcuda).
 PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
@@ -43,7 +52,7 @@ std::string encode_one(const void* pool, DType dtype, int head_dim, int num_kv_h
       static_cast<cuuint64_t>((token_dim_first ? stride_token : stride_head) * elem),
       static_cast<cuuint64_t>((token_dim_first ? stride_head : stride_token) * elem),
       static_cast<cuuint64_t>(stride_block * elem)};
-  const cuuint32_t rows = static_cast<cuuint32_t>(tma_box_rows(block_size));
+  const cuuint32_t rows = static_cast<cuuint32_t>(box_rows(block_size));
   const cuuint32_t box[4] = {64, token_dim_first ? rows : 1u, token_dim_first ? 1u : rows, 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   const CUtensorMapDataType type =
@@ -61,6 +70,24 @@ std::string encode_one(const void* pool, DType dtype, int head_dim, int num_kv_h
   return {};
 }
 
+// Both maps, their dimension order and box height.
+std::string encode_pools(const kernels::PagedKVArgs& kv, KVTensorMaps& maps) {
+  // Order the two middle dimensions by stride (HND: tokens first), as the encoder expects.
+  const bool token_dim_first = kv.k_stride_token < kv.k_stride_head && kv.num_kv_heads > 1;
+  const bool v_token_first = kv.v_stride_token < kv.v_stride_head && kv.num_kv_heads > 1;
+  if (v_token_first != token_dim_first) return "K and V pools order heads and tokens differently";
+  maps.token_dim_first = token_dim_first ? 1 : 0;
+  maps.box_rows = box_rows(kv.block_size);
+  std::string why =
+      encode_one(kv.k, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks, kv.k_stride_head,
+                 kv.k_stride_token, kv.k_stride_block, token_dim_first, maps.k);
+  if (why.empty()) {
+    why = encode_one(kv.v, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks,
+                     kv.v_stride_head, kv.v_stride_token, kv.v_stride_block, token_dim_first, maps.v);
+  }
+  return why;
+}
+
 }  // namespace
 
 std::string tma_decode_shape_limit(int head_dim, int block_size) {
@@ -75,24 +102,38 @@ std::string tma_decode_shape_limit(int head_dim, int block_size) {
   return {};
 }
 
-int tma_box_rows(int block_size) {
-  return std::min(block_size, 64);
-}
-
-std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, CUtensorMap& k_map, CUtensorMap& v_map,
-                                  bool& token_dim_first) {
-  // Order the two middle dimensions by stride (HND: tokens first), as the encoder expects.
-  token_dim_first = kv.k_stride_token < kv.k_stride_head && kv.num_kv_heads > 1;
-  const bool v_token_first = kv.v_stride_token < kv.v_stride_head && kv.num_kv_heads > 1;
-  if (v_token_first != token_dim_first) return "K and V pools order heads and tokens differently";
-  std::string why =
-      encode_one(kv.k, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks, kv.k_stride_head,
-                 kv.k_stride_token, kv.k_stride_block, token_dim_first, k_map);
-  if (why.empty()) {
-    why = encode_one(kv.v, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks,
-                     kv.v_stride_head, kv.v_stride_token, kv.v_stride_block, token_dim_first, v_map);
+std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, KVTensorMaps& maps) {
+  using Key = std::tuple<const void*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         int32_t, int32_t, int32_t, int32_t, int>;
+  struct Encoded {
+    KVTensorMaps maps;
+    std::string why;
+  };
+  static std::mutex mutex;
+  static std::map<Key, Encoded> encoded;
+  const Key key{kv.k,
+                kv.v,
+                kv.k_stride_block,
+                kv.k_stride_token,
+                kv.k_stride_head,
+                kv.v_stride_block,
+                kv.v_stride_token,
+                kv.v_stride_head,
+                kv.num_blocks,
+                kv.block_size,
+                kv.num_kv_heads,
+                kv.head_dim,
+                static_cast<int>(kv.dtype)};
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = encoded.find(key);
+  if (it == encoded.end()) {
+    if (encoded.size() >= 4096) encoded.clear();  // caches come and go (tests, reallocation): stay bounded
+    Encoded e;
+    e.why = encode_pools(kv, e.maps);
+    it = encoded.emplace(key, std::move(e)).first;
   }
-  return why;
+  maps = it->second.maps;
+  return it->second.why;
 }
 
 }  // namespace pagedattn::cuda

@@ -10,6 +10,7 @@
 
 #include <string>
 
+#include "cuda/attention/unified_params.h"
 #include "kernels/kernel_args.h"
 
 namespace pagedattn::cuda {
@@ -18,12 +19,10 @@ namespace pagedattn::cuda {
 /// 64-column panels, and each box (a page, or a 64-token run of one) must start a 1024-byte swizzle atom.
 std::string tma_decode_shape_limit(int head_dim, int block_size);
 
-/// Tokens per box: a whole page, or a 64-token run of a larger one.
-int tma_box_rows(int block_size);
-
-/// Encodes the K and V maps. Returns empty on success, else why the driver refused (the caller logs it and
-/// takes the cp.async path). token_dim_first is set when tokens are the map's second dimension (HND).
-std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, CUtensorMap& k_map, CUtensorMap& v_map,
-                                  bool& token_dim_first);
+/// The K and V maps of a cache (boxes of a whole page, or a 64-token run of a larger one). Returns empty on
+/// success, else why the driver refused (the caller logs it and takes the cp.async path). Remembered per
+/// pool description: a serving loop calls attention per layer and step with the same few caches, and the
+/// encoding would otherwise run on every call (and again for attention_workspace_size).
+std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, KVTensorMaps& maps);
 
 }  // namespace pagedattn::cuda

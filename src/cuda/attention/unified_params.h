@@ -8,6 +8,16 @@
 
 namespace pagedattn::cuda {
 
+/// The paged K/V pools as the bulk tensor copy engine sees them (kv_tensor_map.h builds them): coordinates
+/// are (column, kv head, token in block, block), or (column, token, kv head, block) when token_dim_first
+/// (HND); a box is 64 columns x box_rows tokens.
+struct KVTensorMaps {
+  CUtensorMap k;
+  CUtensorMap v;
+  int32_t token_dim_first = 0;
+  int32_t box_rows = 0;
+};
+
 struct UnifiedParams {
   kernels::PagedKVArgs kv;
   kernels::BatchArgs batch;
@@ -21,11 +31,7 @@ struct UnifiedParams {
   // num_kv_heads x num_segments of them, handed out in that order through work_counter (zero at launch).
   int32_t grid_tiles = 0;
   uint32_t* work_counter = nullptr;
-  // TMA decode (kDecodeSm90): the K and V pools as tensor maps (kv_tensor_map.h); coordinates are (column,
-  // kv head, token in block, block), or (column, token, kv head, block) when tma_token_dim_first (HND).
-  int32_t tma_token_dim_first = 0;
-  CUtensorMap k_map;
-  CUtensorMap v_map;
+  KVTensorMaps tma;  // TMA decode (kDecodeSm90) only
 };
 
 /// The tile shapes the kernel family is compiled for.
