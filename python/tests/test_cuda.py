@@ -154,6 +154,31 @@ def test_cuda_graph_capture_and_replay(rng):
     check(out_static, None, want, None, torch.bfloat16)
 
 
+@pytest.mark.parametrize("batch,context", [(6, 3000), (300, 600)])  # 2D / split, and persistent on Hopper
+def test_attention_reads_what_the_kernel_before_it_wrote(rng, batch, context):
+    """On sm_90 attention starts early (programmatic dependent launch) and write_kv lets it launch at once: the
+    attention kernel must still wait for write_kv's stores. The cache is NaN until write_kv fills every slot
+    the batch reads, and nothing synchronizes between the two calls."""
+    t = decode_problem(rng, batch=batch, context=context)
+    k_cache, v_cache, bs = t["k"], t["v"], t["k"].shape[1]
+    pos = torch.arange(context, device=DEV)
+    slots = (t["block_tables"][:, pos // bs].long() * bs + pos % bs).reshape(-1)
+    key = k_cache.view(-1, *k_cache.shape[2:])[slots].clone()
+    value = v_cache.view(-1, *v_cache.shape[2:])[slots].clone()
+    args = (t["block_tables"], t["seq_lens"], t["query_start_loc"])
+    want, _ = torch_reference(t)
+    out = torch.empty_like(t["q"])
+    for _ in range(3):
+        k_cache.fill_(float("nan"))
+        v_cache.fill_(float("nan"))
+        out.fill_(float("nan"))
+        pagedattn.write_kv(key, value, slots, k_cache, v_cache)
+        pagedattn.attention(t["q"], k_cache, v_cache, *args, out=out, max_query_len=1, max_seq_len=context,
+                            validate=False)
+        torch.cuda.synchronize()
+        check(out, None, want, None, torch.bfloat16)
+
+
 def test_torch_compile_custom_ops(rng):
     t = decode_problem(rng, batch=3, context=777)
     num_tokens = t["q"].shape[0]

@@ -19,5 +19,7 @@ bool wgmma_prefill_enabled(int device);
 /// Whether short-query tiles load K/V with TMA on this device (PAGEDATTN_USE_TMA, build, device); a cache
 /// the kernel cannot read still takes the cp.async path (logged).
 bool tma_decode_enabled(int device);
+/// Whether attention kernels are launched to start while the previous kernel drains (PAGEDATTN_PDL, device).
+bool early_start_enabled(int device);
 
 }  // namespace pagedattn::cuda

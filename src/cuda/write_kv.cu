@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "cuda/attention/dependent_launch.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_guard.h"
@@ -15,6 +16,9 @@ constexpr int kWarps = 4;
 __global__ void __launch_bounds__(32 * kWarps)
     write_kv_kernel(const __grid_constant__ kernels::PagedKVArgs kv,
                     const __grid_constant__ kernels::WriteKVArgs src) {
+  // The attention call that follows may become resident now (programmatic dependent launch, sm_90); it waits
+  // on the device for this kernel's stores before reading the cache.
+  allow_dependent_launch();
   const int64_t item =
       static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);  // token * heads + head
   if (item >= src.num_tokens * kv.num_kv_heads) return;

@@ -206,6 +206,49 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
   }
 }
 
+// More decode work items than resident CTAs: on Hopper the TMA decode kernel runs persistent CTAs that take
+// items from a counter and stream the next item's tiles while finishing the current one. Ragged lengths,
+// empty queries and empty sequences, windows, sinks and LSE, NHD and HND, 2D and split launches; a graph
+// replay (whose memset node resets the counter) gives the eager call's bytes.
+TEST(CudaAttention, DecodeWithMoreItemsThanResidentCtas) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  struct Case {
+    int head_dim, q_heads, kv_heads, block_size, seqs, window, segments;
+    bool hnd;
+  };
+  const Case cases[] = {{128, 32, 8, 16, 331, 0, 0, false},
+                        {64, 8, 1, 32, 1031, 100, 0, true},
+                        {256, 16, 2, 64, 293, 0, 3, false},
+                        {128, 24, 4, 8, 467, 37, 5, false}};
+  for (const Case& c : cases) {
+    testing::ProblemSpec s;
+    s.head_dim = c.head_dim;
+    s.num_q_heads = c.q_heads;
+    s.num_kv_heads = c.kv_heads;
+    s.block_size = c.block_size;
+    s.window_left = c.window;
+    s.force_segments = c.segments;
+    s.hnd_layout = c.hnd;
+    s.sinks = s.lse = true;
+    s.seed = rng();
+    testing::draw_batch(s, testing::BatchKind::kDecode, c.seqs, 900, rng);
+    for (int i = 5; i < c.seqs; i += 17) s.query_lens[i] = 0;  // a cached sequence with no new token
+    for (int i = 11; i < c.seqs; i += 29) s.seq_lens[i] = s.query_lens[i] = 0;  // an empty sequence
+    SCOPED_TRACE(s.describe());
+    testing::HostProblem p = testing::make_problem(s);
+    auto runner = testing::make_cuda_runner();
+    runner->run_attention(p);
+    const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+    EXPECT_TRUE(cmp.ok) << cmp.summary();
+    if (&c == &cases[0]) {
+      testing::HostProblem replay = testing::make_problem(s);
+      runner->time_attention(replay, 1, 3);  // eager once, then graph replays; out holds the last replay
+      EXPECT_EQ(p.out, replay.out);
+    }
+  }
+}
+
 // Batches of hundreds of sequences: every CTA finds its sequence by searching the tile starts
 // (query_tile.cuh); mixed batches include empty queries and empty sequences, whose tiles the search must
 // skip, and GQA 6 with block size 7 keeps tile starts and pages off powers of two.

@@ -25,10 +25,10 @@ LaunchInputs decode(int batch, int context) {
 TEST(LaunchSelection, WorkedExamples) {
   EXPECT_EQ(choose_launch(decode(1, 32768)).num_segments, 16);  // 128 CTAs, one per SM
   EXPECT_EQ(choose_launch(decode(16, 512)).num_segments, 1);    // 128 CTAs alone beat 256 + a merge
-  EXPECT_EQ(choose_launch(decode(1, 512)).num_segments, 4);     // 32 CTAs of 2 tiles
-  EXPECT_EQ(choose_launch(decode(16, 4096)).num_segments, 2);   // 128 x 2 = 256 of 264
-  EXPECT_EQ(choose_launch(decode(1, 4096)).num_segments, 13);   // partials outweigh more splits
-  EXPECT_EQ(choose_launch(decode(16, 32768)).num_segments, 2);  // s = 3 leaves a 0.45-wave tail
+  EXPECT_EQ(choose_launch(decode(1, 512)).num_segments, 8);     // 64 CTAs of one tile
+  EXPECT_EQ(choose_launch(decode(16, 4096)).num_segments, 1);   // 128 lone CTAs beat 256 + a merge
+  EXPECT_EQ(choose_launch(decode(1, 4096)).num_segments, 16);   // 128 CTAs of 4 tiles, one per SM
+  EXPECT_EQ(choose_launch(decode(16, 32768)).num_segments, 1);  // lone CTAs; s = 3 leaves a 0.45-wave tail
   EXPECT_EQ(choose_launch(decode(64, 4096)).num_segments, 1);   // 512 = 1.94 waves
   EXPECT_EQ(choose_launch(decode(256, 512)).num_segments, 1);   // 7.76 waves
   EXPECT_EQ(choose_launch(decode(1, 32768)).shape, TileShape::kDecode);
@@ -121,10 +121,31 @@ TEST(LaunchSelection, TmaDecodeTile) {
   EXPECT_EQ(tma.shape, TileShape::kDecodeSm90);
   EXPECT_EQ(tma.block_m, 16);
   EXPECT_EQ(tma.block_n, 64);
+  EXPECT_EQ(tma.grid_tiles, 64);  // short queries: one tile per sequence
+  EXPECT_TRUE(tma.one_tile_per_seq);
   EXPECT_EQ(tma.grid_tiles, pointer.grid_tiles);
   EXPECT_EQ(tma.num_segments, pointer.num_segments);
+  // 512 items of 64 tiles: one CTA each (a persistent launch gains nothing on items this long).
+  EXPECT_EQ(tma.num_segments, 1);
   EXPECT_EQ(tma.persistent_ctas, 0);
   EXPECT_EQ(tma.workspace_bytes, pointer.workspace_bytes);
+  // 512 items of 8 tiles: persistent CTAs, with the work counter in front of the (absent) partials.
+  in.max_seq_len = 512;
+  const LaunchChoice short_items = choose_launch(in);
+  EXPECT_EQ(short_items.num_segments, 1);
+  EXPECT_EQ(short_items.persistent_ctas, 264);
+  EXPECT_EQ(short_items.workspace_bytes, kWorkCounterBytes);
+  in.persistent_decode = false;
+  EXPECT_EQ(choose_launch(in).persistent_ctas, 0);
+  in.persistent_decode = true;
+  in.num_seqs = 33;  // 264 items: one full wave, no counter
+  in.num_tokens = 33;
+  EXPECT_EQ(choose_launch(in).persistent_ctas, 0);
+  in.tma_decode = false;  // the cp.async decode tile is never persistent
+  in.num_seqs = 64;
+  in.num_tokens = 64;
+  EXPECT_EQ(choose_launch(in).persistent_ctas, 0);
+  in.tma_decode = true;
   in = decode(1, 32768);
   in.tma_decode = true;
   const LaunchChoice split = choose_launch(in);

@@ -113,6 +113,7 @@ LaunchChoice choose(const core::AttentionProblem& p, KVTensorMaps* maps) {
   const DeviceFacts facts = device_facts(p.device.index);
   in.sm_count = facts.sm_count;
   in.early_merge_launch = facts.major >= 9;
+  in.early_start = early_start_enabled(p.device.index);
   in.num_seqs = p.batch.num_seqs;
   in.num_tokens = p.batch.num_tokens;
   in.num_q_heads = p.attn.num_q_heads;
@@ -241,6 +242,18 @@ bool tma_decode_enabled(int device) {
                        });
 }
 
+// Whether attention kernels start early (PAGEDATTN_PDL; LaunchChoice::early_start): on compute capability
+// 9.x, where programmatic dependent launch exists.
+bool early_start_enabled(int device) {
+  return decide_switch("PAGEDATTN_PDL", "attention kernels start after the previous kernel ends", device,
+                       [](int dev, std::string& why) {
+                         const int major = compute_capability(dev).first;
+                         why = "device " + std::to_string(dev) + " has compute capability " +
+                               std::to_string(major) + ".x; programmatic dependent launch needs 9.0 or newer";
+                         return major >= 9;
+                       });
+}
+
 size_t attention_workspace_size(const core::AttentionProblem& p) {
   DeviceGuard guard(p.device.index);
   return choose(p, nullptr).workspace_bytes;
@@ -268,6 +281,7 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
   params.group = FastDivmod(p.attn.group_size);
   params.num_segments = choice.num_segments;
   params.grid_tiles = static_cast<int32_t>(choice.grid_tiles);
+  params.one_tile_per_seq = choice.one_tile_per_seq ? 1 : 0;
   PA_CHECK(choice.workspace_bytes == 0 || reinterpret_cast<uintptr_t>(workspace.data) % 16 == 0,
            "workspace must be 16-byte aligned");
   unsigned char* scratch = static_cast<unsigned char*>(workspace.data);

@@ -13,6 +13,12 @@
 // announces the tile's bytes, then the copies' bytes) and an `empty` one (one arrival per compute warp).
 // The producer reads each tile's block ids one tile ahead, so their latency overlaps its wait on `empty`.
 //
+// Work items are (query tile, kv head, segment). A CTA takes its own; in a persistent launch (a decode batch
+// of more than one wave of short items, launch_selection.cpp) it then takes more from a counter. The producer
+// plans each item and publishes the plan and the item's Q tile (q_full / q_empty), so the compute warps
+// never wait on global memory; the stage ring runs on across items, and the compute warps stage their
+// epilogue in the item's last stage while the producer fills the others with the next item.
+//
 // Rows a TMA box brings in that no query row may see (a page's slots past seq_len, a sliding window's keys
 // before its first) hold whatever the pool holds there: their logits are masked, and each compute warp zeroes
 // their V rows before P V (a masked probability is 0, but 0 x NaN is not).
@@ -57,8 +63,8 @@ struct DecodeSm90Config {
   static constexpr int kSmemBytes = 1024 + kQBytes + kStages * kStageBytes;
   // Two CTAs per SM need <= 204 registers per thread (5 warps each); head dim 192 asks for 222 otherwise.
   static constexpr int kMinBlocksPerSm = kStagesForTwo >= 2 ? 2 : 1;
-  static_assert(kEpilogueBytes<kHeadDim, kBlockM, kComputeWarps> <= kStages * kStageBytes,
-                "epilogue staging must fit in the K/V stages");
+  static_assert(kEpilogueBytes<kHeadDim, kBlockM, kComputeWarps> <= kStageBytes,
+                "epilogue staging must fit in one K/V stage (an item's last, which its compute warps keep)");
 };
 
 /// The compute warps synchronize among themselves on named barrier 1 (0 is __syncthreads, which the
@@ -68,25 +74,64 @@ __device__ __forceinline__ void compute_barrier() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory");
 }
 
-/// The producer warp: for each KV tile of the CTA's range, waits for its stage to be free, announces its
-/// bytes on `full` and issues its boxes (lane i handles box i of the tile: page, K or V, panel).
+/// The plan of one work item as the producer publishes it to the compute warps.
+struct DecodeItemPlan {
+  QueryTile t;
+  int kv_head;
+  int segment;
+  int done;  // no more work: the compute warps exit
+};
+
+/// Barriers and the published plan (static shared memory).
+template <int kStages>
+struct DecodeSm90Control {
+  uint64_t full[kStages];   // K/V stage landed: one producer arrival announcing the bytes, then the copies
+  uint64_t empty[kStages];  // K/V stage consumed: one arrival per compute warp
+  uint64_t q_full;          // Q landed and the plan is written: 32 producer arrivals after copies + 1
+  uint64_t q_empty;         // every compute warp holds Q in registers and has read the plan
+  DecodeItemPlan plan;
+};
+
+/// The producer warp, for one work item: for each KV tile of its range, waits for the tile's stage to be
+/// free, announces its bytes on `full` and issues its boxes (lane i handles box i (+ 32 r) of the tile: page,
+/// K or V, panel). `tiles_made` counts tiles over the CTA's life (stage and phase).
+///
+/// A lone CTA streams at this warp's pace: its instructions per tile, not the copies' latency, set the time
+/// (H200, bench/NOTES.md version 18: 16 x 4096 at one CTA per SM took 0.84 us per tile at head dim 64, 8
+/// boxes, and 1.22 us at head dim 128, 16 boxes; two calls placed in the loop made 1 x 32768 12% slower even
+/// where they did nothing). So everything that is the same for every tile — which page, panel and pool a
+/// lane's box is, where it lands in a stage — is worked out once, before the loop.
 template <typename Cfg>
 __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const QueryTile& t, int kv_head,
-                                                 uint32_t stages, uint64_t* full, uint64_t* empty) {
+                                                 uint32_t stages, DecodeSm90Control<Cfg::kStages>& ctl,
+                                                 uint32_t& tiles_made) {
   constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, kPanels = Cfg::kPanels;
+  constexpr int kRounds = (8 * kPanels * 2 + 31) / 32;  // boxes per tile: at most 8 pages x panels x K/V
   const int lane = threadIdx.x & 31;
-  if (lane == 0) {
-    sm90::prefetch_tensor_map(&p.tma.k);
-    sm90::prefetch_tensor_map(&p.tma.v);
-  }
   const int32_t* table = p.batch.block_tables + static_cast<int64_t>(t.seq) * p.batch.block_table_stride;
   const int bs = p.kv.block_size;  // a power of two >= 8 (checked by the host)
   const int bs_shift = __ffs(bs) - 1;
-  const int rows = p.tma.box_rows;  // tokens per box: min(bs, BN) (kv_tensor_map.h)
-  const int pages = BN / rows;      // boxes per panel of a tile
-  const int boxes = pages * kPanels * 2;
+  const int rows = p.tma.box_rows;               // tokens per box: min(bs, BN) (kv_tensor_map.h)
+  const int pages_shift = __ffs(BN / rows) - 1;  // boxes per panel of a tile: 1, 2, 4 or 8
+  const int pages = 1 << pages_shift;
   const uint32_t box_bytes = static_cast<uint32_t>(rows) * 128;
   const bool token_first = p.tma.token_dim_first != 0;
+
+  // This lane's boxes, the same in every tile.
+  int box_page[kRounds], box_col[kRounds];
+  uint32_t box_dst[kRounds];
+  const CUtensorMap* box_map[kRounds];
+#pragma unroll
+  for (int r = 0; r < kRounds; ++r) {
+    const int box = r * 32 + lane;
+    const int panel = (box >> pages_shift) % kPanels;
+    const bool is_v = (box >> pages_shift) >= kPanels;
+    box_page[r] = box < 2 * kPanels * pages ? box & (pages - 1) : -1;
+    box_col[r] = panel * 64;
+    box_dst[r] = (is_v ? Cfg::kTileBytes : 0) + static_cast<uint32_t>(panel * BN * 128) +
+                 static_cast<uint32_t>(box & (pages - 1)) * box_bytes;
+    box_map[r] = is_v ? &p.tma.v : &p.tma.k;
+  }
 
   // Lane i < pages: the block id of page i of a tile, -1 when the page starts at or past the sequence end.
   auto block_of = [&](int tile) {
@@ -94,11 +139,11 @@ __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const Q
     return lane < pages && key < t.seq_len ? __ldg(table + (key >> bs_shift)) : -1;
   };
   int32_t block = block_of(t.tile_lo);
-  for (int tile = t.tile_lo, it = 0; tile < t.tile_hi; ++tile, ++it) {
+  for (int tile = t.tile_lo; tile < t.tile_hi; ++tile, ++tiles_made) {
     const int32_t next = tile + 1 < t.tile_hi ? block_of(tile + 1) : -1;  // lands during the wait
-    const int stage = it % S;
-    const uint32_t full_bar = smem_addr(&full[stage]);
-    sm90::mbarrier_wait(smem_addr(&empty[stage]), ((it / S) & 1) ^ 1);
+    const int stage = static_cast<int>(tiles_made % S);
+    const uint32_t full_bar = smem_addr(&ctl.full[stage]);
+    sm90::mbarrier_wait(smem_addr(&ctl.empty[stage]), ((tiles_made / S) & 1) ^ 1);
     const int live_pages = __popc(__ballot_sync(0xffffffffu, block >= 0));
     if (lane == 0) sm90::mbarrier_arrive_expect_tx(full_bar, live_pages * kPanels * 2 * box_bytes);
     __syncwarp();
@@ -106,21 +151,128 @@ __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const Q
     // page.
     const int slot = (t.kv_begin + tile * BN) & (bs - 1);
     const uint32_t stage_base = stages + static_cast<uint32_t>(stage * Cfg::kStageBytes);
-    for (int first = 0; first < boxes; first += 32) {
-      const int box = first + lane;
-      const int page = box % pages;
-      const int32_t b = __shfl_sync(0xffffffffu, block, page);
-      if (box < boxes && b >= 0) {
-        const int panel = (box / pages) % kPanels;
-        const bool is_v = box / pages >= kPanels;
-        const uint32_t dst = stage_base + (is_v ? Cfg::kTileBytes : 0) +
-                             static_cast<uint32_t>(panel * BN * 128) +
-                             static_cast<uint32_t>(page) * box_bytes;
-        sm90::tma_load_4d(dst, is_v ? &p.tma.v : &p.tma.k, full_bar, panel * 64, token_first ? slot : kv_head,
-                          token_first ? kv_head : slot, b);
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int32_t b = __shfl_sync(0xffffffffu, block, box_page[r] & (pages - 1));
+      if (box_page[r] >= 0 && b >= 0) {
+        sm90::tma_load_4d(stage_base + box_dst[r], box_map[r], full_bar, box_col[r],
+                          token_first ? slot : kv_head, token_first ? kv_head : slot, b);
       }
     }
     block = next;
+  }
+}
+
+/// The producer warp: takes work items (the CTA's own, then in a persistent launch the next from the work
+/// counter, claimed as the current one starts so that the atomic's latency hides behind its tiles), plans
+/// each, publishes its plan and Q tile to the compute warps and streams its K/V tiles. While the compute
+/// warps finish an item, the stages they have released already fill with the next item's first tiles, and
+/// the next Q lands.
+template <typename T, typename Cfg>
+__device__ __forceinline__ void produce_items(const UnifiedParams& p, DecodeSm90Control<Cfg::kStages>& ctl,
+                                              T* sQ, uint32_t stages) {
+  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
+  const int lane = threadIdx.x & 31;
+  const uint32_t num_items = static_cast<uint32_t>(p.grid_tiles) * p.kv.num_kv_heads * p.num_segments;
+  const bool persistent = p.work_counter != nullptr;
+  uint32_t item = persistent ? blockIdx.x : blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  uint32_t tiles_made = 0, items_made = 0;
+  while (item < num_items) {
+    uint32_t claimed = 0;
+    if (persistent && lane == 0) claimed = atomicAdd(p.work_counter, 1u);
+    const int x = static_cast<int>(item % p.grid_tiles), rest = static_cast<int>(item / p.grid_tiles);
+    const int kv_head = rest % p.kv.num_kv_heads, segment = rest / p.kv.num_kv_heads;
+    QueryTile t;
+    if (plan_query_tile<BM, BN, true>(p, x, segment, t)) {
+      if (t.tile_lo >= t.tile_hi) {
+        mark_empty_segment(p, t, kv_head, segment, lane, 32);
+      } else {
+        sm90::mbarrier_wait(smem_addr(&ctl.q_empty), (items_made & 1) ^ 1);
+        if (lane == 0) ctl.plan = DecodeItemPlan{t, kv_head, segment, 0};
+        load_q_tile_async<T, Cfg::kHeadDim, BM, 32>(p, t, kv_head, sQ, Cfg::kQStride, lane);
+        sm90::mbarrier_arrive_after_copies(smem_addr(&ctl.q_full));
+        if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_full));  // publishes the plan
+        ++items_made;
+        produce_kv_tiles<Cfg>(p, t, kv_head, stages, ctl, tiles_made);
+      }
+    }
+    if (!persistent) break;
+    item = __shfl_sync(0xffffffffu, claimed, 0) + gridDim.x;
+  }
+  sm90::mbarrier_wait(smem_addr(&ctl.q_empty), (items_made & 1) ^ 1);
+  if (lane == 0) ctl.plan.done = 1;
+  sm90::mbarrier_arrive_after_copies(smem_addr(&ctl.q_full));
+  if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_full));
+}
+
+/// The compute warps: for each published item, Q into registers (releasing the Q buffer for the next item),
+/// the tiles through the online softmax, then the epilogue, staged in the item's last K/V stage, which they
+/// keep until the epilogue is done (the other stages meanwhile take the next item's tiles).
+template <typename T, typename Cfg>
+__device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90Control<Cfg::kStages>& ctl,
+                                              const T* sQ, unsigned char* stages,
+                                              float (*s_ml)[Cfg::kBlockM][2]) {
+  constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, S = Cfg::kStages;
+  constexpr int kWarpKeys = Cfg::kWarpKeys, kComputeThreads = Cfg::kComputeThreads;
+  const auto& a = p.attn;
+  const int lane = threadIdx.x & 31, wn = threadIdx.x >> 5;
+  const float unit = logit_unit(a);  // row_max * unit is the log2-domain max
+  const int row0 = wn * kWarpKeys;   // the warp's first key row in a tile
+  uint32_t tiles_used = 0;
+  for (uint32_t items = 0;; ++items) {
+    sm90::mbarrier_wait(smem_addr(&ctl.q_full), items & 1);
+    if (ctl.plan.done) return;
+    const QueryTile t = ctl.plan.t;
+    const int kv_head = ctl.plan.kv_head, segment = ctl.plan.segment;
+    uint32_t q_frag[D / 16][4];
+    load_q_fragments<D>(
+        q_frag, [&](int r, int col) { return sQ + r * Cfg::kQStride + col; }, lane);
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_empty));
+    int row_qpos[2];
+    float row_slope[2];
+    row_facts(p, t, kv_head, 0, lane, row_qpos, row_slope);
+
+    WarpSoftmaxState<D> st;
+    st.clear();
+    int stage = 0;
+    for (int tile = t.tile_lo; tile < t.tile_hi; ++tile, ++tiles_used) {
+      stage = static_cast<int>(tiles_used % S);
+      sm90::mbarrier_wait(smem_addr(&ctl.full[stage]), (tiles_used / S) & 1);
+      unsigned char* sk = stages + stage * Cfg::kStageBytes;
+      unsigned char* sv = sk + Cfg::kTileBytes;
+      const int key0 = t.kv_begin + tile * BN + row0;
+      if (key0 < t.first_key || key0 + kWarpKeys > t.seq_len) {
+        // Rows no query row sees: zero their V (see the top of the file). Ordered before the copy engine
+        // refills the stage by the proxy fence.
+        for (int c = lane; c < kWarpKeys * Cfg::kPanels * 8; c += 32) {
+          const int n = c / (Cfg::kPanels * 8), panel = (c / 8) % Cfg::kPanels, chunk = c % 8;
+          const int key = key0 + n;
+          if (key < t.first_key || key >= t.seq_len) {
+            *reinterpret_cast<uint4*>(sv + panel * BN * 128 + (row0 + n) * 128 + chunk * 16) =
+                make_uint4(0, 0, 0, 0);
+          }
+        }
+        sm90::fence_proxy_async();
+        __syncwarp();
+      }
+      auto panel_at = [&](unsigned char* tile_base) {
+        return [=](int n, int col) { return tile_base + sm90::swizzled_offset(BN, row0 + n, col); };
+      };
+      attend_kv_tile<T, D, kWarpKeys>(a, q_frag, panel_at(sk), panel_at(sv), key0,
+                                      keys_unmasked(a, t, key0, kWarpKeys), row_qpos, row_slope, unit, st,
+                                      lane);
+      __syncwarp();
+      // The last tile's stage stays taken: the epilogue stages the warps' partial O there.
+      if (lane == 0 && tile + 1 < t.tile_hi) sm90::mbarrier_arrive(smem_addr(&ctl.empty[stage]));
+    }
+    compute_barrier<kComputeThreads>();  // every warp is done with the last stage's K/V
+    merge_warps_and_store<T, D, BM, Cfg::kComputeWarps, kComputeThreads>(
+        p, t, kv_head, segment, st, unit, reinterpret_cast<float*>(stages + stage * Cfg::kStageBytes), s_ml,
+        0, wn, [] { compute_barrier<kComputeThreads>(); });
+    sm90::fence_proxy_async();  // the staging writes, before the copy engine refills the stage
+    compute_barrier<kComputeThreads>();
+    if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.empty[stage]));
   }
 }
 
@@ -128,90 +280,38 @@ template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     decode_sm90_kernel(const __grid_constant__ UnifiedParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, S = Cfg::kStages;
-  constexpr int kWarpKeys = Cfg::kWarpKeys, kComputeThreads = Cfg::kComputeThreads;
+  constexpr int S = Cfg::kStages;
   extern __shared__ unsigned char smem_raw[];
-  __shared__ uint64_t full[S], empty[S];
-  __shared__ float s_ml[Cfg::kComputeWarps][BM][2];
+  __shared__ DecodeSm90Control<S> ctl;
+  __shared__ float s_ml[Cfg::kComputeWarps][Cfg::kBlockM][2];
   // Swizzle atoms need 1024-byte alignment; the dynamic base is only 16-byte aligned.
   const uint32_t raw = smem_addr(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
   unsigned char* smem = smem_raw + (base - raw);
   T* sQ = reinterpret_cast<T*>(smem);           // (BM, kQStride)
   unsigned char* stages = smem + Cfg::kQBytes;  // kStages x (K panels, V panels)
-  const uint32_t stages_addr = base + Cfg::kQBytes;
 
   allow_dependent_launch();  // the merge of a split launch may start launching (it waits for our partials)
-  const int kv_head = blockIdx.y, segment = blockIdx.z;
-  QueryTile t;
-  if (!plan_query_tile<BM, BN, true>(p, blockIdx.x, segment, t)) return;
-  if (t.tile_lo >= t.tile_hi) {
-    mark_empty_segment(p, t, kv_head, segment);
-    return;
-  }
+  // Set-up that reads nothing an earlier kernel writes, done before waiting for it (an early start).
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
-      sm90::mbarrier_init(smem_addr(&full[s]), 1);
-      sm90::mbarrier_init(smem_addr(&empty[s]), Cfg::kComputeWarps);
+      sm90::mbarrier_init(smem_addr(&ctl.full[s]), 1);
+      sm90::mbarrier_init(smem_addr(&ctl.empty[s]), Cfg::kComputeWarps);
     }
+    sm90::mbarrier_init(smem_addr(&ctl.q_full), 32 + 1);
+    sm90::mbarrier_init(smem_addr(&ctl.q_empty), Cfg::kComputeWarps);
     sm90::mbarrier_init_fence();
+  } else if (threadIdx.x == Cfg::kComputeThreads) {
+    sm90::prefetch_tensor_map(&p.tma.k);  // the descriptors are launch parameters
+    sm90::prefetch_tensor_map(&p.tma.v);
   }
   __syncthreads();
-  if (threadIdx.x >= kComputeThreads) {
-    produce_kv_tiles<Cfg>(p, t, kv_head, stages_addr, full, empty);
-    return;
+  wait_for_prerequisite_grid();
+  if (threadIdx.x >= Cfg::kComputeThreads) {
+    produce_items<T, Cfg>(p, ctl, sQ, base + Cfg::kQBytes);
+  } else {
+    consume_items<T, Cfg>(p, ctl, sQ, stages, s_ml);
   }
-
-  const auto& a = p.attn;
-  const int lane = threadIdx.x & 31, wn = threadIdx.x >> 5;
-  load_q_tile_async<T, D, BM, kComputeThreads>(p, t, kv_head, sQ, Cfg::kQStride);
-  cp_async_commit();
-  int row_qpos[2];
-  float row_slope[2];
-  row_facts(p, t, kv_head, 0, lane, row_qpos, row_slope);
-  cp_async_wait<0>();
-  compute_barrier<kComputeThreads>();
-  uint32_t q_frag[D / 16][4];
-  load_q_fragments<D>(
-      q_frag, [&](int r, int col) { return sQ + r * Cfg::kQStride + col; }, lane);
-
-  WarpSoftmaxState<D> st;
-  st.clear();
-  const float unit = logit_unit(a);  // row_max * unit is the log2-domain max
-  const int row0 = wn * kWarpKeys;   // the warp's first key row in a tile
-  for (int tile = t.tile_lo, it = 0; tile < t.tile_hi; ++tile, ++it) {
-    const int stage = it % S;
-    sm90::mbarrier_wait(smem_addr(&full[stage]), (it / S) & 1);
-    unsigned char* sk = stages + stage * Cfg::kStageBytes;
-    unsigned char* sv = sk + Cfg::kTileBytes;
-    const int key0 = t.kv_begin + tile * BN + row0;
-    if (key0 < t.first_key || key0 + kWarpKeys > t.seq_len) {
-      // Rows no query row sees: zero their V (see the top of the file). Ordered before the copy engine
-      // refills the stage by the proxy fence.
-      for (int c = lane; c < kWarpKeys * Cfg::kPanels * 8; c += 32) {
-        const int n = c / (Cfg::kPanels * 8), panel = (c / 8) % Cfg::kPanels, chunk = c % 8;
-        const int key = key0 + n;
-        if (key < t.first_key || key >= t.seq_len) {
-          *reinterpret_cast<uint4*>(sv + panel * BN * 128 + (row0 + n) * 128 + chunk * 16) =
-              make_uint4(0, 0, 0, 0);
-        }
-      }
-      sm90::fence_proxy_async();
-      __syncwarp();
-    }
-    auto panel_at = [&](unsigned char* tile_base) {
-      return [=](int n, int col) { return tile_base + sm90::swizzled_offset(BN, row0 + n, col); };
-    };
-    attend_kv_tile<T, D, kWarpKeys>(a, q_frag, panel_at(sk), panel_at(sv), key0,
-                                    keys_unmasked(a, t, key0, kWarpKeys), row_qpos, row_slope, unit, st,
-                                    lane);
-    __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(smem_addr(&empty[stage]));
-  }
-  compute_barrier<kComputeThreads>();  // every warp is done with the stages: the epilogue reuses them
-  merge_warps_and_store<T, D, BM, Cfg::kComputeWarps, kComputeThreads>(
-      p, t, kv_head, segment, st, unit, reinterpret_cast<float*>(stages), s_ml, 0, wn,
-      [] { compute_barrier<kComputeThreads>(); });
 #else
   __trap();  // the host selects this kernel only for sm_90 devices in builds that include it
 #endif

@@ -51,15 +51,19 @@ int block_n_for(TileShape shape, int head_dim) {
 // CTA range and s segments, in units of one KV tile at full residency:
 //   time(s) ~ waves(s) x (T / s + kFixedTiles) x lone(s) + (s > 1 ? kMergeTiles + kMergePerSegment x s : 0)
 // and the smallest s within 2% of the least modeled time wins. lone(s) < 1 when a single wave leaves SMs
-// with fewer CTAs than fit: a memory-bound CTA alone on its SM streams faster than one sharing it (H100
-// decode tile: 1.7 us per KV tile alone, 2.9 us beside a second CTA, so lone = kLoneTileTime = 0.58 for one
-// of two; the fixed-cost measurement in bench/NOTES.md, version 12). Measured on H100 (bench/NOTES.md):
-//   decode 1 x 32768 (T = 512):  8 CTAs per segment -> s = 16: 128 CTAs, one per SM, of 32 tiles each (s = 31
-//                                 filled both slots of every SM and measured 7% slower);
-//   decode 1 x 4096 (T = 64):    s = 13 (more segments cost more in partials than they save);
+// with fewer CTAs than fit: a CTA alone on its SM runs its tiles faster than one sharing it. kLoneTileTime =
+// 0.5 for one of two: on the H200 (TMA decode tile, bench/NOTES.md version 18) 16 x 4096 ran 69.0 us as
+// 128 lone CTAs of 64 tiles and 73.3 us as 256 CTAs of 32 tiles plus the merge (head dim 64: 39.1 and
+// 42.5 us; H100, cp.async tile, version 12: 1.7 us per tile alone, 2.9 us beside a second CTA). Worked
+// examples, measured on the H200:
+//   decode 1 x 32768 (T = 512):  8 CTAs per segment -> s = 16: 128 CTAs, one per SM, of 32 tiles each
+//                                 (41.1 us; s = 32 fills both slots of every SM: 44.3 us);
+//   decode 1 x 4096 (T = 64):    s = 16: 4 tiles each (12.4 us; 13 segments of 5: 13.1 us; 32: 15.1 us);
+//   decode 1 x 512 (T = 8):      s = 8: one tile each (8.6 us; s = 4: 8.9 us);
 //   decode 16 x 512 (T = 8):     s = 1: 128 CTAs alone on their SMs beat 256 sharing them plus a merge;
-//   decode 16 x 4096 (T = 64):   128 CTAs -> s = 2: 256 CTAs of 32 tiles;
-//   decode 16 x 32768 (T = 512): s = 2 (s = 3 would leave a 0.45-wave tail: measured 1.3x slower);
+//   decode 16 x 4096 (T = 64):   s = 1: 128 lone CTAs (above);
+//   decode 16 x 32768 (T = 512): s = 1 (505 / 503 / 500 us at s = 1 / 2 / 8; s = 3 would leave a 0.45-wave
+//                                 tail, measured 1.3x slower on the H100);
 //   decode 64 x 4096:            512 CTAs, 1.94 waves -> s = 1;
 //   prefill 4 x 4096 (T = 64):   8192 CTAs, 31 waves -> s = 1.
 // Wave efficiency alone is the wrong objective: it once split that prefill 32 ways for a 3% fuller last wave
@@ -71,10 +75,11 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
   constexpr int kMaxSegments = 64;
   constexpr double kFixedTiles = 2.0;  // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
   constexpr double kMergeTiles = 2.0;  // the merge launch
-  // Each segment's partials, written, then read by the merge (0.25 before the merge launched early; with
-  // 0.25 and lone CTAs modeled, 1 x 4096 took 10 segments and measured 1.09x the best count, 16).
-  constexpr double kMergePerSegment = 0.15;
-  constexpr double kLoneTileTime = 0.58;  // a KV tile's time for a CTA alone on an SM that fits two
+  // Each segment's partials, written, then read by the merge: 0.05 since the merge requests a row's segments
+  // together (one round trip, merge_kernel.cuh); 0.15 before, when 1 x 4096 took 13 segments and measured
+  // 1.055x the best count, 16.
+  constexpr double kMergePerSegment = 0.05;
+  constexpr double kLoneTileTime = 0.5;  // a KV tile's time for a CTA alone on an SM that fits two
 
   LaunchChoice c;
   const int group = in.num_q_heads / in.num_kv_heads;
@@ -84,7 +89,8 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
   c.shape = short_queries ? decode : prefill;
   c.block_m = block_m_for(c.shape);
   c.block_n = block_n_for(c.shape, in.head_dim);
-  c.grid_tiles = in.num_tokens * group / c.block_m + in.num_seqs;
+  c.one_tile_per_seq = short_queries;
+  c.grid_tiles = short_queries ? in.num_seqs : in.num_tokens * group / c.block_m + in.num_seqs;
 
   if (in.force_segments > 0) {
     c.num_segments = in.force_segments;
@@ -94,7 +100,7 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     const int64_t ctas = std::max<int64_t>(1, in.num_seqs * tiles_per_seq * in.num_kv_heads);
     const int resident = short_queries ? in.resident_decode : in.resident_prefill;
     const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
-    const double tiles = static_cast<double>(in.max_seq_len) / c.block_n;  // KV tiles of the longest range
+    const double tiles = std::ceil(static_cast<double>(in.max_seq_len) / c.block_n);  // of the longest range
     const int64_t most = std::min<int64_t>(
         kMaxSegments, std::max<int64_t>(1, in.max_seq_len / std::max(kMinKeysPerSegment, c.block_n)));
     auto modeled_time = [&](int64_t s) {
@@ -109,7 +115,10 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
           frac < 1.0 && per_sm < resident
               ? std::max(kLoneTileTime, static_cast<double>(per_sm) / static_cast<double>(resident))
               : 1.0;
-      return waves * (tiles / static_cast<double>(s) + kFixedTiles) * lone + merge;
+      // A segment covers ceil(T / s) whole tiles (plan_query_tile): 1 x 4096 runs 13, 14 and 15 segments
+      // of 5 tiles alike (the last ones empty), and 16 of 4 tiles faster.
+      const double per_segment = std::ceil(tiles / static_cast<double>(s));
+      return waves * (per_segment + kFixedTiles) * lone + merge;
     };
     double best = modeled_time(1);
     for (int64_t s = 2; s <= most; ++s) best = std::min(best, modeled_time(s));
@@ -117,16 +126,26 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     while (modeled_time(c.num_segments) > 1.02 * best) ++c.num_segments;
   }
   c.early_merge_launch = in.early_merge_launch && c.num_segments > 1;
-  if (c.shape == TileShape::kPrefillSm90) {
-    // One resident CTA per SM slot takes work items until none are left (prefill_sm90_kernel.cuh): a CTA's
-    // start and end then overlap the neighbouring items' instead of costing a launch each.
-    const int64_t items = c.grid_tiles * in.num_kv_heads * c.num_segments;
+  // Persistent launches: one resident CTA per SM slot takes work items until none are left
+  // (prefill_sm90_kernel.cuh, decode_sm90_kernel.cuh), so that a CTA's start and end overlap the neighbouring
+  // items' instead of costing a launch each. Always for the wgmma prefill. For the TMA decode only where that
+  // start and end weigh: more items than one wave, each of at most kPersistentDecodeTiles KV tiles (H200,
+  // bench/NOTES.md version 18: 256 x 512 151 -> 141 us, 64 x 512 43.3 -> 42.5 us; but 64 x 4096 257 -> 262
+  // us, where the counter's reset and the lost early start outweigh one overlap per 64 tiles).
+  constexpr int64_t kPersistentDecodeTiles = 16;
+  const int64_t items = c.grid_tiles * in.num_kv_heads * c.num_segments;
+  const int resident = c.shape == TileShape::kPrefillSm90 ? in.resident_prefill : in.resident_decode;
+  const int64_t slots = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
+  const bool short_items =
+      in.max_seq_len > 0 && in.max_seq_len <= kPersistentDecodeTiles * c.block_n * c.num_segments;
+  if (c.shape == TileShape::kPrefillSm90 ||
+      (c.shape == TileShape::kDecodeSm90 && in.persistent_decode && items > slots && short_items)) {
     PA_CHECK(items < (int64_t{1} << 31), "the batch has ", items,
              " work items (query tiles x kv heads x segments); at most 2^31 - 1 fit one launch");
-    c.persistent_ctas =
-        std::min<int64_t>(items, static_cast<int64_t>(in.sm_count) * std::max(1, in.resident_prefill));
+    c.persistent_ctas = std::min<int64_t>(items, slots);
     c.workspace_bytes = kWorkCounterBytes;
   }
+  c.early_start = in.early_start && c.persistent_ctas == 0;
   if (c.num_segments > 1) {
     const size_t rows = static_cast<size_t>(in.num_tokens) * in.num_q_heads * c.num_segments;
     c.workspace_bytes += rows * (static_cast<size_t>(in.head_dim) + 2) * sizeof(float);

@@ -24,6 +24,8 @@ struct LaunchInputs {
   bool wgmma_prefill = false;       // long queries take the sm_90a wgmma tile (kPrefillSm90)
   bool tma_decode = false;          // short queries take the TMA decode tile (kDecodeSm90)
   bool early_merge_launch = false;  // the device has programmatic dependent launch (sm_90+)
+  bool early_start = false;       // PAGEDATTN_PDL: the attention kernel may start before its predecessor ends
+  bool persistent_decode = true;  // the TMA decode beyond one wave runs persistent CTAs
 };
 
 struct LaunchChoice {
@@ -32,11 +34,19 @@ struct LaunchChoice {
   int block_n = 64;        // keys per KV tile
   int num_segments = 1;    // 1 = 2D launch
   int64_t grid_tiles = 0;  // grid.x: an upper bound on query tiles
+  // Short queries: each sequence's packed rows fit one tile, tile i is sequence i (grid_tiles = num_seqs).
+  bool one_tile_per_seq = false;
   // The merge kernel is launched while the attention kernel still runs (programmatic dependent launch) and
   // waits for its results on the device, so its launch latency overlaps the attention kernel's tail.
   bool early_merge_launch = false;
+  // The attention kernel is launched with programmatic stream serialization: its CTAs may become resident
+  // while the previous kernel in the stream drains, set up shared memory, and wait for that kernel's results
+  // (griddepcontrol.wait) before their first global access. Not for persistent launches, which a memset of
+  // their work counter precedes.
+  bool early_start = false;
   // > 0: a persistent launch of this many CTAs that take work items from a counter at the start of the
-  // workspace (kPrefillSm90); 0: one CTA per grid slot (grid_tiles x kv heads x segments).
+  // workspace (kPrefillSm90 always; kDecodeSm90 when its items exceed one wave); 0: one CTA per grid slot
+  // (grid_tiles x kv heads x segments).
   int64_t persistent_ctas = 0;
   size_t workspace_bytes = 0;  // the work counter (kWorkCounterBytes), then the split-KV partials
 };

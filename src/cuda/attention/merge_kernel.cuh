@@ -13,10 +13,26 @@ namespace pagedattn::cuda {
 
 constexpr int kMergeWarps = 4;
 
+/// Folds partial (max, sum) pair b into a: the pair for the union of both key ranges. An empty range has
+/// max -inf and sum 0, and folding two of them stays empty (no -inf - -inf).
+__device__ __forceinline__ void fold_max_sum(float& m, float& l, float mb, float lb) {
+  const float top = fmaxf(m, mb);
+  if (top == -INFINITY) return;
+  l = l * exp2f(m - top) + lb * exp2f(mb - top);
+  m = top;
+}
+
+/// One warp per (token, query head). Latency, not bandwidth, sets its time (a few KB per row, just written
+/// and still in L2), so each round trip counts: the partial outputs of the first kSegmentsInFlight segments
+/// are requested together with the (max, sum) pairs, before the pairs are reduced; a typical split (<= 16
+/// segments at head dim <= 128) then costs one round trip to L2 and the store.
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(32 * kMergeWarps)
     merge_segments_kernel(const __grid_constant__ UnifiedParams p) {
   constexpr float kLog2e = 1.4426950408889634f;
+  constexpr int kColGroups = (kHeadDim + 127) / 128;  // float4 columns per lane per segment
+  constexpr int kSegmentsInFlight = 16 / kColGroups;  // 64 registers of partial O per lane
+  allow_dependent_launch();      // the next attention call may start early (it waits for us)
   wait_for_prerequisite_grid();  // launched early (programmatic dependent launch): the partials are ready
   const auto& a = p.attn;
   const int lane = threadIdx.x & 31;
@@ -26,39 +42,68 @@ __global__ void __launch_bounds__(32 * kMergeWarps)
   const int64_t token = row / a.num_q_heads;
   const int head = static_cast<int>(row % a.num_q_heads);
   const int n = p.num_segments;
-  const float* ml = p.partial_ml + row * n * 2;
+  const float2* ml = reinterpret_cast<const float2*>(p.partial_ml + row * n * 2);
+  const float* po = p.partial_o + row * n * kHeadDim;
 
-  float m = -INFINITY;
-  for (int s = lane; s < n; s += 32) m = fmaxf(m, ml[2 * s]);
-  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-  const float sink = a.sinks != nullptr ? a.sinks[head] * kLog2e : -INFINITY;
-  const float top = fmaxf(m, sink);
-  float l = 0.0f;
-  for (int s = lane; s < n; s += 32) {
-    if (ml[2 * s] != -INFINITY) l += ml[2 * s + 1] * exp2f(ml[2 * s] - top);
+  // Requests first: this lane's (max, sum) pairs and the first segments' partial O columns.
+  float2 own = lane < n ? ml[lane] : make_float2(-INFINITY, 0.0f);
+  float4 v[kSegmentsInFlight][kColGroups];
+#pragma unroll
+  for (int s = 0; s < kSegmentsInFlight; ++s) {
+#pragma unroll
+    for (int g = 0; g < kColGroups; ++g) {
+      const int col = g * 128 + lane * 4;
+      if (s < n && col < kHeadDim) v[s][g] = *reinterpret_cast<const float4*>(po + s * kHeadDim + col);
+    }
   }
-  for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
-  if (a.sinks != nullptr) l += exp2f(sink - top);
-  const float inv = 1.0f / l;
+  float m = own.x, l = own.y;
+  for (int s = lane + 32; s < n; s += 32) fold_max_sum(m, l, ml[s].x, ml[s].y);
+  for (int off = 16; off > 0; off >>= 1) {
+    fold_max_sum(m, l, __shfl_xor_sync(0xffffffffu, m, off), __shfl_xor_sync(0xffffffffu, l, off));
+  }
+  // The sink joins the denominator here, once.
+  if (a.sinks != nullptr) fold_max_sum(m, l, a.sinks[head] * kLog2e, 1.0f);
+  const float top = m, inv = 1.0f / l;
+
+  // An empty segment (max -inf) never wrote its partial O: its weight is 0 and its values are not read into
+  // the sum (they may be anything, NaN included).
+  auto weight = [&](int s) {
+    const float ms = s < 32 ? __shfl_sync(0xffffffffu, own.x, s) : ml[s].x;
+    return ms == -INFINITY ? 0.0f : exp2f(ms - top);
+  };
+  float o[kColGroups][4] = {};
+  auto accumulate = [&](const float4& x, float f, float* acc) {
+    if (f == 0.0f) return;
+    acc[0] += x.x * f;
+    acc[1] += x.y * f;
+    acc[2] += x.z * f;
+    acc[3] += x.w * f;
+  };
+#pragma unroll
+  for (int s = 0; s < kSegmentsInFlight; ++s) {
+    if (s < n) {
+      const float f = weight(s);
+#pragma unroll
+      for (int g = 0; g < kColGroups; ++g) accumulate(v[s][g], f, o[g]);
+    }
+  }
+  for (int s = kSegmentsInFlight; s < n; ++s) {
+    const float f = weight(s);
+#pragma unroll
+    for (int g = 0; g < kColGroups; ++g) {
+      const int col = g * 128 + lane * 4;
+      if (col < kHeadDim) accumulate(*reinterpret_cast<const float4*>(po + s * kHeadDim + col), f, o[g]);
+    }
+  }
 
   T* dst = static_cast<T*>(a.o) + token * a.o_stride_token + head * a.o_stride_head;
-  const float* po = p.partial_o + row * n * kHeadDim;
-  for (int col = lane * 4; col < kHeadDim; col += 128) {
-    float o[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll 4  // independent loads of several segments in flight, not one dependent chain
-    for (int s = 0; s < n; ++s) {
-      const float ms = ml[2 * s];
-      if (ms == -INFINITY) continue;  // an empty segment: its partial O was never written
-      const float f = exp2f(ms - top);
-      const float4 v = *reinterpret_cast<const float4*>(po + s * kHeadDim + col);
-      o[0] += v.x * f;
-      o[1] += v.y * f;
-      o[2] += v.z * f;
-      o[3] += v.w * f;
-    }
+#pragma unroll
+  for (int g = 0; g < kColGroups; ++g) {
+    const int col = g * 128 + lane * 4;
+    if (col >= kHeadDim) continue;
     T packed[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) packed[e] = from_float<T>(o[e] * inv);
+    for (int e = 0; e < 4; ++e) packed[e] = from_float<T>(o[g][e] * inv);
     *reinterpret_cast<uint2*>(dst + col) = *reinterpret_cast<const uint2*>(packed);
   }
   if (a.lse != nullptr && lane == 0) {

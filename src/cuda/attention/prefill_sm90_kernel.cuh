@@ -403,6 +403,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   }
   __syncthreads();
   allow_dependent_launch();  // the merge of a split launch may start launching (it waits for our partials)
+  wait_for_prerequisite_grid();  // an early start (LaunchChoice::early_start): the previous kernel's results
   if (threadIdx.x < Cfg::kProducerThreads) {
     sm90::release_registers<Cfg::kProducerRegisters>();
     produce_tiles<T, Cfg>(p, ctl, smem_raw + (base - raw));

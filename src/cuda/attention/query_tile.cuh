@@ -94,9 +94,14 @@ template <int kBlockM, int kBlockN, bool kAlignedTiles = false>
 __device__ __forceinline__ bool plan_query_tile(const UnifiedParams& p, int tile, int segment, QueryTile& t) {
   const auto& b = p.batch;
   const int G = p.attn.group_size;
-  int first_tile = 0;
-  t.seq = find_sequence<kBlockM>(b.query_start_loc, b.num_seqs, G, tile, first_tile);
-  if (t.seq < 0) return false;
+  int first_tile = tile;
+  if (p.one_tile_per_seq) {
+    if (tile >= b.num_seqs) return false;
+    t.seq = tile;
+  } else {
+    t.seq = find_sequence<kBlockM>(b.query_start_loc, b.num_seqs, G, tile, first_tile);
+    if (t.seq < 0) return false;
+  }
   t.q_begin = b.query_start_loc[t.seq];
   const int query_len = b.query_start_loc[t.seq + 1] - t.q_begin;
   t.seq_len = b.seq_lens[t.seq];
@@ -118,10 +123,12 @@ __device__ __forceinline__ bool plan_query_tile(const UnifiedParams& p, int tile
 }
 
 /// An empty segment tells the merge kernel to skip it (max = -inf).
+/// Called by `threads` threads of the CTA, `thread` = 0 .. threads - 1 (by default all of them).
 __device__ __forceinline__ void mark_empty_segment(const UnifiedParams& p, const QueryTile& t, int kv_head,
-                                                   int segment) {
+                                                   int segment, int thread = static_cast<int>(threadIdx.x),
+                                                   int threads = static_cast<int>(blockDim.x)) {
   if (p.num_segments <= 1) return;
-  for (int r = threadIdx.x; r < t.rows_valid; r += blockDim.x) {
+  for (int r = thread; r < t.rows_valid; r += threads) {
     int token, head;
     t.row_target(r, p.group, kv_head, token, head);
     float* ml = p.partial_ml +

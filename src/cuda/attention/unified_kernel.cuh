@@ -57,6 +57,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const auto& kv = p.kv;
   const auto& a = p.attn;
   allow_dependent_launch();  // the merge of a split launch may start launching (it waits for our partials)
+  wait_for_prerequisite_grid();  // an early start (LaunchChoice::early_start): the previous kernel's results
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp / Cfg::kWarpsN, wn = warp % Cfg::kWarpsN;
   const int kv_head = blockIdx.y, segment = blockIdx.z;
@@ -70,7 +71,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int kv_begin = t.kv_begin, tile_lo = t.tile_lo, tile_hi = t.tile_hi;
 
   // ---- Q tile -> shared memory (rows past rows_valid are zero)
-  load_q_tile_async<T, D, BM, Cfg::kThreads>(p, t, kv_head, sQ, S);
+  load_q_tile_async<T, D, BM, Cfg::kThreads>(p, t, kv_head, sQ, S, tid);
   cp_async_commit();
 
   // ---- K/V tiles: block ids fetched one tile ahead of the copies that use them (kv_gather.cuh); rows at

@@ -107,7 +107,17 @@ void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaS
     PA_CUDA_CHECK(cudaMemsetAsync(params.work_counter, 0, sizeof(uint32_t), stream));
     grid = dim3(static_cast<unsigned>(choice.persistent_ctas));
   }
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(params);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(Cfg::kThreads);
+  config.dynamicSmemBytes = Cfg::kSmemBytes;
+  config.stream = stream;
+  cudaLaunchAttribute early;
+  early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  early.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &early;
+  config.numAttrs = choice.early_start ? 1 : 0;
+  PA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
   PA_CUDA_CHECK_LAUNCH((KernelOf<T, Cfg>::name));
 }
 

@@ -27,10 +27,14 @@ struct UnifiedParams {
   float* partial_o =
       nullptr;  // [num_tokens, num_q_heads, num_segments, head_dim] fp32, relative to partial max
   float* partial_ml = nullptr;  // [num_tokens, num_q_heads, num_segments, 2]: max (log2 domain), exp-sum
-  // Persistent launches (kPrefillSm90): work items are (query tile, kv head, segment), grid_tiles x
-  // num_kv_heads x num_segments of them, handed out in that order through work_counter (zero at launch).
+  // Persistent launches (kPrefillSm90, kDecodeSm90 beyond one wave): work items are (query tile, kv head,
+  // segment), grid_tiles x num_kv_heads x num_segments of them, handed out in that order through work_counter
+  // (zero at launch).
   int32_t grid_tiles = 0;
   uint32_t* work_counter = nullptr;
+  // Every sequence's packed query rows fit one tile (short queries: the decode shapes): tile i is sequence
+  // i, found without a search.
+  int32_t one_tile_per_seq = 0;
   KVTensorMaps tma;  // TMA decode (kDecodeSm90) only
 };
 

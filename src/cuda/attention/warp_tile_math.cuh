@@ -33,14 +33,15 @@ struct WarpSoftmaxState {
 };
 
 /// Copies the tile's Q rows into shared memory (row-major, row stride `stride` elements) with cp.async;
-/// rows past rows_valid are zero. The caller commits and waits.
+/// rows past rows_valid are zero. Called by kThreads threads, `thread` = 0 .. kThreads - 1; the caller
+/// commits and waits.
 template <typename T, int kHeadDim, int kBlockM, int kThreads>
 __device__ __forceinline__ void load_q_tile_async(const UnifiedParams& p, const QueryTile& t, int kv_head,
-                                                  T* sQ, int stride) {
+                                                  T* sQ, int stride, int thread) {
   constexpr int kChunks = kHeadDim / 8;
   const auto& a = p.attn;
   const T* q_base = static_cast<const T*>(a.q);
-  for (int c = threadIdx.x; c < kBlockM * kChunks; c += kThreads) {
+  for (int c = thread; c < kBlockM * kChunks; c += kThreads) {
     const int r = c / kChunks, ch = c % kChunks;
     const T* src = q_base;
     int bytes = 0;
