@@ -363,12 +363,13 @@ def main():
         run_points("prefill", prefill, l2, results, args.short)
     if "mixed" in only:
         run_mixed(l2, results)
-    # Spot checks, one decode and one prefill point each: head dim 64 and 256, GQA 1 and 8, the HND pool layout,
-    # and 128-token pages (NHD and HND: whether longer contiguous runs per page close decode's gap to cuDNN).
+    # Spot checks, one decode and one prefill point each: head dim 64, 192 and 256, GQA 1 and 8, the HND pool
+    # layout, and 128-token pages (NHD and HND: whether longer contiguous runs per page close decode's gap to
+    # cuDNN).
     if "spot" in only:
-        for tag, shape in [("d64", {"d": 64}), ("d256", {"d": 256}), ("gqa1", {"hq": 32, "hkv": 32}),
-                           ("gqa8", {"hq": 64, "hkv": 8}), ("hnd", {"layout": "HND"}), ("bs128", {"bs": 128}),
-                           ("bs128 hnd", {"bs": 128, "layout": "HND"})]:
+        for tag, shape in [("d64", {"d": 64}), ("d192", {"d": 192}), ("d256", {"d": 256}),
+                           ("gqa1", {"hq": 32, "hkv": 32}), ("gqa8", {"hq": 64, "hkv": 8}), ("hnd", {"layout": "HND"}),
+                           ("bs128", {"bs": 128}), ("bs128 hnd", {"bs": 128, "layout": "HND"})]:
             run_points("decode", [(f"16x4096 {tag}", [4096] * 16, [1] * 16, False, shape)], l2, results, args.short)
             run_points("prefill", [(f"4x4096 {tag}", [4096] * 4, [4096] * 4, True, shape)], l2, results, args.short)
     if "select" in only:

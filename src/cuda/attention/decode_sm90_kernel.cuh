@@ -54,15 +54,19 @@ struct DecodeSm90Config {
   static constexpr int kQBytes = (kBlockM * kQStride * 2 + 1023) / 1024 * 1024;  // stages stay 1024-aligned
   static constexpr int kTileBytes = kBlockN * kHeadDim * 2;                      // one K or V tile
   static constexpr int kStageBytes = 2 * kTileBytes;
-  // As many stages as let two CTAs share an SM (228 KB, 1 KB reserved per CTA; the dynamic base is aligned
-  // up to 1024 and the barriers and merge state are static), at most 6; head dim 256 fits only one CTA with
-  // two stages, so it takes three and runs one CTA per SM.
+  // Two CTAs share an SM where each still gets three stages (228 KB, 1 KB reserved per CTA; the dynamic base
+  // is aligned up to 1024 and the barriers and merge state are static), with at most 6; otherwise one CTA
+  // per SM takes every stage that fits: head dims 192 (4 stages) and 256 (3). Two CTAs of two stages at head
+  // dim 192 held the same bytes in flight but had to fit 168 registers per thread and spilled 188 bytes in
+  // the tile loop (H200, bench/NOTES.md version 19: 64 x 4096 took 462 us, one CTA of four stages 375 us).
   static constexpr int kFixedBytes = 1024 + kQBytes + 1024;
   static constexpr int kStagesForTwo = (113 * 1024 - kFixedBytes) / kStageBytes;
-  static constexpr int kStages = kStagesForTwo >= 2 ? (kStagesForTwo < 6 ? kStagesForTwo : 6) : 3;
+  static constexpr int kStagesForOne = (227 * 1024 - kFixedBytes) / kStageBytes;
+  static constexpr bool kTwoPerSm = kStagesForTwo >= 3;
+  static constexpr int kStages = kTwoPerSm ? (kStagesForTwo < 6 ? kStagesForTwo : 6) : kStagesForOne;
+  static_assert(kStages >= 2, "a K/V tile must stream while another is computed");
   static constexpr int kSmemBytes = 1024 + kQBytes + kStages * kStageBytes;
-  // Two CTAs per SM need <= 204 registers per thread (5 warps each); head dim 192 asks for 222 otherwise.
-  static constexpr int kMinBlocksPerSm = kStagesForTwo >= 2 ? 2 : 1;
+  static constexpr int kMinBlocksPerSm = kTwoPerSm ? 2 : 1;
   static_assert(kEpilogueBytes<kHeadDim, kBlockM, kComputeWarps> <= kStageBytes,
                 "epilogue staging must fit in one K/V stage (an item's last, which its compute warps keep)");
 };

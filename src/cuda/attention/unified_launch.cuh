@@ -94,6 +94,24 @@ int resident_ctas_per_sm(TileShape shape) {
   return 0;
 }
 
+/// Launches kernel(params); `early`: with programmatic stream serialization, so that its CTAs may start
+/// while the previous kernel in the stream drains (the kernel waits for its results: dependent_launch.cuh).
+inline void launch_kernel(void (*kernel)(UnifiedParams), const char* name, dim3 grid, dim3 block,
+                          size_t smem_bytes, cudaStream_t stream, bool early, const UnifiedParams& params) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute early_start;
+  early_start.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  early_start.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &early_start;
+  config.numAttrs = early ? 1 : 0;
+  PA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
+  PA_CUDA_CHECK_LAUNCH(name);
+}
+
 template <typename T, typename Cfg>
 void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
   PA_CHECK(choice.block_m == Cfg::kBlockM && choice.block_n == Cfg::kBlockN,
@@ -107,18 +125,8 @@ void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaS
     PA_CUDA_CHECK(cudaMemsetAsync(params.work_counter, 0, sizeof(uint32_t), stream));
     grid = dim3(static_cast<unsigned>(choice.persistent_ctas));
   }
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(Cfg::kThreads);
-  config.dynamicSmemBytes = Cfg::kSmemBytes;
-  config.stream = stream;
-  cudaLaunchAttribute early;
-  early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  early.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &early;
-  config.numAttrs = choice.early_start ? 1 : 0;
-  PA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
-  PA_CUDA_CHECK_LAUNCH((KernelOf<T, Cfg>::name));
+  launch_kernel(kernel, KernelOf<T, Cfg>::name, grid, dim3(Cfg::kThreads), Cfg::kSmemBytes, stream,
+                choice.early_start, params);
 }
 
 template <typename T, int kHeadDim>
@@ -143,17 +151,8 @@ void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, c
     const int64_t rows = params.batch.num_tokens * params.attn.num_q_heads;
     const unsigned blocks = static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps);
     if (blocks > 0) {
-      cudaLaunchConfig_t config = {};
-      config.gridDim = dim3(blocks);
-      config.blockDim = dim3(32 * kMergeWarps);
-      config.stream = stream;
-      cudaLaunchAttribute early;
-      early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      early.val.programmaticStreamSerializationAllowed = 1;
-      config.attrs = &early;
-      config.numAttrs = choice.early_merge_launch ? 1 : 0;
-      PA_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_segments_kernel<T, kHeadDim>, params));
-      PA_CUDA_CHECK_LAUNCH("merge_segments_kernel");
+      launch_kernel(merge_segments_kernel<T, kHeadDim>, "merge_segments_kernel", dim3(blocks),
+                    dim3(32 * kMergeWarps), 0, stream, choice.early_merge_launch, params);
     }
   }
 }
