@@ -58,7 +58,7 @@ struct DecodeSm90Config {
   // is aligned up to 1024 and the barriers and merge state are static), with at most 6; otherwise one CTA
   // per SM takes every stage that fits: head dims 192 (4 stages) and 256 (3). Two CTAs of two stages at head
   // dim 192 held the same bytes in flight but had to fit 168 registers per thread and spilled 188 bytes in
-  // the tile loop (H200, bench/NOTES.md version 19: 64 x 4096 took 462 us, one CTA of four stages 375 us).
+  // the tile loop (H200, bench/NOTES.md version 19: 64 x 4096 took 459 us, one CTA of four stages 375 us).
   static constexpr int kFixedBytes = 1024 + kQBytes + 1024;
   static constexpr int kStagesForTwo = (113 * 1024 - kFixedBytes) / kStageBytes;
   static constexpr int kStagesForOne = (227 * 1024 - kFixedBytes) / kStageBytes;
