@@ -78,14 +78,6 @@ __device__ __forceinline__ void compute_barrier() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory");
 }
 
-/// The plan of one work item as the producer publishes it to the compute warps.
-struct DecodeItemPlan {
-  QueryTile t;
-  int kv_head;
-  int segment;
-  int done;  // no more work: the compute warps exit
-};
-
 /// Barriers and the published plan (static shared memory).
 template <int kStages>
 struct DecodeSm90Control {
@@ -93,7 +85,7 @@ struct DecodeSm90Control {
   uint64_t empty[kStages];  // K/V stage consumed: one arrival per compute warp
   uint64_t q_full;          // Q landed and the plan is written: 32 producer arrivals after copies + 1
   uint64_t q_empty;         // every compute warp holds Q in registers and has read the plan
-  DecodeItemPlan plan;
+  WorkItemPlan plan;
 };
 
 /// The producer warp, for one work item: for each KV tile of its range, waits for the tile's stage to be
@@ -191,11 +183,10 @@ __device__ __forceinline__ void produce_items(const UnifiedParams& p, DecodeSm90
       if (t.tile_lo >= t.tile_hi) {
         mark_empty_segment(p, t, kv_head, segment, lane, 32);
       } else {
-        sm90::mbarrier_wait(smem_addr(&ctl.q_empty), (items_made & 1) ^ 1);
-        if (lane == 0) ctl.plan = DecodeItemPlan{t, kv_head, segment, 0};
-        load_q_tile_async<T, Cfg::kHeadDim, BM, 32>(p, t, kv_head, sQ, Cfg::kQStride, lane);
-        sm90::mbarrier_arrive_after_copies(smem_addr(&ctl.q_full));
-        if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_full));  // publishes the plan
+        sm90::mailbox_publish(smem_addr(&ctl.q_empty), smem_addr(&ctl.q_full), items_made, lane == 0, [&] {
+          if (lane == 0) ctl.plan = WorkItemPlan{t, kv_head, segment, 0};
+          load_q_tile_async<T, Cfg::kHeadDim, BM, 32>(p, t, kv_head, sQ, Cfg::kQStride, lane);
+        });
         ++items_made;
         produce_kv_tiles<Cfg>(p, t, kv_head, stages, ctl, tiles_made);
       }
@@ -203,10 +194,9 @@ __device__ __forceinline__ void produce_items(const UnifiedParams& p, DecodeSm90
     if (!persistent) break;
     item = __shfl_sync(0xffffffffu, claimed, 0) + gridDim.x;
   }
-  sm90::mbarrier_wait(smem_addr(&ctl.q_empty), (items_made & 1) ^ 1);
-  if (lane == 0) ctl.plan.done = 1;
-  sm90::mbarrier_arrive_after_copies(smem_addr(&ctl.q_full));
-  if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_full));
+  sm90::mailbox_publish(smem_addr(&ctl.q_empty), smem_addr(&ctl.q_full), items_made, lane == 0, [&] {
+    if (lane == 0) ctl.plan.done = 1;
+  });
 }
 
 /// The compute warps: for each published item, Q into registers (releasing the Q buffer for the next item),

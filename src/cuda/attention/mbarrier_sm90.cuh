@@ -41,6 +41,21 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
       : "memory");
 }
 
+/// The producer side of a one-slot mailbox guarded by an `empty` / `full` barrier pair, through which the
+/// persistent kernels hand each work item's plan and Q tile (or "no more work") to their consumers: waits
+/// until the consumers have released the slot's previous use (`uses` counts the uses so far), lets `fill`
+/// write it (plain stores by the leader, cp.async copies by any producer thread), then arrives on `full` once
+/// each thread's copies have landed, and the leader once more, which publishes its stores. `full` expects
+/// the producer threads' arrivals + 1.
+template <typename Fill>
+__device__ __forceinline__ void mailbox_publish(uint32_t empty, uint32_t full, uint32_t uses, bool leader,
+                                                Fill fill) {
+  mbarrier_wait(empty, (uses & 1) ^ 1);
+  fill();
+  mbarrier_arrive_after_copies(full);
+  if (leader) mbarrier_arrive(full);
+}
+
 /// Warpgroup register budgets: the producer gives registers back, the consumers take them (every warp of the
 /// warpgroup executes the same instruction; counts are multiples of 8 in [24, 256]).
 template <int kRegisters>

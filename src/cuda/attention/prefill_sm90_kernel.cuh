@@ -60,14 +60,6 @@ struct PrefillSm90Config {
   static_assert(kBlockN / 4 * (kPaddedDim / 8) % 32 == 0, "a producer warp's tile rows must fill its lanes");
 };
 
-/// The plan of one work item as the producer publishes it to the consumers.
-struct WorkItemPlan {
-  QueryTile t;
-  int kv_head;
-  int segment;
-  int done;  // no more work: the consumers exit
-};
-
 /// Barriers, the published plan and the producer's next work item (static shared memory).
 template <int kStages>
 struct PrefillSm90Control {
@@ -154,23 +146,22 @@ __device__ __forceinline__ void produce_tiles(const UnifiedParams& p, PrefillSm9
         // The first K/V tile goes out before Q: its stage frees up before the consumers release Q.
         fetch_blocks(t.tile_lo);
         copy_tile(t.tile_lo);
-        sm90::mbarrier_wait(smem_addr(&ctl.q_empty), (items_made & 1) ^ 1);
-        if (tid == 0) ctl.plan = WorkItemPlan{t, kv_head, segment, 0};
-        const T* q_base = static_cast<const T*>(a.q);
-        for (int c = tid; c < BM * kChunks; c += Cfg::kProducerThreads) {
-          const int r = c / kChunks, ch = c % kChunks;
-          const T* src = q_base;
-          int bytes = 0;
-          if (r < t.rows_valid && ch * 8 < D) {
-            int token, head;
-            t.row_target(r, p.group, kv_head, token, head);
-            src = q_base + static_cast<int64_t>(token) * a.q_stride_token + head * a.q_stride_head + ch * 8;
-            bytes = 16;
+        sm90::mailbox_publish(smem_addr(&ctl.q_empty), smem_addr(&ctl.q_full), items_made, tid == 0, [&] {
+          if (tid == 0) ctl.plan = WorkItemPlan{t, kv_head, segment, 0};
+          const T* q_base = static_cast<const T*>(a.q);
+          for (int c = tid; c < BM * kChunks; c += Cfg::kProducerThreads) {
+            const int r = c / kChunks, ch = c % kChunks;
+            const T* src = q_base;
+            int bytes = 0;
+            if (r < t.rows_valid && ch * 8 < D) {
+              int token, head;
+              t.row_target(r, p.group, kv_head, token, head);
+              src = q_base + static_cast<int64_t>(token) * a.q_stride_token + head * a.q_stride_head + ch * 8;
+              bytes = 16;
+            }
+            cp_async_16(smem + sm90::swizzled_offset(BM, r, ch * 8), src, bytes);
           }
-          cp_async_16(smem + sm90::swizzled_offset(BM, r, ch * 8), src, bytes);
-        }
-        sm90::mbarrier_arrive_after_copies(smem_addr(&ctl.q_full));
-        if (tid == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_full));  // publishes the plan
+        });
         ++items_made;
         for (int kv_tile = t.tile_lo + 1; kv_tile < t.tile_hi; ++kv_tile) copy_tile(kv_tile);
       }
@@ -180,10 +171,9 @@ __device__ __forceinline__ void produce_tiles(const UnifiedParams& p, PrefillSm9
     item = ctl.next_item[round & 1];
   }
   // No more work: the consumers exit once they have finished the last item.
-  sm90::mbarrier_wait(smem_addr(&ctl.q_empty), (items_made & 1) ^ 1);
-  if (tid == 0) ctl.plan.done = 1;
-  sm90::mbarrier_arrive_after_copies(smem_addr(&ctl.q_full));
-  if (tid == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_full));
+  sm90::mailbox_publish(smem_addr(&ctl.q_empty), smem_addr(&ctl.q_full), items_made, tid == 0, [&] {
+    if (tid == 0) ctl.plan.done = 1;
+  });
 }
 
 /// Warpgroups 1 and 2: rows 64 * wg .. of each work item, from the producer's tiles to the output.

@@ -87,6 +87,15 @@ struct QueryTile {
   }
 };
 
+/// The plan of one work item (query tile, kv head, segment) as a persistent Hopper kernel's producer
+/// publishes it to its consumers (sm90::mailbox_publish).
+struct WorkItemPlan {
+  QueryTile t;
+  int kv_head;
+  int segment;
+  int done;  // no more work: the consumers exit
+};
+
 /// Fills t for CTA tile `tile`; false when the tile holds no rows (the grid is an upper bound).
 /// kAlignedTiles: KV tiles start at multiples of kBlockN (a sliding window's first tile starts early, its
 /// extra keys masked), so that a tile covers whole pages or whole 64-key runs of one (TMA boxes).
