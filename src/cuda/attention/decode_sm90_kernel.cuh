@@ -215,9 +215,10 @@ __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90
   uint32_t tiles_used = 0;
   for (uint32_t items = 0;; ++items) {
     sm90::mbarrier_wait(smem_addr(&ctl.q_full), items & 1);
-    if (ctl.plan.done) return;
-    const QueryTile t = ctl.plan.t;
-    const int kv_head = ctl.plan.kv_head, segment = ctl.plan.segment;
+    const WorkItemPlan plan = read_plan(ctl.plan, lane);  // lane 0 reads; it also releases q_empty
+    if (plan.done) return;
+    const QueryTile t = plan.t;
+    const int kv_head = plan.kv_head, segment = plan.segment;
     uint32_t q_frag[D / 16][4];
     load_q_fragments<D>(
         q_frag, [&](int r, int col) { return sQ + r * Cfg::kQStride + col; }, lane);

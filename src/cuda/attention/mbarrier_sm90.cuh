@@ -46,7 +46,8 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
 /// until the consumers have released the slot's previous use (`uses` counts the uses so far), lets `fill`
 /// write it (plain stores by the leader, cp.async copies by any producer thread), then arrives on `full` once
 /// each thread's copies have landed, and the leader once more, which publishes its stores. `full` expects
-/// the producer threads' arrivals + 1.
+/// the producer threads' arrivals + 1. The consumer side reads the plan with read_plan (query_tile.cuh): by
+/// the one lane per warp that also arrives on `empty`.
 template <typename Fill>
 __device__ __forceinline__ void mailbox_publish(uint32_t empty, uint32_t full, uint32_t uses, bool leader,
                                                 Fill fill) {

@@ -203,9 +203,10 @@ __device__ __forceinline__ void consume_tiles(const UnifiedParams& p, PrefillSm9
   uint32_t tiles_used = 0;
   for (uint32_t items_used = 0;; ++items_used) {
     sm90::mbarrier_wait(smem_addr(&ctl.q_full), items_used & 1);
-    if (ctl.plan.done) break;
-    const QueryTile t = ctl.plan.t;
-    const int kv_head = ctl.plan.kv_head, segment = ctl.plan.segment;
+    const WorkItemPlan plan = read_plan(ctl.plan, lane);  // lane 0 reads; it also releases q_empty
+    if (plan.done) break;
+    const QueryTile t = plan.t;
+    const int kv_head = plan.kv_head, segment = plan.segment;
 
     // ---- per-thread row facts: rows g and g + 8 of this warp's 16-row block
     int row_qpos[2];

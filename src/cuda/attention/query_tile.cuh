@@ -9,6 +9,7 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <cstring>
 
 #include "cuda/attention/unified_params.h"
 
@@ -95,6 +96,29 @@ struct WorkItemPlan {
   int segment;
   int done;  // no more work: the consumers exit
 };
+
+/// The consumer side of the plan mailbox: lane 0 of the warp reads the published plan from shared memory and
+/// hands it to the other lanes by shuffles. Lane 0 is also the lane whose mbarrier arrival releases the slot
+/// (q_empty), so every shared-memory read of the plan is ordered before the producer's next write by the
+/// reading thread's own release. Every lane reading, then __syncwarp and lane 0's arrival, is as correct
+/// under the PTX memory model (bar.warp.sync orders the lanes' reads before lane 0's release), but
+/// compute-sanitizer's racecheck does not credit other lanes' reads to that arrival and reported a
+/// write-after-read hazard here.
+__device__ __forceinline__ WorkItemPlan read_plan(const WorkItemPlan& slot, int lane) {
+  static_assert(sizeof(WorkItemPlan) % 4 == 0, "the plan crosses lanes as 32-bit words");
+  constexpr int kWords = sizeof(WorkItemPlan) / 4;
+  uint32_t words[kWords] = {};
+  if (lane == 0) {
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(&slot);
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) words[i] = src[i];
+  }
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) words[i] = __shfl_sync(0xffffffffu, words[i], 0);
+  WorkItemPlan plan;
+  memcpy(&plan, words, sizeof(plan));
+  return plan;
+}
 
 /// Fills t for CTA tile `tile`; false when the tile holds no rows (the grid is an upper bound).
 /// kAlignedTiles: KV tiles start at multiples of kBlockN (a sliding window's first tile starts early, its
