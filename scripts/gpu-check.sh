@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: configure and build (cmake + ninja, all cores), run the GPU test suite and the CPU
 # suite, `pagedattn check --backend cuda`, build and install the Python package (offline) and run pytest (CUDA tests
-# included), then a short benchmark (bench/driver.py --short: ours against SDPA cuDNN/flash and FlexAttention). Logs go to $OUT when it is set (the device tool's
-# output folder, which takes at most 8 files), else to build-gpu/logs. The test summary is printed last.
+# included), then a short benchmark (bench/driver.py --short: ours against SDPA cuDNN/flash and FlexAttention). Logs
+# go to $OUT when it is set (the device tool's output folder, which takes at most 8 files), else to build-gpu/logs.
+# The summary is printed last.
 #   scripts/gpu-check.sh              full build (every head dim and dtype), tests, check, benchmark
-#   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 only
+#   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 only (tests of other configurations skip)
 #   SKIP_BENCH=1 scripts/gpu-check.sh tests only;  SKIP_PYTHON=1: no Python package build and pytest (and no driver)
+#   SANITIZE=1 scripts/gpu-check.sh   also compute-sanitizer's memcheck (also with the portable kernels forced),
+#                                     synccheck and racecheck over the CUDA grid, graph replay, write_kv and the
+#                                     persistent decode (SANITIZE_TIMEOUT seconds each); summaries at the end
+#   BASELINE_CLI=path scripts/gpu-check.sh   also times a baseline build's `pagedattn bench` against this one
+# The machine needs no apt: CLI11 (for the pagedattn command) comes from .deps/debs when the system lacks it
+# (scripts/offline-deps.sh downloads it on a machine with apt; carry .deps to the GPU machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-gpu}
@@ -13,6 +20,10 @@ logs=${OUT:-$build/logs}
 mkdir -p "$logs"
 extra=()
 [[ "${QUICK:-0}" == 1 ]] && extra=(-DPAGEDATTN_HEAD_DIMS=128 -DPAGEDATTN_DTYPES=bf16)
+if [[ ! -f /usr/share/cmake/CLI11/CLI11Config.cmake ]] && compgen -G ".deps/debs/*.deb" >/dev/null; then
+  for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root; done
+  extra+=(-DCMAKE_PREFIX_PATH="$PWD/.deps/root/usr")
+fi
 env_log="$logs/environment.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$env_log"
 
@@ -27,15 +38,76 @@ fi
 "$build/tools/cli/pagedattn" info | tee -a "$env_log"
 
 echo "== GPU tests"
-ctest --test-dir "$build" -L cuda -j 1 --output-on-failure --timeout 600 >"$logs/ctest_cuda.log" 2>&1
+ctest --test-dir "$build" -L cuda -j "${GPU_TEST_JOBS:-4}" --output-on-failure --timeout 600 >"$logs/ctest_cuda.log" 2>&1
 cuda_rc=$?
 echo "== CPU tests"
-ctest --test-dir "$build" -L cpu -j "$(nproc)" --output-on-failure >>"$env_log" 2>&1
+ctest --test-dir "$build" -L cpu -j "$(nproc)" --output-on-failure >"$logs/ctest_cpu.txt" 2>&1
 cpu_rc=$?
 echo "== pagedattn check --backend cuda"
 "$build/tools/cli/pagedattn" check --backend cuda >"$logs/check_cuda.log" 2>&1
 check_rc=$?
 tail -n 4 "$logs/check_cuda.log"
+
+run_sanitizers() {
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  tests="$build/tests/pagedattn_cuda_tests"
+  grid='Grid/CudaGrid.*'
+  more='CudaAttention.GraphReplayEqualsEager:CudaWriteKV.*:CudaAttention.DecodeWithMoreItemsThanResidentCtas'
+  # tool | log name | environment | gtest filter | shards: a run takes shard 0 of N (gtest deals the cases
+  # round-robin, so half of the 168 grid cases still has every head dim and ratio)
+  runs=("memcheck|memcheck|-|$grid:$more:CudaAttention.DecodeNeverReadsInvisibleKeys|2"
+        "memcheck|memcheck_portable|PAGEDATTN_WGMMA=0 PAGEDATTN_USE_TMA=0|$grid:$more|4"
+        "synccheck|synccheck|-|$grid:$more|4"
+        "racecheck|racecheck|-|$grid|2"
+        "racecheck|racecheck_persistent|-|CudaAttention.DecodeWithMoreItemsThanResidentCtas:CudaAttention.ManySequences|1")
+  rc_all=0
+  for run in "${runs[@]}"; do
+    IFS='|' read -r tool name envs filter shards <<<"$run"
+    echo "== compute-sanitizer --tool $tool ($name)"
+    start=$(date +%s)
+    extra_env=()
+    [[ "$envs" != "-" ]] && read -r -a extra_env <<<"$envs"
+    tool_flags=(--tool "$tool" --print-limit 20 --error-exitcode 99)
+    [[ "$tool" == racecheck ]] && tool_flags+=(--racecheck-report hazard)
+    env "${extra_env[@]+"${extra_env[@]}"}" GTEST_TOTAL_SHARDS="$shards" GTEST_SHARD_INDEX=0 \
+      timeout "${SANITIZE_TIMEOUT:-120}" "$sanitizer" "${tool_flags[@]}" "$tests" --gtest_filter="$filter" \
+      >"$logs/sanitizer_run.tmp" 2>&1
+    rc=$?
+    { echo "######## $name (compute-sanitizer --tool $tool, shard 0 of $shards, ${envs})"; cat "$logs/sanitizer_run.tmp"; } \
+      >>"$logs/sanitizers.log"
+    [[ $rc -ne 0 ]] && rc_all=1
+    ran=$(grep -oE "^\[==========\] [0-9]+ tests? from [0-9]+ test suites? ran" "$logs/sanitizer_run.tmp" | tail -n 1)
+    printf '%-18s rc %d, %ds, %s: %s\n' "$name" "$rc" $(($(date +%s) - start)) "${ran:-no gtest summary}" \
+      "$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$logs/sanitizer_run.tmp" | tail -n 1 | sed 's/^=* *//')" |
+      tee -a "$logs/sanitizer_summary.txt"
+    grep -E "^\[  FAILED  \]" "$logs/sanitizer_run.tmp" | head -n 5
+  done
+  rm -f "$logs/sanitizer_run.tmp"
+  return $rc_all
+}
+
+
+san_rc=0
+if [[ "${SANITIZE:-0}" == 1 ]]; then
+  run_sanitizers
+  san_rc=$?
+fi
+
+# The CLI's timings against a baseline build of the same command (BASELINE_CLI=path, e.g. the previous commit's
+# build carried to this machine), alternated per workload on this card: a kernel change's before and after.
+if [[ -n "${BASELINE_CLI:-}" ]]; then
+  echo "== A/B: baseline ($BASELINE_CLI) vs this build, alternated"
+  for w in "decode 1x32768" "decode 16x512" "decode 64x512" "decode 64x4096" "prefill 4x4096" \
+    "mixed 4x512@2048+64x1@4096"; do
+    read -r op label <<<"$w"
+    for round in 1 2; do
+      for bin in "$BASELINE_CLI" "$build/tools/cli/pagedattn"; do
+        t=$("$bin" bench --backend cuda --op "$op" --workload "$label" --reps 100 2>/dev/null | awk -v l="$label" '$1 == l {print $2}')
+        printf '%-8s %-28s round %d %-9s %s us\n' "$op" "$label" "$round" "$([[ $bin == "$BASELINE_CLI" ]] && echo baseline || echo new)" "$t"
+      done
+    done
+  done | tee "$logs/ab_bench.txt"
+fi
 
 py_rc=0
 if [[ "${SKIP_PYTHON:-0}" != 1 ]]; then
@@ -59,15 +131,32 @@ if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
 fi
 
 echo "== summary"
+[[ -f "$logs/sanitizer_summary.txt" ]] && cat "$logs/sanitizer_summary.txt"
 grep -E "tests passed|tests failed" "$logs/ctest_cuda.log" | sed 's/^/cuda: /'
-grep -E "tests passed|tests failed" "$env_log" | sed 's/^/cpu:  /'
+grep -E "tests passed|tests failed" "$logs/ctest_cpu.txt" | sed 's/^/cpu:  /'
 [[ $cuda_rc -ne 0 ]] && grep -E "Failed|Exception" "$logs/ctest_cuda.log" | grep -v "^[0-9]*% tests" | head -n 20
+[[ $cpu_rc -ne 0 ]] && grep -E "Failed|Exception" "$logs/ctest_cpu.txt" | grep -v "^[0-9]*% tests" | head -n 20
 grep -h -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | sed 's/^/check: /'
-passed=0
-failed=0
 grep -E "passed|failed" "$logs/pytest.log" 2>/dev/null | tail -n 1 | sed 's/^/pytest: /'
-for rc in $cuda_rc $cpu_rc $check_rc $py_rc; do
-  if [[ $rc -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+# The real totals over every test that ran: ctest cases (both labels), check cases and pytest cases.
+passed=0 failed=0 skipped=0
+for log in "$logs/ctest_cuda.log" "$logs/ctest_cpu.txt"; do
+  total=$(grep -oE "tests failed out of [0-9]+" "$log" | grep -oE "[0-9]+$" | tail -n 1)
+  fail=$(grep -oE "[0-9]+ tests failed out of" "$log" | grep -oE "^[0-9]+" | tail -n 1)
+  skip=$(grep -cE "\((Skipped|Disabled|Not Run)\)$" "$log")
+  if [[ -z "$total" ]]; then failed=$((failed + 1)); continue; fi
+  passed=$((passed + total - fail - skip)) failed=$((failed + fail)) skipped=$((skipped + skip))
 done
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+read -r cp cf < <(grep -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | tail -n 1 | grep -oE "[0-9]+" | paste -s -d ' ')
+[[ -n "${cp:-}" ]] && passed=$((passed + cp)) failed=$((failed + cf)) || failed=$((failed + 1))
+if [[ "${SKIP_PYTHON:-0}" != 1 ]]; then
+  line=$(grep -E "[0-9]+ (passed|failed)" "$logs/pytest.log" 2>/dev/null | tail -n 1)
+  for kind in passed failed skipped errors error; do
+    n=$(echo "$line" | grep -oE "[0-9]+ $kind\b" | grep -oE "^[0-9]+" || true)
+    case $kind in passed) passed=$((passed + ${n:-0})) ;; skipped) skipped=$((skipped + ${n:-0})) ;;
+      *) failed=$((failed + ${n:-0})) ;; esac
+  done
+  [[ -z "$line" ]] && failed=$((failed + 1))
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[[ $failed -eq 0 && $cuda_rc -eq 0 && $cpu_rc -eq 0 && $check_rc -eq 0 && $py_rc -eq 0 && $san_rc -eq 0 ]]

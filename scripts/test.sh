@@ -1,46 +1,112 @@
 #!/usr/bin/env bash
-# Every test: format check, the Release build (CUDA sources compiled when nvcc is present) with its test suite, the
-# CPU tests once more under AddressSanitizer + UndefinedBehaviorSanitizer, and the Python package (pip install +
-# pytest). Prints "N passed, M failed" last (one count per step).
-set -euo pipefail
+# Every test: format check, the Release build (CUDA sources compiled when nvcc is present) with its test suite
+# (the CUDA suite too where a GPU is), the CPU tests once more under AddressSanitizer + UndefinedBehaviorSanitizer,
+# and the Python package (pip install into .venv + pytest). CI runs exactly this (.ci/run).
+#
+# The last line is the real count over every test that ran: "N passed, M failed, K skipped" (ctest cases of
+# both builds and pytest cases). A step that fails before its tests can run (format, a build, the pip install)
+# counts as one failed and is named; the totals are printed whatever fails.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh --if-missing
 jobs=$(nproc)
-failed=0
+passed=0 failed=0 skipped=0
+broken_steps=()
+log_dir=build-logs
+mkdir -p "$log_dir"
+
+step_failed() {  # a step that could not produce test results
+  echo "!! $1 failed"
+  broken_steps+=("$1")
+  failed=$((failed + 1))
+}
+
+# Adds a ctest log's counts: "N% tests passed, F tests failed out of T" and the "(Skipped)" / "(Disabled)" rows.
+count_ctest() {
+  local log=$1 total fail skip
+  total=$(grep -oE "tests failed out of [0-9]+" "$log" | grep -oE "[0-9]+$" | tail -n 1)
+  fail=$(grep -oE "[0-9]+ tests failed out of" "$log" | grep -oE "^[0-9]+" | tail -n 1)
+  skip=$(grep -cE "\((Skipped|Disabled|Not Run)\)$" "$log")
+  if [[ -z "$total" ]]; then
+    step_failed "$2 (no ctest summary)"
+    return
+  fi
+  passed=$((passed + total - fail - skip))
+  failed=$((failed + fail))
+  skipped=$((skipped + skip))
+}
+
+# Adds a pytest log's counts from its summary line ("3 failed, 40 passed, 2 skipped in 1.2s").
+count_pytest() {
+  local log=$1 line n
+  line=$(grep -E "^=*.*[0-9]+ (passed|failed|skipped|error|errors)" "$log" | tail -n 1)
+  if [[ -z "$line" ]]; then
+    step_failed "pytest (no summary)"
+    return
+  fi
+  for kind in passed failed skipped error errors; do
+    n=$(echo "$line" | grep -oE "[0-9]+ $kind\b" | grep -oE "^[0-9]+" || true)
+    n=${n:-0}
+    case $kind in
+      passed) passed=$((passed + n)) ;;
+      skipped) skipped=$((skipped + n)) ;;
+      *) failed=$((failed + n)) ;;
+    esac
+  done
+}
+
+if ! bash scripts/install-deps.sh --if-missing; then
+  step_failed "dependency install (scripts/install-deps.sh)"
+fi
 
 echo "== clang-format"
 if ! git ls-files '*.h' '*.cpp' '*.cu' '*.cuh' | xargs clang-format --dry-run --Werror; then
-  echo "clang-format: files above do not follow .clang-format (run scripts/format.sh)"; failed=$((failed + 1))
+  echo "clang-format: files above do not follow .clang-format (run scripts/format.sh)"
+  step_failed "clang-format"
 fi
 
 echo "== release build"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAGEDATTN_CUDA="${PAGEDATTN_CUDA:-AUTO}" >/dev/null
-cmake --build build -j "$jobs"
-echo "== tests (release)"
-labels=(-L cpu)
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  labels=()  # a GPU is here: the CUDA suite runs too
+if cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAGEDATTN_CUDA="${PAGEDATTN_CUDA:-AUTO}" >/dev/null &&
+  cmake --build build -j "$jobs"; then
+  echo "== tests (release)"
+  labels=(-L cpu)
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    labels=()  # a GPU is here: the CUDA suite runs too
+  else
+    echo "(no GPU: the CUDA tests are compiled but not run; scripts/gpu-check.sh runs them on a GPU machine)"
+  fi
+  ctest --test-dir build "${labels[@]}" -j "$jobs" --output-on-failure >"$log_dir/ctest-release.log" 2>&1
+  tail -n 15 "$log_dir/ctest-release.log"
+  count_ctest "$log_dir/ctest-release.log" "release tests"
 else
-  echo "(no GPU: the CUDA tests are compiled but not run; scripts/gpu-check.sh runs them on a GPU machine)"
+  step_failed "release build"
 fi
-ctest --test-dir build "${labels[@]}" -j "$jobs" --output-on-failure | tail -n 15 || failed=$((failed + 1))
 
 echo "== CPU build under ASan + UBSan"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEDATTN_CUDA=OFF -DPAGEDATTN_SANITIZE=ON \
-  >/dev/null
-cmake --build build-asan -j "$jobs"
-echo "== tests (asan+ubsan)"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan -j "$jobs" --output-on-failure | tail -n 15 || failed=$((failed + 1))
-
-echo "== python package (pip install, pytest)"
-if python3 -m pip install --no-build-isolation --no-deps . >build/pip-install.log 2>&1; then
-  python3 -m pytest -q python/tests 2>&1 | tail -n 5 || failed=$((failed + 1))
+if cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGEDATTN_CUDA=OFF \
+  -DPAGEDATTN_SANITIZE=ON >/dev/null && cmake --build build-asan -j "$jobs"; then
+  echo "== tests (asan+ubsan)"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan -j "$jobs" --output-on-failure >"$log_dir/ctest-asan.log" 2>&1
+  tail -n 15 "$log_dir/ctest-asan.log"
+  count_ctest "$log_dir/ctest-asan.log" "asan tests"
 else
-  tail -n 30 build/pip-install.log
-  failed=$((failed + 1))
+  step_failed "ASan + UBSan build"
 fi
 
-passed=$((4 - failed))
-echo "$passed passed, $failed failed"
+echo "== python package (pip install into .venv, pytest)"
+if [[ -x .venv/bin/python ]] &&
+  .venv/bin/python -m pip install --disable-pip-version-check --no-build-isolation --no-deps . \
+    >"$log_dir/pip-install.log" 2>&1; then
+  .venv/bin/python -m pytest -q python/tests >"$log_dir/pytest.log" 2>&1
+  tail -n 5 "$log_dir/pytest.log"
+  count_pytest "$log_dir/pytest.log"
+else
+  tail -n 30 "$log_dir/pip-install.log" 2>/dev/null
+  step_failed "python package install"
+fi
+
+if [[ ${#broken_steps[@]} -gt 0 ]]; then
+  echo "steps that failed before their tests could run: ${broken_steps[*]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
 [[ $failed -eq 0 ]]

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "pagedattn/error.h"
+#include "pagedattn/info.h"
 #include "runner.h"
 
 #define RUNNER_CUDA_CHECK(call)                                             \
@@ -106,6 +107,30 @@ class CudaRunner final : public BackendRunner {
  public:
   std::string name() const override { return "cuda"; }
 
+  std::string unsupported(const ProblemSpec& s) const override {
+    if (s.cache_dtype != s.dtype) return "the CUDA backend reads caches of the query dtype";
+    return cuda_not_compiled(s.dtype, s.head_dim);
+  }
+
+  std::string unsupported(const WriteKVSpec& s) const override {
+    if (s.cache_dtype != s.src_dtype) return "the CUDA backend writes caches of the key dtype";
+    return cuda_not_compiled(s.src_dtype, s.head_dim);
+  }
+
+  void run_write_kv(HostWriteKV& p) override {
+    DeviceBuffer key = upload(p.key), value = upload(p.value), slots = upload(p.slots);
+    DeviceBuffer k = upload(p.k_pool), v = upload(p.v_pool);
+    PagedKVCache cache = p.cache();
+    cache.k = on_device(cache.k, k);
+    cache.v = on_device(cache.v, v);
+    write_kv(on_device(p.key_view(), key), on_device(p.value_view(), value), on_device(p.slot_view(), slots),
+             cache);
+    RUNNER_CUDA_CHECK(cudaGetLastError());
+    RUNNER_CUDA_CHECK(cudaDeviceSynchronize());
+    RUNNER_CUDA_CHECK(cudaMemcpy(p.k_pool.data(), k.get(), p.k_pool.size(), cudaMemcpyDeviceToHost));
+    RUNNER_CUDA_CHECK(cudaMemcpy(p.v_pool.data(), v.get(), p.v_pool.size(), cudaMemcpyDeviceToHost));
+  }
+
   void run_attention(HostProblem& p) override {
     DeviceProblem d(p);
     d.run(nullptr);
@@ -114,6 +139,8 @@ class CudaRunner final : public BackendRunner {
   }
 
   double time_attention(HostProblem& p, int warmup, int reps) override {
+    PA_CHECK(reps >= 1 && warmup >= 0, "time_attention: reps must be >= 1 and warmup >= 0, got ", reps,
+             " and ", warmup);
     DeviceProblem d(p);
     cudaStream_t stream;
     RUNNER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -151,6 +178,15 @@ class CudaRunner final : public BackendRunner {
 };
 
 }  // namespace
+
+std::string cuda_not_compiled(DType dtype, int head_dim) {
+  const BuildInfo b = build_info();
+  const bool dtype_ok = std::find(b.cuda_dtypes.begin(), b.cuda_dtypes.end(), dtype) != b.cuda_dtypes.end();
+  const bool dim_ok =
+      std::find(b.cuda_head_dims.begin(), b.cuda_head_dims.end(), head_dim) != b.cuda_head_dims.end();
+  if (dtype_ok && dim_ok) return "";
+  return "not compiled in this build (PAGEDATTN_DTYPES / PAGEDATTN_HEAD_DIMS)";
+}
 
 std::unique_ptr<BackendRunner> make_cuda_runner() {
   int count = 0;

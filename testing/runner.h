@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "problem.h"
+#include "write_kv_problem.h"
 
 namespace pagedattn::testing {
 
@@ -14,8 +15,13 @@ class BackendRunner {
  public:
   virtual ~BackendRunner() = default;
   virtual std::string name() const = 0;
+  /// "" when this backend (as built) runs the problem; else why not (e.g. a dtype or head dim not compiled).
+  virtual std::string unsupported(const ProblemSpec& spec) const = 0;
+  virtual std::string unsupported(const WriteKVSpec& spec) const = 0;
   /// Runs attention; afterwards p.out and p.lse hold the backend's results.
   virtual void run_attention(HostProblem& p) = 0;
+  /// Runs write_kv; afterwards p.k_pool and p.v_pool hold the backend's pools.
+  virtual void run_write_kv(HostWriteKV& p) = 0;
   /// Median seconds of one attention call over reps runs after warmup runs (inputs stay resident).
   virtual double time_attention(HostProblem& p, int warmup, int reps) = 0;
 };
@@ -23,6 +29,9 @@ class BackendRunner {
 std::unique_ptr<BackendRunner> make_cpu_runner();
 /// nullptr when this build has no CUDA backend or the machine has no GPU.
 std::unique_ptr<BackendRunner> make_cuda_runner();
+
+/// "" when the CUDA kernels of this build were compiled for the dtype and head dim; else why not.
+std::string cuda_not_compiled(DType dtype, int head_dim);
 
 /// Backends usable here: "cpu", and "cuda" when built and a GPU is present.
 std::vector<std::string> available_backends();

@@ -310,7 +310,7 @@ class Simulation {
 };
 
 TEST(BlockManagerProperty, RandomOperationsKeepInvariants) {
-  const uint64_t seed = test::fresh_seed();
+  const uint64_t seed = test::run_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   for (int block_size : {1, 2, 3, 16}) {
     for (int round = 0; round < 4; ++round) {

@@ -11,11 +11,15 @@
 
 namespace pagedattn::test {
 
-/// A fresh seed every run (PAGEDATTN_TEST_SEED pins one to reproduce a failure); printed by the tests that
-/// use it.
-inline uint64_t fresh_seed() {
-  if (const char* s = std::getenv("PAGEDATTN_TEST_SEED")) return std::stoull(s);
-  return (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+/// The seed of this test run: fresh random every run, or PAGEDATTN_TEST_SEED when set. One value per process,
+/// so a failing test replays exactly with `PAGEDATTN_TEST_SEED=N <test binary> --gtest_filter=<its name>`
+/// (the test main prints N at the start and the replay line after each failure).
+inline uint64_t run_seed() {
+  static const uint64_t seed = [] {
+    if (const char* s = std::getenv("PAGEDATTN_TEST_SEED")) return static_cast<uint64_t>(std::stoull(s));
+    return (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+  }();
+  return seed;
 }
 
 }  // namespace pagedattn::test

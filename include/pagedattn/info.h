@@ -36,4 +36,9 @@ BuildInfo build_info();
 /// CUDA devices visible to this process (empty without the CUDA backend or without a GPU).
 std::vector<DeviceInfo> cuda_devices();
 
+/// Why this process cannot run the CUDA backend, or "" when it can: either the build has no CUDA backend, or
+/// it has one and the CUDA runtime found no usable device (the runtime's own words follow, e.g. "no
+/// CUDA-capable device is detected" or a driver/runtime version mismatch).
+std::string cuda_unavailable_reason();
+
 }  // namespace pagedattn

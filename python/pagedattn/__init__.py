@@ -22,7 +22,12 @@ __version__ = _C.build_info()["version"]
 
 
 def info() -> dict:
-    """Version, build configuration (CUDA, archs, compiled head dims and dtypes) and visible CUDA devices."""
+    """Version, build configuration and visible CUDA devices.
+
+    ``cuda_built``: this build has the CUDA backend; ``cuda_available``: it has, and a device is visible (the
+    reason when not: ``cuda_unavailable_reason``); ``cuda_archs``, ``cuda_tma``, ``cuda_head_dims``,
+    ``cuda_dtypes``: what the kernels were compiled for; ``devices``: one dict per visible device.
+    """
     return _C.build_info()
 
 
@@ -35,6 +40,23 @@ def current_stream(tensor) -> int:
     if cupy is not None and isinstance(tensor, cupy.ndarray):
         return cupy.cuda.get_current_stream().ptr
     return 0
+
+
+def _tensor(x, name: str, *, writable: bool = False, optional: bool = False):
+    """Checks that ``x`` can cross into the library as a tensor (a numpy array or any DLPack producer: torch,
+    CuPy, JAX, ...), and is writable where the op writes it; raises pagedattn.Error naming the argument
+    otherwise (instead of an AttributeError or a binding TypeError from deep inside)."""
+    if x is None:
+        if optional:
+            return None
+        raise Error(f"{name} is required: pass a numpy array or a DLPack tensor (torch, CuPy, ...)")
+    if not isinstance(x, numpy.ndarray) and not hasattr(x, "__dlpack__"):
+        raise Error(f"{name} must be a numpy array or a DLPack tensor (torch, CuPy, ...); got {type(x).__name__}"
+                    + (" (convert it with numpy.asarray)" if isinstance(x, (list, tuple)) else ""))
+    if writable and isinstance(x, numpy.ndarray) and not x.flags.writeable:
+        raise Error(f"{name} is a read-only array, but this op writes into it: pass a writable array "
+                    f"(e.g. {name}.copy())")
+    return x
 
 
 def _empty(t, shape, dtype=None):
@@ -50,6 +72,10 @@ def _empty(t, shape, dtype=None):
 
 def write_kv(key, value, slot_mapping, k_cache, v_cache, *, validate: bool = True, stream: int | None = None):
     """Writes key/value [num_tokens, num_kv_heads, head_dim] into the cache pools at slot_mapping (int64; -1 skips)."""
+    for x, name in ((key, "key"), (value, "value"), (slot_mapping, "slot_mapping")):
+        _tensor(x, name)
+    _tensor(k_cache, "k_cache", writable=True)
+    _tensor(v_cache, "v_cache", writable=True)
     _C.write_kv(key, value, slot_mapping, k_cache, v_cache,
                 stream=current_stream(key) if stream is None else stream, validate=validate)
 
@@ -57,6 +83,9 @@ def write_kv(key, value, slot_mapping, k_cache, v_cache, *, validate: bool = Tru
 def attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, *,
                              max_query_len: int = -1, max_seq_len: int = -1, force_segments: int = 0) -> int:
     """Bytes of device workspace that ``attention`` needs for this batch shape (0 on the CPU)."""
+    for x, name in ((query, "query"), (k_cache, "k_cache"), (v_cache, "v_cache"), (block_tables, "block_tables"),
+                    (seq_lens, "seq_lens"), (query_start_loc, "query_start_loc")):
+        _tensor(x, name)
     return _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
                                        max_query_len, max_seq_len, force_segments)
 
@@ -72,6 +101,14 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
     query_start_loc [num_seqs + 1] int32. Returns out (and lse [num_tokens, num_q_heads] float32 when asked).
     When workspace is None, one of attention_workspace_size() bytes is allocated in query's framework.
     """
+    for x, name in ((query, "query"), (k_cache, "k_cache"), (v_cache, "v_cache"), (block_tables, "block_tables"),
+                    (seq_lens, "seq_lens"), (query_start_loc, "query_start_loc")):
+        _tensor(x, name)
+    _tensor(alibi_slopes, "alibi_slopes", optional=True)
+    _tensor(sinks, "sinks", optional=True)
+    _tensor(out, "out", writable=True, optional=True)
+    _tensor(lse, "lse", writable=True, optional=True)
+    _tensor(workspace, "workspace", writable=True, optional=True)
     if out is None:
         out = _empty(query, tuple(query.shape))
     if return_lse and lse is None:

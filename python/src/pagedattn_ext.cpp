@@ -159,13 +159,50 @@ NB_MODULE(_pagedattn, m) {
       "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
       "max_seq_len"_a = -1, "validate"_a = true, "force_segments"_a = 0, "stream"_a = 0);
 
+  // Element conversions, exposed for the dtype tests (python/tests/test_dtype_tables.py checks them against
+  // numpy's and ml_dtypes' tables): float32 values -> bit patterns of a float dtype, and back.
+  m.def(
+      "_encode",
+      [](const nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>& values,
+         const std::string& name) {
+        const DType t = parse_dtype(name);
+        PA_CHECK(is_float_dtype(t) && dtype_size(t) <= 2, "_encode: ", name,
+                 " is not an 8- or 16-bit float dtype");
+        std::vector<uint8_t> bytes(values.shape(0) * dtype_size(t));
+        for (size_t i = 0; i < values.shape(0); ++i)
+          store_from_float(bytes.data(), t, static_cast<int64_t>(i), values(i));
+        if (dtype_size(t) == 1) return nb::object(nb::cast(to_numpy(bytes, {bytes.size()})));
+        std::vector<uint16_t> halves(values.shape(0));
+        std::memcpy(halves.data(), bytes.data(), bytes.size());
+        return nb::object(nb::cast(to_numpy(halves, {halves.size()})));
+      },
+      "values"_a, "dtype"_a);
+  m.def(
+      "_decode",
+      [](const nb::ndarray<nb::ro, nb::ndim<1>, nb::c_contig, nb::device::cpu>& bits,
+         const std::string& name) {
+        const DType t = parse_dtype(name);
+        PA_CHECK(is_float_dtype(t) && dtype_size(t) <= 2, "_decode: ", name,
+                 " is not an 8- or 16-bit float dtype");
+        PA_CHECK(bits.itemsize() == static_cast<size_t>(dtype_size(t)), "_decode: ", name, " needs ",
+                 dtype_size(t), "-byte elements, got ", bits.itemsize());
+        std::vector<float> out(bits.shape(0));
+        for (size_t i = 0; i < out.size(); ++i)
+          out[i] = load_as_float(bits.data(), t, static_cast<int64_t>(i));
+        return to_numpy(out, {out.size()});
+      },
+      "bits"_a, "dtype"_a);
+
   m.def("build_info", [] {
     const BuildInfo b = build_info();
     std::vector<std::string> dtypes;
     for (DType t : b.cuda_dtypes) dtypes.emplace_back(dtype_name(t));
     nb::dict d;
     d["version"] = b.version;
-    d["cuda"] = b.cuda;
+    const std::string unavailable = cuda_unavailable_reason();
+    d["cuda_built"] = b.cuda;
+    d["cuda_available"] = unavailable.empty();
+    d["cuda_unavailable_reason"] = unavailable;
     d["cuda_archs"] = b.cuda_archs;
     d["cuda_tma"] = b.cuda_tma;
     d["cuda_head_dims"] = b.cuda_head_dims;

@@ -125,7 +125,49 @@ def test_block_manager_write_kv_and_attention_end_to_end(rng):
 def test_info():
     info = pagedattn.info()
     assert info["version"] == pagedattn.__version__
-    assert isinstance(info["cuda"], bool)
+    assert isinstance(info["cuda_built"], bool) and isinstance(info["cuda_available"], bool)
+    # Available means built and a device visible; otherwise the reason says which of the two is missing.
+    assert info["cuda_available"] == (info["cuda_built"] and len(info["devices"]) > 0)
+    if not info["cuda_available"]:
+        want = "no GPU is visible" if info["cuda_built"] else "no CUDA backend"
+        assert want in info["cuda_unavailable_reason"]
+    else:
+        assert info["cuda_unavailable_reason"] == ""
+
+
+def test_non_tensor_arguments_name_themselves(rng):
+    p = make_problem(rng, head_dim=64, num_q_heads=4, num_kv_heads=2, block_size=16, seq_lens=[20], query_lens=[1])
+    args = [p["q"], p["k"], p["v"], p["block_tables"], p["seq_lens"], p["query_start_loc"]]
+    names = ["query", "k_cache", "v_cache", "block_tables", "seq_lens", "query_start_loc"]
+    for i, name in enumerate(names):
+        bad = list(args)
+        bad[i] = bad[i].tolist()  # a Python list where a tensor belongs
+        with pytest.raises(pagedattn.Error, match=rf"^{name} must be a numpy array or a DLPack tensor .*got list"):
+            pagedattn.attention(*bad)
+    with pytest.raises(pagedattn.Error, match="sinks must be"):
+        pagedattn.attention(*args, sinks=[0.0] * 4)
+    with pytest.raises(pagedattn.Error, match="query must be"):
+        pagedattn.attention_workspace_size("q", *args[1:])
+
+
+def test_read_only_outputs_name_themselves(rng):
+    p = make_problem(rng, head_dim=64, num_q_heads=4, num_kv_heads=2, block_size=16, seq_lens=[20], query_lens=[1])
+    key = rng.standard_normal((1, 2, 64)).astype(np.float32)
+    slots = np.array([3], dtype=np.int64)
+    for name in ("k_cache", "v_cache"):
+        caches = {"k_cache": p["k"].copy(), "v_cache": p["v"].copy()}
+        caches[name].setflags(write=False)
+        with pytest.raises(pagedattn.Error, match=rf"^{name} is a read-only array"):
+            pagedattn.write_kv(key, key, slots, caches["k_cache"], caches["v_cache"])
+    out = np.empty_like(p["q"])
+    out.setflags(write=False)
+    with pytest.raises(pagedattn.Error, match="^out is a read-only array"):
+        pagedattn.attention(p["q"], p["k"], p["v"], p["block_tables"], p["seq_lens"], p["query_start_loc"], out)
+    # Read-only inputs are fine: attention only reads the cache.
+    k_ro, v_ro = p["k"].copy(), p["v"].copy()
+    k_ro.setflags(write=False)
+    v_ro.setflags(write=False)
+    pagedattn.attention(p["q"], k_ro, v_ro, p["block_tables"], p["seq_lens"], p["query_start_loc"])
 
 
 def test_torch_cpu_tensors(rng):

@@ -44,4 +44,15 @@ std::vector<DeviceInfo> cuda_devices() {
 #endif
 }
 
+std::string cuda_unavailable_reason() {
+#ifdef PAGEDATTN_WITH_CUDA
+  const std::string runtime = cuda::device_count_error();
+  return runtime.empty()
+             ? std::string()
+             : "this build has the CUDA backend, but no GPU is visible (CUDA runtime: " + runtime + ")";
+#else
+  return "this build has no CUDA backend (configure with -DPAGEDATTN_CUDA=ON on a machine with nvcc)";
+#endif
+}
+
 }  // namespace pagedattn

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "core/validate.h"
@@ -14,6 +15,8 @@ void write_kv(const core::WriteKVProblem& p, Stream stream, bool validate_slots)
 size_t attention_workspace_size(const core::AttentionProblem& p);
 void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream);
 std::vector<DeviceInfo> devices();
+/// "" when the CUDA runtime sees at least one device; otherwise the runtime's reason.
+std::string device_count_error();
 /// Whether long-query tiles run the sm_90a wgmma kernel on this device (PAGEDATTN_WGMMA, build, device).
 bool wgmma_prefill_enabled(int device);
 /// Whether short-query tiles load K/V with TMA on this device (PAGEDATTN_USE_TMA, build, device); a cache

@@ -5,6 +5,16 @@
 
 namespace pagedattn::cuda {
 
+std::string device_count_error() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later calls start clean
+    return cudaGetErrorString(status);
+  }
+  return count > 0 ? std::string() : std::string("the runtime reports 0 devices");
+}
+
 std::vector<DeviceInfo> devices() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {

@@ -79,13 +79,17 @@ std::vector<Workload> workloads(const std::string& op, bool gpu) {
 
 }  // namespace
 
-int run_bench(const std::vector<std::string>& args) {
-  const auto backends = testing::available_backends();
-  const std::string backend = flag_value(args, "--backend", backends.back());
-  const std::string op = flag_value(args, "--op", "decode");
-  const std::string json_path = flag_value(args, "--json", "");
+std::vector<std::string> bench_workload_labels(const std::string& op, bool gpu) {
+  std::vector<std::string> labels;
+  for (const Workload& w : workloads(op, gpu)) labels.push_back(w.label);
+  return labels;
+}
+
+int run_bench(const BenchOptions& options) {
+  const std::string& backend = options.backend;
+  const std::string& op = options.op;
   const bool gpu = backend != "cpu";
-  const int reps = std::stoi(flag_value(args, "--reps", gpu ? "50" : "3"));
+  const int reps = options.reps.value_or(gpu ? 50 : 3);
   auto runner = testing::make_runner(backend);
 
   const testing::ProblemSpec base = base_spec();
@@ -94,15 +98,14 @@ int run_bench(const std::vector<std::string>& args) {
               std::string(dtype_name(base.dtype)).c_str(), reps);
   std::printf("%-26s %12s %14s %10s %10s\n", "workload", "time_us", "tokens/s", "GB/s", "TFLOP/s");
   std::vector<Row> rows;
-  const std::string only = flag_value(args, "--workload", "");
   for (const Workload& w : workloads(op, gpu)) {
-    if (!only.empty() && w.label != only) continue;
+    if (!options.workload.empty() && w.label != options.workload) continue;
     testing::ProblemSpec s = base;
     s.seq_lens = w.seq_lens;
     s.query_lens = w.query_lens;
     testing::HostProblem p = testing::make_problem(s);
     Row r{op, w.label};
-    r.seconds = runner->time_attention(p, 2, reps);
+    r.seconds = runner->time_attention(p, options.warmup, reps);
     const double esize = dtype_size(s.dtype);
     for (size_t i = 0; i < s.seq_lens.size(); ++i) {
       const double len = s.seq_lens[i], q = s.query_lens[i];
@@ -117,9 +120,9 @@ int run_bench(const std::vector<std::string>& args) {
                 r.bytes / r.seconds / 1e9, r.flops / r.seconds / 1e12);
     rows.push_back(r);
   }
-  if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    PA_CHECK(f.good(), "cannot write ", json_path);
+  if (!options.json_path.empty()) {
+    std::ofstream f(options.json_path);
+    PA_CHECK(f.good(), "--json ", options.json_path, ": cannot write the file");
     f << "[\n";
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];

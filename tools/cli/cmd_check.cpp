@@ -1,5 +1,5 @@
-// `pagedattn check`: the attention grid through each backend against the dense double-precision reference.
-#include <chrono>
+// `pagedattn check`: the attention grid and the write_kv grid through each backend against the dense fp64
+// reference (testing/). Exits 1 on any failure.
 #include <cstdio>
 #include <map>
 #include <random>
@@ -10,63 +10,86 @@
 #include "runner.h"
 
 namespace pagedattn::cli {
+namespace {
 
-int run_check(const std::vector<std::string>& args) {
-  const std::string backend = flag_value(args, "--backend", "all");
-  const bool quick = has_flag(args, "--quick");
-  const uint64_t seed = std::stoull(flag_value(args, "--seed", std::to_string(std::random_device{}())));
-  std::vector<std::string> backends;
-  if (backend == "all") {
-    backends = testing::available_backends();
-  } else {
-    backends = {backend};
+// Pass/fail counts per group, in the order the groups first appear; cases a backend does not run, by reason.
+struct Tally {
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<int, int>> groups;
+  std::map<std::string, int> skipped;
+
+  void record(const std::string& group, bool ok) {
+    if (!groups.count(group)) order.push_back(group);
+    auto& [pass, fail] = groups[group];
+    ++(ok ? pass : fail);
   }
-  std::printf("check: %s grid, seed %llu\n", quick ? "quick" : "full", static_cast<unsigned long long>(seed));
-  const auto grid = testing::attention_grid(quick, seed);
+};
+
+// Runs one case; prints a FAIL line with the case's description (seed included) when it fails.
+template <typename Run>
+bool run_case(const std::string& backend, const std::string& description, Run run) {
+  std::string why;
+  try {
+    why = run();
+  } catch (const Error& e) {
+    why = e.what();
+  }
+  if (why.empty()) return true;
+  std::printf("  FAIL %s %s: %s\n", backend.c_str(), description.c_str(), why.c_str());
+  return false;
+}
+
+}  // namespace
+
+int run_check(const CheckOptions& options) {
+  const std::vector<std::string> backends =
+      options.backend == "all" ? testing::available_backends() : std::vector<std::string>{options.backend};
+  const uint64_t seed =
+      options.seed.value_or((uint64_t{std::random_device{}()} << 32) ^ std::random_device{}());
+  std::printf("check: %s grid, seed %llu (--seed %llu replays it)\n", options.quick ? "quick" : "full",
+              static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed));
+  const auto grid = testing::attention_grid(options.quick, seed);
+  const auto write_grid = testing::write_kv_grid(options.quick, seed);
   int passed = 0, failed = 0;
   for (const auto& name : backends) {
     auto runner = testing::make_runner(name);
-    // Group results in grid order: one line per group.
-    std::vector<std::string> order;
-    std::map<std::string, std::pair<int, int>> groups;
-    int unsupported = 0;
+    Tally tally;
     for (const auto& c : grid) {
-      // The CUDA backend reads fp16/bf16 caches of the query dtype; fp32 and fp8 caches are CPU-only for now.
-      if (name != "cpu" && (c.spec.dtype == DType::kFloat32 || c.spec.cache_dtype != c.spec.dtype)) {
-        ++unsupported;
+      if (const std::string why = runner->unsupported(c.spec); !why.empty()) {
+        ++tally.skipped["attention: " + why];
         continue;
       }
-      if (!groups.count(c.group)) order.push_back(c.group);
-      auto& [ok, bad] = groups[c.group];
-      testing::HostProblem p = testing::make_problem(c.spec);
-      std::string why;
-      try {
-        runner->run_attention(p);
-        const auto cmp = testing::compare(p, testing::dense_reference(p), name == "cpu" ? 2.0 : 3.0);
-        if (cmp.ok) {
-          ++ok;
-          continue;
-        }
-        why = cmp.summary();
-      } catch (const Error& e) {
-        why = e.what();
+      tally.record(c.group, run_case(name, c.spec.describe(), [&] {
+                     testing::HostProblem p = testing::make_problem(c.spec);
+                     runner->run_attention(p);
+                     const auto cmp =
+                         testing::compare(p, testing::dense_reference(p), name == "cpu" ? 2.0 : 3.0);
+                     return cmp.ok ? std::string() : cmp.summary();
+                   }));
+    }
+    for (const auto& spec : write_grid) {
+      if (const std::string why = runner->unsupported(spec); !why.empty()) {
+        ++tally.skipped["write_kv: " + why];
+        continue;
       }
-      ++bad;
-      std::printf("  FAIL %s %s: %s\n", name.c_str(), c.spec.describe().c_str(), why.c_str());
+      tally.record("write_kv", run_case(name, spec.describe(), [&] {
+                     testing::HostWriteKV p = testing::make_write_kv_problem(spec);
+                     runner->run_write_kv(p);
+                     return testing::check_write_kv(p);
+                   }));
     }
-    if (unsupported) {
-      std::printf("%-5s %d cases not run: fp32 and fp8_e4m3 caches are CPU-only in this version\n",
-                  name.c_str(), unsupported);
+    for (const auto& [why, count] : tally.skipped) {
+      std::printf("%-5s %d cases not run: %s\n", name.c_str(), count, why.c_str());
     }
-    for (const auto& g : order) {
-      const auto [ok, bad] = groups[g];
+    for (const auto& g : tally.order) {
+      const auto [ok, bad] = tally.groups[g];
       std::printf("%-5s %-24s %3d passed %3d failed\n", name.c_str(), g.c_str(), ok, bad);
       passed += ok;
       failed += bad;
     }
   }
   std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  return failed == 0 && passed > 0 ? 0 : 1;
 }
 
 }  // namespace pagedattn::cli

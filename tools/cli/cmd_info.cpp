@@ -1,3 +1,4 @@
+// `pagedattn info`: version, what this build contains, and what the machine offers.
 #include <cstdio>
 #include <thread>
 
@@ -6,12 +7,13 @@
 
 namespace pagedattn::cli {
 
-int run_info(const std::vector<std::string>&) {
+int run_info() {
   const BuildInfo b = build_info();
   std::printf("pagedattn %s\n", b.version.c_str());
   std::printf("cpu backend: yes (%u threads)\n", std::thread::hardware_concurrency());
   if (b.cuda) {
-    std::printf("cuda backend: yes, archs %s\n  head dims:", b.cuda_archs.c_str());
+    std::printf("cuda backend: yes, archs %s, TMA decode kernel %s\n  head dims:", b.cuda_archs.c_str(),
+                b.cuda_tma ? "compiled" : "not compiled");
     for (int hd : b.cuda_head_dims) std::printf(" %d", hd);
     std::printf("\n  dtypes:");
     for (DType t : b.cuda_dtypes) std::printf(" %s", std::string(dtype_name(t)).c_str());
@@ -19,9 +21,12 @@ int run_info(const std::vector<std::string>&) {
   } else {
     std::printf("cuda backend: no (built without CUDA)\n");
   }
-  const auto devices = cuda_devices();
-  if (b.cuda && devices.empty()) std::printf("cuda devices: none visible\n");
-  for (const auto& d : devices) {
+  if (b.cuda) {
+    if (const std::string why = cuda_unavailable_reason(); !why.empty()) {
+      std::printf("cuda devices: none; %s\n", why.c_str());
+    }
+  }
+  for (const auto& d : cuda_devices()) {
     std::printf("cuda:%d %s, sm_%d%d, %d SMs, %.1f GiB, L2 %.0f MiB, prefill kernel %s, decode loads %s\n",
                 d.index, d.name.c_str(), d.major, d.minor, d.sm_count,
                 static_cast<double>(d.total_memory) / (1 << 30), static_cast<double>(d.l2_bytes) / (1 << 20),

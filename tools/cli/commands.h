@@ -1,18 +1,34 @@
-// Subcommands of the pagedattn CLI. Each returns the process exit code.
+// Subcommands of the pagedattn CLI. main.cpp parses and validates every flag (CLI11) into these options
+// before any work starts; each run_* returns the process exit code.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace pagedattn::cli {
 
-int run_info(const std::vector<std::string>& args);
-int run_check(const std::vector<std::string>& args);
-int run_bench(const std::vector<std::string>& args);
+struct CheckOptions {
+  std::string backend = "all";  // cpu | cuda | all
+  bool quick = false;
+  std::optional<uint64_t> seed;  // unset: a fresh random seed (printed)
+};
 
-/// Value of "--name VALUE" in args, or fallback.
-std::string flag_value(const std::vector<std::string>& args, const std::string& name,
-                       const std::string& fallback);
-bool has_flag(const std::vector<std::string>& args, const std::string& name);
+struct BenchOptions {
+  std::string backend;  // cpu | cuda; empty: the best available
+  std::string op = "decode";
+  std::string workload;   // one label of the op's grid; empty: all
+  std::string json_path;  // empty: no JSON
+  std::optional<int> reps;
+  int warmup = 2;
+};
+
+int run_info();
+int run_check(const CheckOptions& options);
+int run_bench(const BenchOptions& options);
+
+/// The workload labels of an op's grid on a backend (what --workload accepts).
+std::vector<std::string> bench_workload_labels(const std::string& op, bool gpu);
 
 }  // namespace pagedattn::cli

@@ -70,60 +70,82 @@ int block_n_for(TileShape shape, int head_dim) {
 // and doubled its time. Each segment keeps at least one KV tile (and kMinKeysPerSegment keys). Without
 // max_seq_len the split cannot be sized, so the launch stays 2D; without max_query_len the prefill shape is
 // assumed (correct for any batch).
-LaunchChoice choose_launch(const LaunchInputs& in) {
-  constexpr int kMinKeysPerSegment = 64;
-  constexpr int kMaxSegments = 64;
-  constexpr double kFixedTiles = 2.0;  // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
-  constexpr double kMergeTiles = 2.0;  // the merge launch
-  // Each segment's partials, written, then read by the merge: 0.05 since the merge requests a row's segments
-  // together (one round trip, merge_kernel.cuh); 0.15 before, when 1 x 4096 took 13 segments and measured
-  // 1.055x the best count, 16.
-  constexpr double kMergePerSegment = 0.05;
-  constexpr double kLoneTileTime = 0.5;  // a KV tile's time for a CTA alone on an SM that fits two
+namespace {
 
+constexpr int kMinKeysPerSegment = 64;
+constexpr int kMaxSegments = 64;
+constexpr double kFixedTiles = 2.0;  // per CTA: Q load, pipeline fill and epilogue, in KV-tile times
+constexpr double kMergeTiles = 2.0;  // the merge launch
+// Each segment's partials, written, then read by the merge: 0.05 since the merge requests a row's segments
+// together (one round trip, merge_kernel.cuh); 0.15 before, when 1 x 4096 took 13 segments and measured
+// 1.055x the best count, 16.
+constexpr double kMergePerSegment = 0.05;
+constexpr double kLoneTileTime = 0.5;  // a KV tile's time for a CTA alone on an SM that fits two
+
+int group_of(const LaunchInputs& in) {
+  return in.num_q_heads / in.num_kv_heads;
+}
+bool short_queries(const LaunchInputs& in) {
+  return in.max_query_len >= 0 && in.max_query_len * group_of(in) <= 16;
+}
+TileShape shape_of(const LaunchInputs& in) {
+  if (short_queries(in)) return in.tma_decode ? TileShape::kDecodeSm90 : TileShape::kDecode;
+  return in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill;
+}
+
+}  // namespace
+
+int max_modeled_segments(const LaunchInputs& in) {
+  const int block_n = block_n_for(shape_of(in), in.head_dim);
+  return static_cast<int>(std::min<int64_t>(
+      kMaxSegments, std::max<int64_t>(1, in.max_seq_len / std::max(kMinKeysPerSegment, block_n))));
+}
+
+double modeled_split_time(const LaunchInputs& in, int segments) {
+  PA_CHECK(in.max_seq_len > 0 && in.max_query_len >= 0,
+           "modeled_split_time needs max_seq_len and max_query_len");
+  const TileShape shape = shape_of(in);
+  const int group = group_of(in), block_m = block_m_for(shape), block_n = block_n_for(shape, in.head_dim);
+  const int64_t tiles_per_seq = (static_cast<int64_t>(in.max_query_len) * group + block_m - 1) / block_m;
+  const int64_t ctas = std::max<int64_t>(1, in.num_seqs * tiles_per_seq * in.num_kv_heads);
+  const int resident = short_queries(in) ? in.resident_decode : in.resident_prefill;
+  const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
+  const double tiles = std::ceil(static_cast<double>(in.max_seq_len) / block_n);  // of the longest range
+  const int64_t s = segments;
+  // Fractional waves, plus half of the empty part of a partial last wave (a tail of memory-bound CTAs runs
+  // faster than a full wave, but not in proportion to its size).
+  const double frac = static_cast<double>(ctas * s) / static_cast<double>(capacity);
+  const double waves = std::max(1.0, frac + 0.5 * (std::ceil(frac) - frac));
+  const double merge = s > 1 ? kMergeTiles + kMergePerSegment * static_cast<double>(s) : 0.0;
+  // CTAs per SM in a single partial wave (the busiest SM's count), against the resident maximum.
+  const int64_t per_sm = (ctas * s + in.sm_count - 1) / in.sm_count;
+  const double lone =
+      frac < 1.0 && per_sm < resident
+          ? std::max(kLoneTileTime, static_cast<double>(per_sm) / static_cast<double>(resident))
+          : 1.0;
+  // A segment covers ceil(T / s) whole tiles (plan_query_tile): 1 x 4096 runs 13, 14 and 15 segments of 5
+  // tiles alike (the last ones empty), and 16 of 4 tiles faster.
+  const double per_segment = std::ceil(tiles / static_cast<double>(s));
+  return waves * (per_segment + kFixedTiles) * lone + merge;
+}
+
+LaunchChoice choose_launch(const LaunchInputs& in) {
   LaunchChoice c;
-  const int group = in.num_q_heads / in.num_kv_heads;
-  const bool short_queries = in.max_query_len >= 0 && in.max_query_len * group <= 16;
-  const TileShape prefill = in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill;
-  const TileShape decode = in.tma_decode ? TileShape::kDecodeSm90 : TileShape::kDecode;
-  c.shape = short_queries ? decode : prefill;
+  const int group = group_of(in);
+  c.shape = shape_of(in);
   c.block_m = block_m_for(c.shape);
   c.block_n = block_n_for(c.shape, in.head_dim);
-  c.one_tile_per_seq = short_queries;
-  c.grid_tiles = short_queries ? in.num_seqs : in.num_tokens * group / c.block_m + in.num_seqs;
+  c.one_tile_per_seq = short_queries(in);
+  c.grid_tiles = c.one_tile_per_seq ? in.num_seqs : in.num_tokens * group / c.block_m + in.num_seqs;
 
   if (in.force_segments > 0) {
     c.num_segments = in.force_segments;
   } else if (in.max_seq_len > 0 && in.max_query_len >= 0) {
-    const int64_t tiles_per_seq =
-        (static_cast<int64_t>(in.max_query_len) * group + c.block_m - 1) / c.block_m;
-    const int64_t ctas = std::max<int64_t>(1, in.num_seqs * tiles_per_seq * in.num_kv_heads);
-    const int resident = short_queries ? in.resident_decode : in.resident_prefill;
-    const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
-    const double tiles = std::ceil(static_cast<double>(in.max_seq_len) / c.block_n);  // of the longest range
-    const int64_t most = std::min<int64_t>(
-        kMaxSegments, std::max<int64_t>(1, in.max_seq_len / std::max(kMinKeysPerSegment, c.block_n)));
-    auto modeled_time = [&](int64_t s) {
-      // Fractional waves, plus half of the empty part of a partial last wave (a tail of memory-bound CTAs
-      // runs faster than a full wave, but not in proportion to its size).
-      const double frac = static_cast<double>(ctas * s) / static_cast<double>(capacity);
-      const double waves = std::max(1.0, frac + 0.5 * (std::ceil(frac) - frac));
-      const double merge = s > 1 ? kMergeTiles + kMergePerSegment * static_cast<double>(s) : 0.0;
-      // CTAs per SM in a single partial wave (the busiest SM's count), against the resident maximum.
-      const int64_t per_sm = (ctas * s + in.sm_count - 1) / in.sm_count;
-      const double lone =
-          frac < 1.0 && per_sm < resident
-              ? std::max(kLoneTileTime, static_cast<double>(per_sm) / static_cast<double>(resident))
-              : 1.0;
-      // A segment covers ceil(T / s) whole tiles (plan_query_tile): 1 x 4096 runs 13, 14 and 15 segments
-      // of 5 tiles alike (the last ones empty), and 16 of 4 tiles faster.
-      const double per_segment = std::ceil(tiles / static_cast<double>(s));
-      return waves * (per_segment + kFixedTiles) * lone + merge;
-    };
-    double best = modeled_time(1);
-    for (int64_t s = 2; s <= most; ++s) best = std::min(best, modeled_time(s));
-    // The smallest count within 2% of the best: fewer segments mean fewer partials for the same time.
-    while (modeled_time(c.num_segments) > 1.02 * best) ++c.num_segments;
+    const int most = max_modeled_segments(in);
+    double best = modeled_split_time(in, 1);
+    for (int s = 2; s <= most; ++s) best = std::min(best, modeled_split_time(in, s));
+    // The smallest count within the margin of the best: fewer segments mean fewer partials for the same time.
+    while (modeled_split_time(in, c.num_segments) > kSplitTimeMargin * best) ++c.num_segments;
   }
   c.early_merge_launch = in.early_merge_launch && c.num_segments > 1;
   // Persistent launches: one resident CTA per SM slot takes work items until none are left

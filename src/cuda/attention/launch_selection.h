@@ -57,6 +57,14 @@ constexpr size_t kWorkCounterBytes = 256;
 
 LaunchChoice choose_launch(const LaunchInputs& in);
 
+/// The split model behind choose_launch's segment count, exposed for tests and tuning: the modeled time of a
+/// launch with `segments` split-KV segments (in KV-tile times at full residency), and the largest count it
+/// considers. Needs max_seq_len and max_query_len (the split is not sized without them).
+double modeled_split_time(const LaunchInputs& in, int segments);
+int max_modeled_segments(const LaunchInputs& in);
+/// choose_launch takes the smallest count whose modeled time is within this factor of the least.
+constexpr double kSplitTimeMargin = 1.02;
+
 /// Tile of each shape: packed query rows and keys per KV tile (the kernel configs in unified_launch.cuh
 /// check that they agree).
 int block_m_for(TileShape shape);
