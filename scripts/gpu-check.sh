@@ -139,24 +139,10 @@ grep -E "tests passed|tests failed" "$logs/ctest_cpu.txt" | sed 's/^/cpu:  /'
 grep -h -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | sed 's/^/check: /'
 grep -E "passed|failed" "$logs/pytest.log" 2>/dev/null | tail -n 1 | sed 's/^/pytest: /'
 # The real totals over every test that ran: ctest cases (both labels), check cases and pytest cases.
-passed=0 failed=0 skipped=0
-for log in "$logs/ctest_cuda.log" "$logs/ctest_cpu.txt"; do
-  total=$(grep -oE "tests failed out of [0-9]+" "$log" | grep -oE "[0-9]+$" | tail -n 1)
-  fail=$(grep -oE "[0-9]+ tests failed out of" "$log" | grep -oE "^[0-9]+" | tail -n 1)
-  skip=$(grep -cE "\((Skipped|Disabled|Not Run)\)$" "$log")
-  if [[ -z "$total" ]]; then failed=$((failed + 1)); continue; fi
-  passed=$((passed + total - fail - skip)) failed=$((failed + fail)) skipped=$((skipped + skip))
-done
-read -r cp cf < <(grep -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | tail -n 1 | grep -oE "[0-9]+" | paste -s -d ' ')
-[[ -n "${cp:-}" ]] && passed=$((passed + cp)) failed=$((failed + cf)) || failed=$((failed + 1))
-if [[ "${SKIP_PYTHON:-0}" != 1 ]]; then
-  line=$(grep -E "[0-9]+ (passed|failed)" "$logs/pytest.log" 2>/dev/null | tail -n 1)
-  for kind in passed failed skipped errors error; do
-    n=$(echo "$line" | grep -oE "[0-9]+ $kind\b" | grep -oE "^[0-9]+" || true)
-    case $kind in passed) passed=$((passed + ${n:-0})) ;; skipped) skipped=$((skipped + ${n:-0})) ;;
-      *) failed=$((failed + ${n:-0})) ;; esac
-  done
-  [[ -z "$line" ]] && failed=$((failed + 1))
-fi
-echo "$passed passed, $failed failed, $skipped skipped"
+source scripts/totals.sh
+count_ctest "$logs/ctest_cuda.log" "GPU tests"
+count_ctest "$logs/ctest_cpu.txt" "CPU tests"
+count_plain "$logs/check_cuda.log" "pagedattn check"
+[[ "${SKIP_PYTHON:-0}" != 1 ]] && count_pytest "$logs/pytest.log"
+print_totals
 [[ $failed -eq 0 && $cuda_rc -eq 0 && $cpu_rc -eq 0 && $check_rc -eq 0 && $py_rc -eq 0 && $san_rc -eq 0 ]]

@@ -9,50 +9,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
-passed=0 failed=0 skipped=0
-broken_steps=()
 log_dir=build-logs
 mkdir -p "$log_dir"
-
-step_failed() {  # a step that could not produce test results
-  echo "!! $1 failed"
-  broken_steps+=("$1")
-  failed=$((failed + 1))
-}
-
-# Adds a ctest log's counts: "N% tests passed, F tests failed out of T" and the "(Skipped)" / "(Disabled)" rows.
-count_ctest() {
-  local log=$1 total fail skip
-  total=$(grep -oE "tests failed out of [0-9]+" "$log" | grep -oE "[0-9]+$" | tail -n 1)
-  fail=$(grep -oE "[0-9]+ tests failed out of" "$log" | grep -oE "^[0-9]+" | tail -n 1)
-  skip=$(grep -cE "\((Skipped|Disabled|Not Run)\)$" "$log")
-  if [[ -z "$total" ]]; then
-    step_failed "$2 (no ctest summary)"
-    return
-  fi
-  passed=$((passed + total - fail - skip))
-  failed=$((failed + fail))
-  skipped=$((skipped + skip))
-}
-
-# Adds a pytest log's counts from its summary line ("3 failed, 40 passed, 2 skipped in 1.2s").
-count_pytest() {
-  local log=$1 line n
-  line=$(grep -E "^=*.*[0-9]+ (passed|failed|skipped|error|errors)" "$log" | tail -n 1)
-  if [[ -z "$line" ]]; then
-    step_failed "pytest (no summary)"
-    return
-  fi
-  for kind in passed failed skipped error errors; do
-    n=$(echo "$line" | grep -oE "[0-9]+ $kind\b" | grep -oE "^[0-9]+" || true)
-    n=${n:-0}
-    case $kind in
-      passed) passed=$((passed + n)) ;;
-      skipped) skipped=$((skipped + n)) ;;
-      *) failed=$((failed + n)) ;;
-    esac
-  done
-}
+source scripts/totals.sh
 
 if ! bash scripts/install-deps.sh --if-missing; then
   step_failed "dependency install (scripts/install-deps.sh)"
@@ -105,8 +64,5 @@ else
   step_failed "python package install"
 fi
 
-if [[ ${#broken_steps[@]} -gt 0 ]]; then
-  echo "steps that failed before their tests could run: ${broken_steps[*]}"
-fi
-echo "$passed passed, $failed failed, $skipped skipped"
+print_totals
 [[ $failed -eq 0 ]]
