@@ -33,8 +33,8 @@ Format format_of(DType t) {
 double largest_finite(const Format& f) {
   // e4m3fn: exponent all ones is normal, but its largest mantissa is NaN, leaving 1.110b * 2^8 = 448.
   const int top_exponent = (1 << f.exponent_bits) - (f.ieee_specials ? 2 : 1);
-  const double top_mantissa = f.ieee_specials ? 2.0 - std::ldexp(1.0, -f.mantissa_bits)
-                                              : 2.0 - std::ldexp(2.0, -f.mantissa_bits);
+  const double top_mantissa =
+      f.ieee_specials ? 2.0 - std::ldexp(1.0, -f.mantissa_bits) : 2.0 - std::ldexp(2.0, -f.mantissa_bits);
   return std::ldexp(top_mantissa, top_exponent - f.bias);
 }
 
@@ -61,7 +61,8 @@ double decode_bits(const Format& f, uint64_t bits) {
   return negative ? -v : v;
 }
 
-// Every bit pattern of an 8- or 16-bit format, decoded once (the dense reference reads each element many times).
+// Every bit pattern of an 8- or 16-bit format, decoded once (the dense reference reads each element many
+// times).
 const std::vector<double>& table_of(DType t) {
   static const auto make = [](DType type) {
     const Format f = format_of(type);

@@ -17,8 +17,8 @@ namespace pagedattn::testing {
 /// Element i of a buffer of float dtype t, exactly, as a double.
 double ref_decode(const void* buffer, DType t, int64_t i);
 
-/// The value of float dtype t nearest to x, ties to the even mantissa. Beyond the largest finite value: inf for
-/// the IEEE formats, the largest finite value (saturation, as the library specifies for fp8) for e4m3fn.
+/// The value of float dtype t nearest to x, ties to the even mantissa. Beyond the largest finite value: inf
+/// for the IEEE formats, the largest finite value (saturation, as the library specifies for fp8) for e4m3fn.
 double ref_round(double x, DType t);
 
 }  // namespace pagedattn::testing

@@ -15,9 +15,10 @@ namespace pagedattn::testing {
 
 std::string WriteKVSpec::describe() const {
   std::ostringstream os;
-  os << "write_kv hd=" << head_dim << " hkv=" << num_kv_heads << " bs=" << block_size << " blocks=" << num_blocks
-     << " tokens=" << num_tokens << " " << dtype_name(src_dtype) << "->" << dtype_name(cache_dtype)
-     << (hnd_layout ? " HND" : " NHD") << (strided ? " strided" : "") << " seed=" << seed;
+  os << "write_kv hd=" << head_dim << " hkv=" << num_kv_heads << " bs=" << block_size
+     << " blocks=" << num_blocks << " tokens=" << num_tokens << " " << dtype_name(src_dtype) << "->"
+     << dtype_name(cache_dtype) << (hnd_layout ? " HND" : " NHD") << (strided ? " strided" : "")
+     << " seed=" << seed;
   return os.str();
 }
 
@@ -26,7 +27,8 @@ HostWriteKV make_write_kv_problem(const WriteKVSpec& s) {
   HostWriteKV p;
   p.spec = s;
   std::mt19937_64 rng(s.seed);
-  const int64_t d = s.head_dim, h = s.num_kv_heads, bs = s.block_size, slots_total = int64_t{s.num_blocks} * bs;
+  const int64_t d = s.head_dim, h = s.num_kv_heads, bs = s.block_size,
+                slots_total = int64_t{s.num_blocks} * bs;
   PA_CHECK(s.num_tokens <= slots_total, "make_write_kv_problem: more tokens than slots");
   const int64_t es = dtype_size(s.src_dtype), ec = dtype_size(s.cache_dtype);
   // Strided sources keep rows 16-byte aligned (what the CUDA backend requires): gaps of 16 bytes.
@@ -45,7 +47,8 @@ HostWriteKV make_write_kv_problem(const WriteKVSpec& s) {
   // The edges first, then distinct random slots.
   const int64_t middle = s.num_blocks / 2;
   std::vector<int64_t> edges = {0, slots_total - 1, middle * bs, middle * bs + bs - 1};
-  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());  // block size 1: first == last of a block
+  edges.erase(std::unique(edges.begin(), edges.end()),
+              edges.end());  // block size 1: first == last of a block
   std::vector<int64_t> rest(static_cast<size_t>(slots_total));
   std::iota(rest.begin(), rest.end(), 0);
   std::erase_if(rest, [&](int64_t x) { return std::find(edges.begin(), edges.end(), x) != edges.end(); });
@@ -75,7 +78,8 @@ TensorView HostWriteKV::key_view() {
 }
 
 TensorView HostWriteKV::value_view() {
-  return TensorView::strided(value.data(), spec.src_dtype, {spec.num_tokens, spec.num_kv_heads, spec.head_dim},
+  return TensorView::strided(value.data(), spec.src_dtype,
+                             {spec.num_tokens, spec.num_kv_heads, spec.head_dim},
                              {src_stride_token, src_stride_head, 1});
 }
 
@@ -87,9 +91,9 @@ PagedKVCache HostWriteKV::cache() {
   const int64_t n = spec.num_blocks, bs = spec.block_size, h = spec.num_kv_heads, d = spec.head_dim;
   PagedKVCache c;
   for (auto [view, buf] : {std::pair{&c.k, &k_pool}, std::pair{&c.v, &v_pool}}) {
-    *view = spec.hnd_layout
-                ? TensorView::strided(buf->data(), spec.cache_dtype, {n, bs, h, d}, {h * bs * d, d, bs * d, 1})
-                : TensorView::contiguous(buf->data(), spec.cache_dtype, {n, bs, h, d});
+    *view = spec.hnd_layout ? TensorView::strided(buf->data(), spec.cache_dtype, {n, bs, h, d},
+                                                  {h * bs * d, d, bs * d, 1})
+                            : TensorView::contiguous(buf->data(), spec.cache_dtype, {n, bs, h, d});
   }
   return c;
 }
@@ -105,11 +109,12 @@ std::string check_write_kv(const HostWriteKV& p) {
     const int64_t block = slot / bs, offset = slot % bs;
     for (int64_t head = 0; head < h; ++head) {
       for (int64_t i = 0; i < d; ++i) {
-        const int64_t dst =
-            s.hnd_layout ? ((block * h + head) * bs + offset) * d + i : ((block * bs + offset) * h + head) * d + i;
+        const int64_t dst = s.hnd_layout ? ((block * h + head) * bs + offset) * d + i
+                                         : ((block * bs + offset) * h + head) * d + i;
         const int64_t src = t * p.src_stride_token + head * p.src_stride_head + i;
         written[static_cast<size_t>(dst)] = true;
-        for (auto [pool, source, name] : {std::tuple{&p.k_pool, &p.key, "k"}, std::tuple{&p.v_pool, &p.value, "v"}}) {
+        for (auto [pool, source, name] :
+             {std::tuple{&p.k_pool, &p.key, "k"}, std::tuple{&p.v_pool, &p.value, "v"}}) {
           const double want = ref_round(ref_decode(source->data(), s.src_dtype, src), s.cache_dtype);
           const double got = ref_decode(pool->data(), s.cache_dtype, dst);
           if (got != want && !(std::isnan(got) && std::isnan(want))) {
@@ -126,7 +131,8 @@ std::string check_write_kv(const HostWriteKV& p) {
     for (auto [now, before, name] :
          {std::tuple{&p.k_pool, &p.k_before, "k"}, std::tuple{&p.v_pool, &p.v_before, "v"}}) {
       if (std::memcmp(now->data() + e * ec, before->data() + e * ec, static_cast<size_t>(ec)) != 0) {
-        why << name << " pool element " << e << " (slot " << e / d / h << ") was written, but no token maps there";
+        why << name << " pool element " << e << " (slot " << e / d / h
+            << ") was written, but no token maps there";
         return why.str();
       }
     }
@@ -139,8 +145,8 @@ std::vector<WriteKVSpec> write_kv_grid(bool quick, uint64_t seed) {
   struct Formats {
     DType src, cache;
   };
-  const Formats formats[] = {{DType::kBFloat16, DType::kBFloat16}, {DType::kFloat16, DType::kFloat16},
-                             {DType::kFloat32, DType::kFloat32},   {DType::kBFloat16, DType::kFloat8E4M3},
+  const Formats formats[] = {{DType::kBFloat16, DType::kBFloat16},  {DType::kFloat16, DType::kFloat16},
+                             {DType::kFloat32, DType::kFloat32},    {DType::kBFloat16, DType::kFloat8E4M3},
                              {DType::kFloat16, DType::kFloat8E4M3}, {DType::kFloat32, DType::kFloat8E4M3}};
   const int block_sizes[] = {1, 3, 16, 256, 7};
   const int head_dims[] = {64, 80, 96, 112, 128, 192, 256};

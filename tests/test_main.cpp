@@ -1,5 +1,5 @@
-// The main of every GoogleTest binary: prints this run's seed first and, after a failing test, the command line
-// that replays it with the same random inputs.
+// The main of every GoogleTest binary: prints this run's seed first and, after a failing test, the command
+// line that replays it with the same random inputs.
 #include <gtest/gtest.h>
 
 #include <cstdio>
