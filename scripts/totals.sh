@@ -10,11 +10,14 @@ step_failed() {
   failed=$((failed + 1))
 }
 
-# A ctest log: "N% tests passed, F tests failed out of T" and its "(Skipped)" / "(Disabled)" / "(Not Run)" rows.
+# A ctest log: "N% tests passed, F tests failed out of T" (ctest 4 writes "100% tests passed out of T" when none
+# failed) and its "(Skipped)" / "(Disabled)" / "(Not Run)" rows.
 count_ctest() {
-  local log=$1 total fail skip
-  total=$(grep -oE "tests failed out of [0-9]+" "$log" 2>/dev/null | grep -oE "[0-9]+$" | tail -n 1)
-  fail=$(grep -oE "[0-9]+ tests failed out of" "$log" 2>/dev/null | grep -oE "^[0-9]+" | tail -n 1)
+  local log=$1 summary total fail skip
+  summary=$(grep -E "^[0-9]+% tests passed.* out of [0-9]+" "$log" 2>/dev/null | tail -n 1)
+  total=$(echo "$summary" | grep -oE "out of [0-9]+" | grep -oE "[0-9]+$")
+  fail=$(echo "$summary" | grep -oE "[0-9]+ tests? failed" | grep -oE "^[0-9]+")
+  fail=${fail:-0}
   skip=$(grep -cE "\((Skipped|Disabled|Not Run)\)$" "$log" 2>/dev/null)
   if [[ -z "$total" ]]; then
     step_failed "$2 (no ctest summary)"

@@ -33,6 +33,17 @@ bool have_gpu() {
 #define REQUIRE_GPU() \
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
+// A quick build compiles one dtype and head dim: a test of another configuration skips, saying why, instead
+// of failing on the backend's "not compiled" error. Loops over configurations skip the cases this build lacks
+// (compiled) and the test skips when none was left.
+bool compiled(const testing::ProblemSpec& s) {
+  return testing::cuda_not_compiled(s.dtype, s.head_dim).empty();
+}
+#define SKIP_UNLESS_COMPILED(spec) \
+  if (!compiled(spec)) GTEST_SKIP() << testing::cuda_not_compiled((spec).dtype, (spec).head_dim)
+#define SKIP_IF_NONE_RAN(ran) \
+  if ((ran) == 0) GTEST_SKIP() << "no configuration of this test is compiled in this build"
+
 const std::vector<testing::GridCase>& gpu_grid() {
   static const std::vector<testing::GridCase> cases = [] {
     // The cases the CUDA backend runs as built (a quick build compiles one dtype and head dim); the runner
@@ -84,6 +95,7 @@ TEST_P(CudaSegments, SegmentCountInvariance) {
   s.dtype = s.cache_dtype = DType::kBFloat16;
   s.sinks = s.lse = true;
   s.seed = rng();
+  SKIP_UNLESS_COMPILED(s);
   testing::draw_batch(s, sc.kind, sc.seqs, sc.max_len, rng);
   SCOPED_TRACE(s.describe());
   auto runner = testing::make_cuda_runner();
@@ -159,7 +171,7 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
   const int head_dims[] = {64, 128, 192, 256};
   const int block_sizes[] = {8, 16, 64, 128, 256, 32};
   const int windows[] = {0, 37, 100};
-  int i = 0;
+  int i = 0, ran = 0;
   for (int hd : head_dims) {
     for (int bs : block_sizes) {
       testing::ProblemSpec s;
@@ -179,6 +191,8 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
       s.seq_lens[0] = 1;  // a single token
       s.query_lens[0] = 1;
       ++i;
+      if (!compiled(s)) continue;
+      ++ran;
       SCOPED_TRACE(s.describe());
       testing::HostProblem p = testing::make_problem(s);
       // Poison every pool row outside each sequence's visible keys [max(0, len - 1 - window), len).
@@ -208,6 +222,7 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
       EXPECT_TRUE(cmp.ok) << cmp.summary();
     }
   }
+  SKIP_IF_NONE_RAN(ran);
 }
 
 // More decode work items than resident CTAs: on Hopper the TMA decode kernel runs persistent CTAs that take
@@ -225,6 +240,7 @@ TEST(CudaAttention, DecodeWithMoreItemsThanResidentCtas) {
                         {64, 8, 1, 32, 1031, 100, 0, true},
                         {256, 16, 2, 64, 293, 0, 3, false},
                         {128, 24, 4, 8, 467, 37, 5, false}};
+  int ran = 0;
   for (const Case& c : cases) {
     testing::ProblemSpec s;
     s.head_dim = c.head_dim;
@@ -236,6 +252,8 @@ TEST(CudaAttention, DecodeWithMoreItemsThanResidentCtas) {
     s.hnd_layout = c.hnd;
     s.sinks = s.lse = true;
     s.seed = rng();
+    if (!compiled(s)) continue;
+    ++ran;
     testing::draw_batch(s, testing::BatchKind::kDecode, c.seqs, 900, rng);
     for (int i = 5; i < c.seqs; i += 17) s.query_lens[i] = 0;  // a cached sequence with no new token
     for (int i = 11; i < c.seqs; i += 29) s.seq_lens[i] = s.query_lens[i] = 0;  // an empty sequence
@@ -251,6 +269,29 @@ TEST(CudaAttention, DecodeWithMoreItemsThanResidentCtas) {
       EXPECT_EQ(p.out, replay.out);
     }
   }
+  SKIP_IF_NONE_RAN(ran);
+}
+
+// The persistent decode at a size compute-sanitizer's racecheck finishes in seconds (scripts/gpu-check.sh
+// SANITIZE=1): ~700 items of at most four KV tiles, a few per CTA, so every CTA reuses its Q buffer, plan
+// mailbox and stages across items (the handovers racecheck is there to check).
+TEST(CudaAttention, PersistentDecodeOfShortItems) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::run_seed());
+  testing::ProblemSpec s;
+  s.head_dim = 128;
+  s.num_q_heads = 16;
+  s.num_kv_heads = 4;
+  s.block_size = 16;
+  s.lse = true;
+  s.seed = rng();
+  SKIP_UNLESS_COMPILED(s);
+  testing::draw_batch(s, testing::BatchKind::kDecode, 173, 200, rng);
+  SCOPED_TRACE(s.describe());
+  testing::HostProblem p = testing::make_problem(s);
+  testing::make_cuda_runner()->run_attention(p);
+  const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+  EXPECT_TRUE(cmp.ok) << cmp.summary();
 }
 
 // Batches of hundreds of sequences: every CTA finds its sequence by searching the tile starts
@@ -267,6 +308,7 @@ TEST(CudaAttention, ManySequences) {
     s.num_kv_heads = 2;  // GQA 6
     s.block_size = 7;
     s.seed = rng();
+    SKIP_UNLESS_COMPILED(s);
     testing::draw_batch(s, kind, seqs, 200, rng);
     SCOPED_TRACE(s.describe());
     testing::HostProblem p = testing::make_problem(s);
@@ -289,6 +331,7 @@ TEST(CudaAttention, LongContextDecode) {
   s.window_left = 0;
   s.seed = test::run_seed();
   s.lse = true;
+  SKIP_UNLESS_COMPILED(s);
   testing::HostProblem p = testing::make_problem(s);
   testing::make_cuda_runner()->run_attention(p);
   const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
@@ -312,6 +355,7 @@ TEST(CudaAttention, PoolLargerThan2Pow31Elements) {
   s.seq_lens = {1000, 3000, 17};
   s.query_lens = {1, 40, 17};
   s.seed = test::run_seed();
+  SKIP_UNLESS_COMPILED(s);
   testing::HostProblem p = testing::make_problem(s);
   const int64_t offset = big_blocks - p.num_blocks;  // host block b lives at device block b + offset
   void *k = nullptr, *v = nullptr;
@@ -365,7 +409,7 @@ TEST(CudaAttention, PoolLargerThan2Pow31Elements) {
 TEST(CudaAttention, BadInputSameMessagesAsCpu) {
   REQUIRE_GPU();
   testing::ProblemSpec s;
-  s.head_dim = 64;
+  s.head_dim = 128;
   s.num_q_heads = 4;
   s.num_kv_heads = 2;
   s.seq_lens = {20, 33, 5};
@@ -400,6 +444,7 @@ TEST(CudaAttention, GraphReplayEqualsEager) {
     s.num_kv_heads = 2;
     s.block_size = 16;
     s.seed = rng();
+    SKIP_UNLESS_COMPILED(s);
     testing::draw_batch(s, kind, 7, 3000, rng);
     SCOPED_TRACE(s.describe());
     testing::HostProblem eager = testing::make_problem(s), replay = testing::make_problem(s);

@@ -84,7 +84,7 @@ struct DecodeSm90Control {
   uint64_t full[kStages];   // K/V stage landed: one producer arrival announcing the bytes, then the copies
   uint64_t empty[kStages];  // K/V stage consumed: one arrival per compute warp
   uint64_t q_full;          // Q landed and the plan is written: 32 producer arrivals after copies + 1
-  uint64_t q_empty;         // every compute warp holds Q in registers and has read the plan
+  uint64_t q_empty;         // every compute thread holds Q in registers and has read the plan
   WorkItemPlan plan;
 };
 
@@ -215,15 +215,17 @@ __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90
   uint32_t tiles_used = 0;
   for (uint32_t items = 0;; ++items) {
     sm90::mbarrier_wait(smem_addr(&ctl.q_full), items & 1);
-    const WorkItemPlan plan = read_plan(ctl.plan, lane);  // lane 0 reads; it also releases q_empty
+    const WorkItemPlan plan = read_plan(ctl.plan, lane);  // lane 0 reads (every thread releases q_empty)
     if (plan.done) return;
     const QueryTile t = plan.t;
     const int kv_head = plan.kv_head, segment = plan.segment;
     uint32_t q_frag[D / 16][4];
     load_q_fragments<D>(
         q_frag, [&](int r, int col) { return sQ + r * Cfg::kQStride + col; }, lane);
-    __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.q_empty));
+    // Every thread releases the Q buffer after its own reads (the producer's next cp.async overwrites it):
+    // one lane's arrival after __syncwarp would order them too, but racecheck credits a release only with
+    // the releasing thread's reads.
+    sm90::mbarrier_arrive(smem_addr(&ctl.q_empty));
     int row_qpos[2];
     float row_slope[2];
     row_facts(p, t, kv_head, 0, lane, row_qpos, row_slope);
@@ -294,7 +296,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       sm90::mbarrier_init(smem_addr(&ctl.empty[s]), Cfg::kComputeWarps);
     }
     sm90::mbarrier_init(smem_addr(&ctl.q_full), 32 + 1);
-    sm90::mbarrier_init(smem_addr(&ctl.q_empty), Cfg::kComputeWarps);
+    sm90::mbarrier_init(smem_addr(&ctl.q_empty), Cfg::kComputeThreads);
     sm90::mbarrier_init_fence();
   } else if (threadIdx.x == Cfg::kComputeThreads) {
     sm90::prefetch_tensor_map(&p.tma.k);  // the descriptors are launch parameters

@@ -98,12 +98,12 @@ struct WorkItemPlan {
 };
 
 /// The consumer side of the plan mailbox: lane 0 of the warp reads the published plan from shared memory and
-/// hands it to the other lanes by shuffles. Lane 0 is also the lane whose mbarrier arrival releases the slot
-/// (q_empty), so every shared-memory read of the plan is ordered before the producer's next write by the
-/// reading thread's own release. Every lane reading, then __syncwarp and lane 0's arrival, is as correct
-/// under the PTX memory model (bar.warp.sync orders the lanes' reads before lane 0's release), but
-/// compute-sanitizer's racecheck does not credit other lanes' reads to that arrival and reported a
-/// write-after-read hazard here.
+/// hands it to the other lanes by shuffles. Lane 0 is also a lane whose mbarrier arrival releases the slot
+/// (q_empty: the prefill's one arrival per warp, the decode's one per thread), so every shared-memory read of
+/// the plan is ordered before the producer's next write by the reading thread's own release. Every lane
+/// reading, then __syncwarp and lane 0's arrival, is as correct under the PTX memory model (bar.warp.sync
+/// orders the lanes' reads before lane 0's release), but compute-sanitizer's racecheck does not credit other
+/// lanes' reads to that arrival and reported a write-after-read hazard here.
 __device__ __forceinline__ WorkItemPlan read_plan(const WorkItemPlan& slot, int lane) {
   static_assert(sizeof(WorkItemPlan) % 4 == 0, "the plan crosses lanes as 32-bit words");
   constexpr int kWords = sizeof(WorkItemPlan) / 4;
