@@ -81,6 +81,8 @@ class Paged:
     """One input set: a contiguous cache (for the peers) and the same data in a paged pool with shuffled blocks."""
 
     def __init__(self, seq_lens, query_lens, hq=HQ, hkv=HKV, d=D, bs=BS, layout="NHD"):
+        kv_dtype = KV_DTYPE[0]
+        self.kv_dtype = kv_dtype
         self.seq_lens, self.query_lens = seq_lens, query_lens
         self.hq, self.hkv, self.d, self.bs = hq, hkv, d, bs
         nblk = [(s + bs - 1) // bs for s in seq_lens]
@@ -97,14 +99,45 @@ class Paged:
         width = max(nblk) * bs
         self.k = torch.randn(len(seq_lens), hkv, width, d, dtype=DT, device=DEV)
         self.v = torch.randn_like(self.k)
+        # A quantized cache: the pools hold codes (and int8 its per-token scales); the peers and the reference
+        # read the same values dequantized into the contiguous bf16 cache.
+        codes = {}
+        if kv_dtype in ("fp8_e4m3", "fp8_e5m2"):
+            fp8 = torch.float8_e4m3fn if kv_dtype == "fp8_e4m3" else torch.float8_e5m2
+            for name in ("k", "v"):
+                codes[name] = getattr(self, name).to(fp8)
+                setattr(self, name, codes[name].to(DT))
+        elif kv_dtype == "int8":
+            self.scale_k, self.scale_v = [torch.empty(len(seq_lens), hkv, width, device=DEV) for _ in range(2)]
+            for name in ("k", "v"):
+                x_all = getattr(self, name)
+                codes[name] = torch.empty(x_all.shape, dtype=torch.int8, device=DEV)
+                for i in range(len(seq_lens)):  # one sequence at a time: float32 copies of the whole cache
+                    x = x_all[i].float()           # would not fit beside it at 256 x 32768
+                    scale = x.abs().amax(-1) / 127
+                    codes[name][i] = torch.round(x / scale[..., None]).clamp(-127, 127).to(torch.int8)
+                    getattr(self, f"scale_{name}")[i] = scale
+                    x_all[i] = (codes[name][i].float() * scale[..., None]).to(DT)
+        pool_dtype = codes["k"].dtype if codes else DT
+        self.k_pool = self.k_pool.to(pool_dtype) if codes else self.k_pool
+        self.v_pool = self.v_pool.to(pool_dtype) if codes else self.v_pool
+        self.scales = {}
+        if kv_dtype == "int8":
+            self.scales = {"k_meta": torch.empty(total, bs, hkv, device=DEV),
+                           "v_meta": torch.empty(total, bs, hkv, device=DEV)}
         at = 0
         for i, s in enumerate(seq_lens):
             ids = perm[at:at + nblk[i]]
             at += nblk[i]
             self.block_tables[i, :nblk[i]] = ids
             span = nblk[i] * bs
-            self.k_pool[ids.long()] = self.k[i, :, :span].view(hkv, nblk[i], bs, d).permute(1, 2, 0, 3)
-            self.v_pool[ids.long()] = self.v[i, :, :span].view(hkv, nblk[i], bs, d).permute(1, 2, 0, 3)
+            src_k = codes["k"][i] if codes else self.k[i]
+            src_v = codes["v"][i] if codes else self.v[i]
+            self.k_pool[ids.long()] = src_k[:, :span].reshape(hkv, nblk[i], bs, d).permute(1, 2, 0, 3)
+            self.v_pool[ids.long()] = src_v[:, :span].reshape(hkv, nblk[i], bs, d).permute(1, 2, 0, 3)
+            if kv_dtype == "int8":
+                self.scales["k_meta"][ids.long()] = self.scale_k[i, :, :span].reshape(hkv, nblk[i], bs).permute(1, 2, 0)
+                self.scales["v_meta"][ids.long()] = self.scale_v[i, :, :span].reshape(hkv, nblk[i], bs).permute(1, 2, 0)
         self.seq_lens_t = torch.tensor(seq_lens, dtype=torch.int32, device=DEV)
         self.qsl = torch.tensor([0] + list(torch.tensor(query_lens).cumsum(0)), dtype=torch.int32, device=DEV)
         self.q = torch.randn(int(sum(query_lens)), hq, d, dtype=DT, device=DEV)
@@ -112,7 +145,10 @@ class Paged:
         self.hints = dict(max_query_len=max(query_lens), max_seq_len=max(seq_lens))
 
     def nbytes(self):
-        kv = sum(2 * s * self.hkv * self.d * 2 for s in self.seq_lens)
+        """Bytes an ideal kernel moves: the cache as stored (codes and scales), q and out."""
+        per_elem = 2 if self.kv_dtype == "bf16" else 1
+        meta = 4 if self.kv_dtype == "int8" else 0
+        kv = sum(2 * s * self.hkv * (self.d * per_elem + meta) for s in self.seq_lens)
         return kv + 2 * self.q.numel() * 2
 
     def flops(self):
@@ -124,12 +160,12 @@ class Paged:
     def ours(self, workspace, force_segments=0):
         return lambda: pagedattn.attention(self.q, self.k_pool, self.v_pool, self.block_tables, self.seq_lens_t,
                                            self.qsl, self.out, workspace=workspace, validate=False,
-                                           force_segments=force_segments, **self.hints)
+                                           force_segments=force_segments, **self.hints, **self.scales)
 
     def workspace(self, force_segments=0):
         size = pagedattn.attention_workspace_size(self.q, self.k_pool, self.v_pool, self.block_tables,
                                                   self.seq_lens_t, self.qsl, force_segments=force_segments,
-                                                  **self.hints)
+                                                  **self.hints, **self.scales)
         return torch.empty(max(size, 16), dtype=torch.uint8, device=DEV)
 
     def reference(self, i, rows=None):
@@ -207,6 +243,7 @@ def to_rows(o, p):
 # ---- workloads --------------------------------------------------------------------------------------------------------
 
 PEERS = ["cudnn", "flash", "flex"]
+KV_DTYPE = ["bf16"]  # --kv-dtype: the format of our paged cache
 
 
 def run_points(kind, points, l2, results, short):
@@ -342,7 +379,10 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     ap.add_argument("--only", default="decode,prefill,mixed,spot,select")
     ap.add_argument("--peers", default=",".join(PEERS), help="peers timed beside ours ('none': ours only)")
+    ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8_e4m3", "fp8_e5m2", "int8"],
+                    help="our cache format (the peers read the same values, dequantized, from a bf16 cache)")
     args = ap.parse_args()
+    KV_DTYPE[0] = args.kv_dtype
     PEERS[:] = [p for p in args.peers.split(",") if p in PEERS]
     os.makedirs(args.out, exist_ok=True)
     only = set(args.only.split(","))
@@ -374,10 +414,12 @@ def main():
             run_points("prefill", [(f"4x4096 {tag}", [4096] * 4, [4096] * 4, True, shape)], l2, results, args.short)
     if "select" in only:
         run_selection(l2, results, decode)
-    with open(os.path.join(args.out, "bench_results.json"), "w") as f:
-        json.dump({"device": prop.name, "ceilings": CEIL, "results": results}, f, indent=1)
+    suffix = "" if args.kv_dtype == "bf16" else f"_{args.kv_dtype}"
+    with open(os.path.join(args.out, f"bench_results{suffix}.json"), "w") as f:
+        json.dump({"device": prop.name, "kv_dtype": args.kv_dtype, "ceilings": CEIL, "results": results}, f,
+                  indent=1)
     if any(r["op"] in ("decode", "prefill") for r in results):
-        plot(results, os.path.join(args.out, "bench_plot.png"))
+        plot(results, os.path.join(args.out, f"bench_plot{suffix}.png"))
 
 
 if __name__ == "__main__":

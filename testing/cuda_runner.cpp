@@ -7,6 +7,7 @@
 
 #include "pagedattn/error.h"
 #include "pagedattn/info.h"
+#include "pagedattn/kv_format.h"
 #include "runner.h"
 
 #define RUNNER_CUDA_CHECK(call)                                             \
@@ -56,7 +57,8 @@ TensorView on_device(TensorView t, const DeviceBuffer& buf) {
 
 // Device copies of every input and output of one problem, and the views the op takes.
 struct DeviceProblem {
-  DeviceBuffer k, v, q, out, alibi, sinks, lse, tables, lens, qsl, workspace;
+  DeviceBuffer k, v, k_scale, v_scale, k_meta, v_meta, q, out, alibi, sinks, lse, tables, lens, qsl,
+      workspace;
   TensorView query, output;
   PagedKVCache cache;
   BatchDesc batch;
@@ -65,6 +67,10 @@ struct DeviceProblem {
   explicit DeviceProblem(HostProblem& p)
       : k(upload(p.k_pool)),
         v(upload(p.v_pool)),
+        k_scale(upload(p.k_scale)),
+        v_scale(upload(p.v_scale)),
+        k_meta(upload(p.k_meta)),
+        v_meta(upload(p.v_meta)),
         q(upload(p.q)),
         out(upload(p.out)),
         alibi(upload(p.alibi)),
@@ -78,6 +84,10 @@ struct DeviceProblem {
     cache = p.cache();
     cache.k = on_device(cache.k, k);
     cache.v = on_device(cache.v, v);
+    if (cache.k_scale.data) cache.k_scale = on_device(cache.k_scale, k_scale);
+    if (cache.v_scale.data) cache.v_scale = on_device(cache.v_scale, v_scale);
+    if (cache.k_meta.data) cache.k_meta = on_device(cache.k_meta, k_meta);
+    if (cache.v_meta.data) cache.v_meta = on_device(cache.v_meta, v_meta);
     batch = p.batch();
     batch.block_tables = on_device(batch.block_tables, tables);
     batch.seq_lens = on_device(batch.seq_lens, lens);
@@ -108,27 +118,39 @@ class CudaRunner final : public BackendRunner {
   std::string name() const override { return "cuda"; }
 
   std::string unsupported(const ProblemSpec& s) const override {
-    if (s.cache_dtype != s.dtype) return "the CUDA backend reads caches of the query dtype";
-    return cuda_not_compiled(s.dtype, s.head_dim);
+    if (s.cache_dtype != s.dtype && !kv_format(s.cache_dtype).quantized())
+      return "the CUDA backend reads caches of the query dtype or quantized ones";
+    return cuda_not_compiled(s.dtype, s.cache_dtype, s.head_dim);
   }
 
   std::string unsupported(const WriteKVSpec& s) const override {
-    if (s.cache_dtype != s.src_dtype) return "the CUDA backend writes caches of the key dtype";
-    return cuda_not_compiled(s.src_dtype, s.head_dim);
+    if (kv_format(s.cache_dtype).quantized()) return "";
+    if (s.cache_dtype != s.src_dtype || s.src_dtype == DType::kFloat32)
+      return "the CUDA backend writes bf16/fp16 caches from keys of the same dtype";
+    return "";
   }
 
   void run_write_kv(HostWriteKV& p) override {
     DeviceBuffer key = upload(p.key), value = upload(p.value), slots = upload(p.slots);
     DeviceBuffer k = upload(p.k_pool), v = upload(p.v_pool);
+    DeviceBuffer ks = upload(p.k_scale), vs = upload(p.v_scale), km = upload(p.k_meta), vm = upload(p.v_meta);
     PagedKVCache cache = p.cache();
     cache.k = on_device(cache.k, k);
     cache.v = on_device(cache.v, v);
+    if (cache.k_scale.data) cache.k_scale = on_device(cache.k_scale, ks);
+    if (cache.v_scale.data) cache.v_scale = on_device(cache.v_scale, vs);
+    if (cache.k_meta.data) cache.k_meta = on_device(cache.k_meta, km);
+    if (cache.v_meta.data) cache.v_meta = on_device(cache.v_meta, vm);
     write_kv(on_device(p.key_view(), key), on_device(p.value_view(), value), on_device(p.slot_view(), slots),
              cache);
     RUNNER_CUDA_CHECK(cudaGetLastError());
     RUNNER_CUDA_CHECK(cudaDeviceSynchronize());
     RUNNER_CUDA_CHECK(cudaMemcpy(p.k_pool.data(), k.get(), p.k_pool.size(), cudaMemcpyDeviceToHost));
     RUNNER_CUDA_CHECK(cudaMemcpy(p.v_pool.data(), v.get(), p.v_pool.size(), cudaMemcpyDeviceToHost));
+    if (!p.k_meta.empty()) {
+      RUNNER_CUDA_CHECK(cudaMemcpy(p.k_meta.data(), km.get(), p.k_meta.size() * 4, cudaMemcpyDeviceToHost));
+      RUNNER_CUDA_CHECK(cudaMemcpy(p.v_meta.data(), vm.get(), p.v_meta.size() * 4, cudaMemcpyDeviceToHost));
+    }
   }
 
   void run_attention(HostProblem& p) override {
@@ -179,13 +201,10 @@ class CudaRunner final : public BackendRunner {
 
 }  // namespace
 
-std::string cuda_not_compiled(DType dtype, int head_dim) {
-  const BuildInfo b = build_info();
-  const bool dtype_ok = std::find(b.cuda_dtypes.begin(), b.cuda_dtypes.end(), dtype) != b.cuda_dtypes.end();
-  const bool dim_ok =
-      std::find(b.cuda_head_dims.begin(), b.cuda_head_dims.end(), head_dim) != b.cuda_head_dims.end();
-  if (dtype_ok && dim_ok) return "";
-  return "not compiled in this build (PAGEDATTN_DTYPES / PAGEDATTN_HEAD_DIMS)";
+std::string cuda_not_compiled(DType dtype, DType cache_dtype, int head_dim) {
+  static const BuildInfo b = build_info();
+  if (b.cuda_compiled(dtype, cache_dtype, head_dim)) return "";
+  return "not compiled in this build (PAGEDATTN_DTYPES / PAGEDATTN_KV_FORMATS / PAGEDATTN_HEAD_DIMS)";
 }
 
 std::unique_ptr<BackendRunner> make_cuda_runner() {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "pagedattn/error.h"
+#include "pagedattn/kv_format.h"
 #include "reference_dtype.h"
 
 namespace pagedattn::testing {
@@ -31,7 +32,8 @@ std::string ProblemSpec::describe() const {
   std::ostringstream os;
   os << "hd=" << head_dim << " hq=" << num_q_heads << " hkv=" << num_kv_heads << " bs=" << block_size << " "
      << dtype_name(dtype) << "/" << dtype_name(cache_dtype) << (hnd_layout ? " HND" : " NHD")
-     << (strided ? " strided" : "");
+     << (strided ? " strided" : "")
+     << (head_scales && kv_format(cache_dtype).scales == KVScales::kTensorHead ? " head-scales" : "");
   if (window_left) os << " window=" << window_left;
   if (softcap > 0) os << " softcap=" << softcap;
   if (scale > 0) os << " scale=" << scale;
@@ -127,8 +129,30 @@ HostProblem make_problem(const ProblemSpec& spec_in) {
   const int64_t pool_elems = p.num_blocks * bs * hkv * d;
   p.k_pool.resize(static_cast<size_t>(pool_elems * dtype_size(s.cache_dtype)));
   p.v_pool.resize(p.k_pool.size());
-  fill_random(p.k_pool, s.cache_dtype, rng);
-  fill_random(p.v_pool, s.cache_dtype, rng);
+  const KVFormat format = kv_format(s.cache_dtype);
+  if (format.scales == KVScales::kToken) {
+    // int8: random codes and per-token scales that make values of about +-2; one head vector in 50 is zero
+    // (scale 0), as write_kv stores a zero vector.
+    std::uniform_int_distribution<int> code(-127, 127);
+    std::uniform_real_distribution<float> scale(0.5f / 63.5f, 1.5f / 63.5f);
+    for (auto* pool : {&p.k_pool, &p.v_pool}) {
+      for (auto& b : *pool) b = static_cast<uint8_t>(static_cast<int8_t>(code(rng)));
+    }
+    for (auto* meta : {&p.k_meta, &p.v_meta}) {
+      meta->resize(static_cast<size_t>(p.num_blocks * bs * hkv));
+      for (auto& m : *meta) m = rng() % 50 == 0 ? 0.0f : scale(rng);
+    }
+  } else {
+    fill_random(p.k_pool, s.cache_dtype, rng);
+    fill_random(p.v_pool, s.cache_dtype, rng);
+  }
+  if (format.scales == KVScales::kTensorHead) {
+    std::uniform_real_distribution<float> scale(0.25f, 2.0f);
+    for (int64_t i = 0; i < (s.head_scales ? hkv : 1); ++i) {
+      p.k_scale.push_back(scale(rng));
+      p.v_scale.push_back(scale(rng));
+    }
+  }
 
   const int64_t head_gap = s.strided ? 8 : 0, token_gap = s.strided ? 24 : 0;
   p.q_stride_head = d + head_gap;
@@ -169,6 +193,18 @@ PagedKVCache HostProblem::cache() {
     } else {
       *view = TensorView::contiguous(buf->data(), spec.cache_dtype, {num_blocks, bs, h, d});
     }
+  }
+  if (!k_scale.empty()) {
+    c.k_scale =
+        TensorView::contiguous(k_scale.data(), DType::kFloat32, {static_cast<int64_t>(k_scale.size())});
+    c.v_scale =
+        TensorView::contiguous(v_scale.data(), DType::kFloat32, {static_cast<int64_t>(v_scale.size())});
+  }
+  for (auto [view, buf] : {std::pair{&c.k_meta, &k_meta}, std::pair{&c.v_meta, &v_meta}}) {
+    if (buf->empty()) continue;
+    *view = spec.hnd_layout
+                ? TensorView::strided(buf->data(), DType::kFloat32, {num_blocks, bs, h}, {h * bs, 1, bs})
+                : TensorView::contiguous(buf->data(), DType::kFloat32, {num_blocks, bs, h});
   }
   return c;
 }
@@ -215,11 +251,19 @@ DenseResult dense_reference(const HostProblem& p) {
   DenseResult r;
   r.out.assign(static_cast<size_t>(p.num_tokens * hq * d), 0.0);
   r.lse.assign(static_cast<size_t>(p.num_tokens * hq), 0.0);
-  // Element (block, slot, head, i) of a pool, by the layout the problem was built with.
-  auto pool_at = [&](const std::vector<uint8_t>& pool, int64_t block, int64_t slot, int64_t head, int64_t i) {
+  // Element (block, slot, head, i) of a pool, dequantized, by the layout the problem was built with: the
+  // stored value times its scale (fp8: the tensor's or head's; int8: the token's, from the metadata plane).
+  auto pool_at = [&](const std::vector<uint8_t>& pool, const std::vector<float>& head_scale,
+                     const std::vector<float>& meta, int64_t block, int64_t slot, int64_t head, int64_t i) {
     const int64_t idx = s.hnd_layout ? ((block * hkv + head) * bs + slot) * d + i
                                      : ((block * bs + slot) * hkv + head) * d + i;
-    return ref_decode(pool.data(), s.cache_dtype, idx);
+    if (s.cache_dtype == DType::kInt8) {
+      const int64_t m = s.hnd_layout ? (block * hkv + head) * bs + slot : (block * bs + slot) * hkv + head;
+      return static_cast<double>(static_cast<int8_t>(pool[static_cast<size_t>(idx)])) *
+             static_cast<double>(meta[static_cast<size_t>(m)]);
+    }
+    const double factor = head_scale.empty() ? 1.0 : head_scale[head_scale.size() == 1 ? 0 : head];
+    return ref_decode(pool.data(), s.cache_dtype, idx) * factor;
   };
   for (size_t seq = 0; seq < p.seq_lens.size(); ++seq) {
     const int64_t len = p.seq_lens[seq];
@@ -230,8 +274,8 @@ DenseResult dense_reference(const HostProblem& p) {
       const int64_t block = p.block_tables[seq * p.max_blocks_per_seq + pos / bs];
       for (int64_t h = 0; h < hkv; ++h) {
         for (int64_t i = 0; i < d; ++i) {
-          k[(pos * hkv + h) * d + i] = pool_at(p.k_pool, block, pos % bs, h, i);
-          v[(pos * hkv + h) * d + i] = pool_at(p.v_pool, block, pos % bs, h, i);
+          k[(pos * hkv + h) * d + i] = pool_at(p.k_pool, p.k_scale, p.k_meta, block, pos % bs, h, i);
+          v[(pos * hkv + h) * d + i] = pool_at(p.v_pool, p.v_scale, p.v_meta, block, pos % bs, h, i);
         }
       }
     }
@@ -400,18 +444,47 @@ std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
       }
     }
   }
-  // Focused groups: dtypes and storage variants.
+  // Focused groups: the quantized formats (both query dtypes, GQA 1/5/6/8, page sizes 1/7/16/128, both
+  // layouts, tensor and head scales, the variants) and fp32.
+  const DType quantized[] = {DType::kFloat8E4M3, DType::kFloat8E5M2, DType::kInt8};
+  const int q_ratios[] = {1, 5, 6, 8};
+  const int q_block_sizes[] = {1, 7, 16, 128};
+  for (int k = 0; k < (quick ? 6 : 42); ++k) {
+    ProblemSpec s;
+    s.head_dim = head_dims_full[k % 7];
+    s.num_kv_heads = 1 + k % 2;
+    s.num_q_heads = q_ratios[k % 4] * s.num_kv_heads;
+    s.block_size = q_block_sizes[(k / 3) % 4];
+    s.dtype = (k / 2) % 2 ? DType::kFloat16 : DType::kBFloat16;
+    s.cache_dtype = quantized[k % 3];
+    s.head_scales = (k / 6) % 2;
+    s.hnd_layout = (k / 4) % 2;
+    s.strided = k % 5 == 0;
+    switch (k % 6) {
+      case 1:
+        s.window_left = 1 + static_cast<int>(rng() % 40);
+        break;
+      case 2:
+        s.softcap = 15.0f;
+        s.sinks = true;
+        break;
+      case 3:
+        s.alibi = s.lse = true;
+        break;
+      default:
+        break;
+    }
+    s.seed = rng();
+    const BatchKind kind = kinds[k % 4];
+    draw_batch(s, kind, primes[k % 7], kind == BatchKind::kDecode ? 300 : 150, rng);
+    cases.push_back({std::string(dtype_name(s.cache_dtype)) + " cache", s});
+  }
   for (int k = 0; k < (quick ? 2 : 6); ++k) {
     ProblemSpec s;
     s.head_dim = head_dims_full[k % 7];
     s.num_kv_heads = 2;
     s.num_q_heads = 6;
     s.block_size = block_sizes[k % 5];
-    s.dtype = DType::kBFloat16;
-    s.cache_dtype = DType::kFloat8E4M3;
-    s.seed = rng();
-    draw_batch(s, BatchKind::kMixed, 5, 200, rng);
-    cases.push_back({"fp8_e4m3 cache", s});
     s.dtype = s.cache_dtype = DType::kFloat32;
     s.seed = rng();
     draw_batch(s, BatchKind::kMixed, 5, 200, rng);

@@ -20,7 +20,8 @@ struct ProblemSpec {
   int num_kv_heads = 2;
   int block_size = 16;
   DType dtype = DType::kBFloat16;        // query, out
-  DType cache_dtype = DType::kBFloat16;  // dtype, or fp8_e4m3
+  DType cache_dtype = DType::kBFloat16;  // dtype, or a quantized format (fp8_e4m3, fp8_e5m2, int8)
+  bool head_scales = false;              // fp8: k_scale/v_scale per kv head (else one per tensor)
   std::vector<int32_t> seq_lens;
   std::vector<int32_t> query_lens;
   bool hnd_layout = false;  // pools stored [num_blocks, num_kv_heads, block_size, head_dim]
@@ -50,6 +51,9 @@ struct HostProblem {
   int64_t num_tokens = 0;
   std::vector<uint8_t> k_pool, v_pool, q, out;
   std::vector<float> alibi, sinks, lse;
+  std::vector<float> k_scale, v_scale;  // fp8: [1] or [num_kv_heads]
+  std::vector<float> k_meta,
+      v_meta;  // int8: [num_blocks, block_size, num_kv_heads] (HND: heads before slots)
   std::vector<int32_t> block_tables, seq_lens, query_start_loc;
   int64_t q_stride_token = 0, q_stride_head = 0, o_stride_token = 0, o_stride_head = 0;
 

@@ -13,18 +13,21 @@ namespace {
 struct Format {
   int exponent_bits, mantissa_bits, bias;
   bool ieee_specials;  // the all-ones exponent holds inf and NaN (else: e4m3fn's single NaN pattern)
+  bool saturates;  // the library's conversion into it clamps to the largest finite value (the fp8 formats)
 };
 
 Format format_of(DType t) {
   switch (t) {
     case DType::kFloat32:
-      return {8, 23, 127, true};
+      return {8, 23, 127, true, false};
     case DType::kFloat16:
-      return {5, 10, 15, true};
+      return {5, 10, 15, true, false};
     case DType::kBFloat16:
-      return {8, 7, 127, true};
+      return {8, 7, 127, true, false};
     case DType::kFloat8E4M3:
-      return {4, 3, 7, false};
+      return {4, 3, 7, false, true};
+    case DType::kFloat8E5M2:
+      return {5, 2, 15, true, true};
     default:
       PA_CHECK(false, "reference: ", dtype_name(t), " is not a float dtype");
   }
@@ -71,12 +74,14 @@ const std::vector<double>& table_of(DType t) {
     return table;
   };
   static const std::vector<double> fp16 = make(DType::kFloat16), bf16 = make(DType::kBFloat16),
-                                   fp8 = make(DType::kFloat8E4M3);
+                                   fp8 = make(DType::kFloat8E4M3), e5m2 = make(DType::kFloat8E5M2);
   switch (t) {
     case DType::kFloat16:
       return fp16;
     case DType::kBFloat16:
       return bf16;
+    case DType::kFloat8E5M2:
+      return e5m2;
     default:
       return fp8;
   }
@@ -92,14 +97,15 @@ double ref_decode(const void* buffer, DType t, int64_t i) {
     for (int b = 0; b < 4; ++b) bits |= static_cast<uint32_t>(p[i * 4 + b]) << (8 * b);  // little endian
     return decode_bits(f, bits);
   }
-  if (t == DType::kFloat8E4M3) return table_of(t)[p[i]];
+  if (t == DType::kFloat8E4M3 || t == DType::kFloat8E5M2) return table_of(t)[p[i]];
   return table_of(t)[static_cast<size_t>(p[i * 2]) | static_cast<size_t>(p[i * 2 + 1]) << 8];
 }
 
 double ref_round(double x, DType t) {
   if (t == DType::kFloat32) return static_cast<double>(static_cast<float>(x));  // the C++ conversion: RNE
   const Format f = format_of(t);
-  if (std::isnan(x) || std::isinf(x)) return x;
+  if (std::isnan(x)) return x;
+  if (std::isinf(x)) return f.saturates ? std::copysign(largest_finite(f), x) : x;
   // The spacing of representable values around |x|: 2^(e - M) for |x| in [2^e, 2^(e+1)), and the subnormal
   // spacing 2^(1 - B - M) below the smallest normal 2^(1 - B). Dividing by a power of two is exact, and
   // std::nearbyint rounds half to even in the default rounding mode.
@@ -110,7 +116,7 @@ double ref_round(double x, DType t) {
   const double r = std::nearbyint(x / spacing) * spacing;  // may carry to 2^(e+1): still representable
   const double top = largest_finite(f);
   if (std::fabs(r) <= top) return r;
-  if (!f.ieee_specials) return std::copysign(top, x);
+  if (f.saturates) return std::copysign(top, x);
   return std::copysign(std::numeric_limits<double>::infinity(), x);
 }
 

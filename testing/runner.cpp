@@ -45,7 +45,7 @@ std::unique_ptr<BackendRunner> make_cpu_runner() {
 std::unique_ptr<BackendRunner> make_cuda_runner() {
   return nullptr;
 }
-std::string cuda_not_compiled(DType, int) {
+std::string cuda_not_compiled(DType, DType, int) {
   return "this build has no CUDA backend";
 }
 #endif

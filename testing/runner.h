@@ -30,8 +30,9 @@ std::unique_ptr<BackendRunner> make_cpu_runner();
 /// nullptr when this build has no CUDA backend or the machine has no GPU.
 std::unique_ptr<BackendRunner> make_cuda_runner();
 
-/// "" when the CUDA kernels of this build were compiled for the dtype and head dim; else why not.
-std::string cuda_not_compiled(DType dtype, int head_dim);
+/// "" when the CUDA kernels of this build were compiled for the query dtype, cache format and head dim; else
+/// why not.
+std::string cuda_not_compiled(DType dtype, DType cache_dtype, int head_dim);
 
 /// Backends usable here: "cpu", and "cuda" when built and a GPU is present.
 std::vector<std::string> available_backends();

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "pagedattn/error.h"
+#include "pagedattn/kv_format.h"
 #include "reference_dtype.h"
 
 namespace pagedattn::testing {
@@ -18,7 +19,7 @@ std::string WriteKVSpec::describe() const {
   os << "write_kv hd=" << head_dim << " hkv=" << num_kv_heads << " bs=" << block_size
      << " blocks=" << num_blocks << " tokens=" << num_tokens << " " << dtype_name(src_dtype) << "->"
      << dtype_name(cache_dtype) << (hnd_layout ? " HND" : " NHD") << (strided ? " strided" : "")
-     << " seed=" << seed;
+     << (head_scales ? " head-scales" : "") << (specials ? " specials" : "") << " seed=" << seed;
   return os.str();
 }
 
@@ -42,6 +43,34 @@ HostWriteKV make_write_kv_problem(const WriteKVSpec& s) {
   for (int64_t i = 0; i < src_elems; ++i) {
     store_from_float(p.key.data(), s.src_dtype, i, u(rng));
     store_from_float(p.value.data(), s.src_dtype, i, u(rng));
+  }
+  if (s.specials) {
+    // Token 0: NaN in K's first head, +-inf in V's; token 1: an all-zero head vector; token 2: values far
+    // past every format's range (fp8 saturates, int8 takes them as its absmax).
+    const float big = s.src_dtype == DType::kFloat16 ? 60000.0f : 1e30f;
+    auto set = [&](std::vector<uint8_t>& buf, int64_t t, int64_t head, int64_t i, float x) {
+      if (t < s.num_tokens)
+        store_from_float(buf.data(), s.src_dtype, t * p.src_stride_token + head * p.src_stride_head + i, x);
+    };
+    set(p.key, 0, 0, 3, std::nanf(""));
+    set(p.value, 0, 0, 1, INFINITY);
+    set(p.value, 0, 0, 5, -INFINITY);
+    for (int64_t i = 0; i < d; ++i) set(p.key, 1, 0, i, 0.0f);
+    for (int64_t i = 0; i < d; i += 3) set(p.value, 2, h - 1, i, (i % 2 ? -big : big));
+  }
+  const KVFormat format = kv_format(s.cache_dtype);
+  if (format.scales == KVScales::kTensorHead) {
+    std::uniform_real_distribution<float> scale(0.05f, 4.0f);
+    for (int64_t i = 0; i < (s.head_scales ? h : 1); ++i) {
+      p.k_scale.push_back(scale(rng));
+      p.v_scale.push_back(scale(rng));
+    }
+  }
+  if (format.scales == KVScales::kToken) {
+    p.k_meta.assign(static_cast<size_t>(slots_total * h), -77.0f);  // never a scale a write produces
+    p.v_meta.assign(p.k_meta.size(), -55.0f);
+    p.k_meta_before = p.k_meta;
+    p.v_meta_before = p.v_meta;
   }
 
   // The edges first, then distinct random slots.
@@ -95,31 +124,110 @@ PagedKVCache HostWriteKV::cache() {
                                                   {h * bs * d, d, bs * d, 1})
                             : TensorView::contiguous(buf->data(), spec.cache_dtype, {n, bs, h, d});
   }
+  if (!k_scale.empty()) {
+    c.k_scale =
+        TensorView::contiguous(k_scale.data(), DType::kFloat32, {static_cast<int64_t>(k_scale.size())});
+    c.v_scale =
+        TensorView::contiguous(v_scale.data(), DType::kFloat32, {static_cast<int64_t>(v_scale.size())});
+  }
+  for (auto [view, buf] : {std::pair{&c.k_meta, &k_meta}, std::pair{&c.v_meta, &v_meta}}) {
+    if (buf->empty()) continue;
+    *view = spec.hnd_layout ? TensorView::strided(buf->data(), DType::kFloat32, {n, bs, h}, {h * bs, 1, bs})
+                            : TensorView::contiguous(buf->data(), DType::kFloat32, {n, bs, h});
+  }
   return c;
 }
+
+namespace {
+
+// The reference encoding of one head vector (d source values) in the cache format: the stored values, and
+// the int8 scale (NaN when the vector holds a NaN).
+struct Encoded {
+  std::vector<double> values;
+  double scale = 1.0;
+};
+
+Encoded encode_reference(const std::vector<double>& x, DType cache, double head_scale) {
+  Encoded e;
+  e.values.resize(x.size());
+  if (cache == DType::kInt8) {
+    double absmax = 0;
+    bool nan = false;
+    for (double v : x) {
+      nan = nan || std::isnan(v);
+      if (std::isfinite(v)) absmax = std::max(absmax, std::fabs(v));
+    }
+    // fp32 division is correctly rounded, and rounding the double quotient to fp32 gives the same value.
+    e.scale = nan ? std::nan("") : ref_round(absmax / 127.0, DType::kFloat32);
+    for (size_t i = 0; i < x.size(); ++i) {
+      double code = 0;
+      if (std::isinf(x[i])) {
+        code = std::copysign(127.0, x[i]);
+      } else if (e.scale > 0) {
+        code = std::clamp(std::nearbyint(ref_round(x[i] / e.scale, DType::kFloat32)), -127.0, 127.0);
+      }
+      e.values[i] = code;
+    }
+    return e;
+  }
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double q = head_scale == 1.0 ? x[i] : ref_round(x[i] / head_scale, DType::kFloat32);
+    e.values[i] = ref_round(q, cache);
+  }
+  return e;
+}
+
+double stored(const std::vector<uint8_t>& pool, DType t, int64_t i) {
+  if (t == DType::kInt8) return static_cast<double>(static_cast<int8_t>(pool[static_cast<size_t>(i)]));
+  return ref_decode(pool.data(), t, i);
+}
+
+}  // namespace
 
 std::string check_write_kv(const HostWriteKV& p) {
   const WriteKVSpec& s = p.spec;
   const int64_t d = s.head_dim, h = s.num_kv_heads, bs = s.block_size, ec = dtype_size(s.cache_dtype);
   std::vector<bool> written(p.k_pool.size() / ec, false);
+  std::vector<bool> meta_written(p.k_meta.size(), false);
   std::ostringstream why;
   for (int64_t t = 0; t < s.num_tokens; ++t) {
     const int64_t slot = p.slots[t];
     if (slot < 0) continue;
     const int64_t block = slot / bs, offset = slot % bs;
     for (int64_t head = 0; head < h; ++head) {
-      for (int64_t i = 0; i < d; ++i) {
-        const int64_t dst = s.hnd_layout ? ((block * h + head) * bs + offset) * d + i
-                                         : ((block * bs + offset) * h + head) * d + i;
-        const int64_t src = t * p.src_stride_token + head * p.src_stride_head + i;
-        written[static_cast<size_t>(dst)] = true;
-        for (auto [pool, source, name] :
-             {std::tuple{&p.k_pool, &p.key, "k"}, std::tuple{&p.v_pool, &p.value, "v"}}) {
-          const double want = ref_round(ref_decode(source->data(), s.src_dtype, src), s.cache_dtype);
-          const double got = ref_decode(pool->data(), s.cache_dtype, dst);
-          if (got != want && !(std::isnan(got) && std::isnan(want))) {
+      const int64_t row =
+          s.hnd_layout ? ((block * h + head) * bs + offset) * d : ((block * bs + offset) * h + head) * d;
+      const int64_t meta = s.hnd_layout ? (block * h + head) * bs + offset : (block * bs + offset) * h + head;
+      for (auto [pool, source, scales, metas, name] :
+           {std::tuple{&p.k_pool, &p.key, &p.k_scale, &p.k_meta, "k"},
+            std::tuple{&p.v_pool, &p.value, &p.v_scale, &p.v_meta, "v"}}) {
+        std::vector<double> x(static_cast<size_t>(d));
+        for (int64_t i = 0; i < d; ++i)
+          x[i] =
+              ref_decode(source->data(), s.src_dtype, t * p.src_stride_token + head * p.src_stride_head + i);
+        const double head_scale = scales->empty() ? 1.0 : (*scales)[scales->size() == 1 ? 0 : head];
+        const Encoded want = encode_reference(x, s.cache_dtype, head_scale);
+        if (!metas->empty()) {
+          meta_written[static_cast<size_t>(meta)] = true;
+          const double got = (*metas)[static_cast<size_t>(meta)];
+          const bool same = got == want.scale || (std::isnan(got) && std::isnan(want.scale));
+          if (!same) {
+            why << name << " scale of token " << t << " (slot " << slot << "), head " << head << ": " << got
+                << ", expected " << want.scale;
+            return why.str();
+          }
+          if (std::isnan(want.scale)) {  // the codes of a NaN vector are not specified
+            for (int64_t i = 0; i < d; ++i) written[static_cast<size_t>(row + i)] = true;
+            continue;
+          }
+        }
+        for (int64_t i = 0; i < d; ++i) {
+          written[static_cast<size_t>(row + i)] = true;
+          const double got = stored(*pool, s.cache_dtype, row + i);
+          const double w = want.values[static_cast<size_t>(i)];
+          if (got != w && !(std::isnan(got) && std::isnan(w))) {
             why << name << " of token " << t << " (slot " << slot << "), head " << head << ", element " << i
-                << ": " << got << ", expected " << want;
+                << ": " << got << ", expected " << w << " (source " << x[i] << ")";
             return why.str();
           }
         }
@@ -137,6 +245,13 @@ std::string check_write_kv(const HostWriteKV& p) {
       }
     }
   }
+  for (size_t e = 0; e < meta_written.size(); ++e) {
+    if (meta_written[e]) continue;
+    if (p.k_meta[e] != p.k_meta_before[e] || p.v_meta[e] != p.v_meta_before[e]) {
+      why << "metadata entry " << e << " was written, but no token maps there";
+      return why.str();
+    }
+  }
   return "";
 }
 
@@ -145,17 +260,23 @@ std::vector<WriteKVSpec> write_kv_grid(bool quick, uint64_t seed) {
   struct Formats {
     DType src, cache;
   };
-  const Formats formats[] = {{DType::kBFloat16, DType::kBFloat16},  {DType::kFloat16, DType::kFloat16},
-                             {DType::kFloat32, DType::kFloat32},    {DType::kBFloat16, DType::kFloat8E4M3},
-                             {DType::kFloat16, DType::kFloat8E4M3}, {DType::kFloat32, DType::kFloat8E4M3}};
+  const Formats formats[] = {{DType::kBFloat16, DType::kBFloat16},   {DType::kFloat16, DType::kFloat16},
+                             {DType::kFloat32, DType::kFloat32},     {DType::kBFloat16, DType::kFloat8E4M3},
+                             {DType::kFloat16, DType::kFloat8E4M3},  {DType::kFloat32, DType::kFloat8E4M3},
+                             {DType::kBFloat16, DType::kFloat8E5M2}, {DType::kFloat16, DType::kFloat8E5M2},
+                             {DType::kBFloat16, DType::kInt8},       {DType::kFloat16, DType::kInt8},
+                             {DType::kFloat32, DType::kInt8}};
+  constexpr int kFormats = sizeof(formats) / sizeof(formats[0]);
   const int block_sizes[] = {1, 3, 16, 256, 7};
   const int head_dims[] = {64, 80, 96, 112, 128, 192, 256};
   std::vector<WriteKVSpec> grid;
-  const int n = quick ? 10 : 35;
+  const int n = quick ? 22 : 77;
   for (int i = 0; i < n; ++i) {
     WriteKVSpec s;
-    s.src_dtype = formats[i % 6].src;
-    s.cache_dtype = formats[i % 6].cache;
+    s.src_dtype = formats[i % kFormats].src;
+    s.cache_dtype = formats[i % kFormats].cache;
+    s.head_scales = (i / kFormats) % 2;
+    s.specials = i % 4 == 1;
     s.block_size = block_sizes[i % 5];
     s.head_dim = head_dims[i % 7];
     s.num_kv_heads = 1 + i % 3;

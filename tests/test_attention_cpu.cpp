@@ -33,6 +33,8 @@ INSTANTIATE_TEST_SUITE_P(Grid, AttentionGrid, ::testing::Range<size_t>(0, grid()
 
 TEST(AttentionCpu, GridCoversTheMatrix) {
   std::set<int> head_dims, ratios, block_sizes;
+  std::set<std::pair<DType, DType>> formats;  // (query dtype, cache format)
+  std::set<DType> head_scaled;                // fp8 formats met with per-head scales
   bool hnd = false, strided = false, window = false, softcap = false, alibi = false, sinks = false,
        lse = false;
   bool empty_query = false, single = false, mid_block = false, large_logits = false;
@@ -41,6 +43,8 @@ TEST(AttentionCpu, GridCoversTheMatrix) {
     head_dims.insert(s.head_dim);
     ratios.insert(s.num_q_heads / s.num_kv_heads);
     block_sizes.insert(s.block_size);
+    formats.insert({s.dtype, s.cache_dtype});
+    if (s.head_scales) head_scaled.insert(s.cache_dtype);
     hnd |= s.hnd_layout;
     strided |= s.strided;
     window |= s.window_left > 0;
@@ -58,7 +62,14 @@ TEST(AttentionCpu, GridCoversTheMatrix) {
   }
   EXPECT_EQ(head_dims, (std::set<int>{64, 80, 96, 112, 128, 192, 256}));
   EXPECT_EQ(ratios, (std::set<int>{1, 2, 3, 4, 5, 6, 8}));
-  EXPECT_EQ(block_sizes, (std::set<int>{1, 3, 16, 32, 256}));
+  EXPECT_EQ(block_sizes, (std::set<int>{1, 3, 7, 16, 32, 128, 256}));
+  for (DType q : {DType::kBFloat16, DType::kFloat16}) {
+    for (DType c : {q, DType::kFloat8E4M3, DType::kFloat8E5M2, DType::kInt8}) {
+      EXPECT_TRUE(formats.count({q, c})) << dtype_name(q) << " queries over a " << dtype_name(c) << " cache";
+    }
+  }
+  EXPECT_TRUE(formats.count({DType::kFloat32, DType::kFloat32}));
+  EXPECT_TRUE(head_scaled.count(DType::kFloat8E4M3) && head_scaled.count(DType::kFloat8E5M2));
   EXPECT_TRUE(hnd && strided && window && softcap && alibi && sinks && lse);
   EXPECT_TRUE(empty_query && single && mid_block);
   EXPECT_TRUE(large_logits);

@@ -75,9 +75,21 @@ TEST(DType, Fp8E4M3RoundTripsSaturatesAndRounds) {
   }
 }
 
+TEST(DType, Fp8E5M2RoundTripsAndSaturates) {
+  for (uint32_t b = 0; b < 256; ++b) {
+    const float f = fp8e5m2_bits_to_float(static_cast<uint8_t>(b));
+    if (std::isnan(f) || std::isinf(f)) continue;
+    EXPECT_EQ(float_to_fp8e5m2_bits(f), b) << "bits " << b;
+  }
+  EXPECT_EQ(fp8e5m2_bits_to_float(float_to_fp8e5m2_bits(INFINITY)), 57344.0f);
+  EXPECT_EQ(fp8e5m2_bits_to_float(float_to_fp8e5m2_bits(-1e9f)), -57344.0f);
+  EXPECT_EQ(fp8e5m2_bits_to_float(float_to_fp8e5m2_bits(1.125f)), 1.0f);  // tie to even
+  EXPECT_TRUE(std::isnan(fp8e5m2_bits_to_float(float_to_fp8e5m2_bits(std::nanf("")))));
+}
+
 TEST(DType, NamesParse) {
-  for (DType t : {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kInt32,
-                  DType::kInt64}) {
+  for (DType t : {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat8E5M2,
+                  DType::kInt8, DType::kInt32, DType::kInt64}) {
     EXPECT_EQ(parse_dtype(dtype_name(t)), t);
   }
 }
@@ -85,7 +97,7 @@ TEST(DType, NamesParse) {
 // The test oracle decodes stored elements with its own code (testing/reference_dtype.cpp, written from the
 // formats' definitions). The library must agree on every bit pattern of every 8- and 16-bit format.
 TEST(DType, LibraryDecodingAgreesWithTheReferenceOnEveryBitPattern) {
-  for (DType t : {DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3}) {
+  for (DType t : {DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat8E5M2}) {
     const uint32_t patterns = dtype_size(t) == 1 ? 256 : 65536;
     for (uint32_t b = 0; b < patterns; ++b) {
       const uint32_t bits = b;  // 4 bytes: the compiler sees no read past it on any dtype's path
@@ -123,7 +135,12 @@ TEST(DType, ReferenceDecodesKnownValues) {
                          {DType::kFloat8E4M3, 0x01, 0.001953125},
                          {DType::kFloat8E4M3, 0x08, 0.015625},
                          {DType::kFloat8E4M3, 0xb8, -1.0},
-                         {DType::kFloat8E4M3, 0x77, 240.0}};
+                         {DType::kFloat8E4M3, 0x77, 240.0},
+                         {DType::kFloat8E5M2, 0x3c, 1.0},
+                         {DType::kFloat8E5M2, 0x7b, 57344.0},
+                         {DType::kFloat8E5M2, 0x01, 1.52587890625e-05},
+                         {DType::kFloat8E5M2, 0x04, 6.103515625e-05},
+                         {DType::kFloat8E5M2, 0xc2, -3.0}};
   for (const Known& k : known) {
     EXPECT_EQ(testing::ref_decode(&k.bits, k.t, 0), k.value) << dtype_name(k.t) << " bits " << k.bits;
   }
@@ -138,7 +155,7 @@ TEST(DType, ReferenceDecodesKnownValues) {
 // finite value (inf for fp16/bf16, saturation for e4m3fn).
 TEST(DType, LibraryRoundingAgreesWithTheReference) {
   std::mt19937_64 rng(test::run_seed());
-  for (DType t : {DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3}) {
+  for (DType t : {DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat8E5M2}) {
     const uint32_t patterns = dtype_size(t) == 1 ? 256 : 65536;
     std::vector<double> values;
     for (uint32_t b = 0; b + 1 < patterns; ++b) {  // midpoints of neighbouring finite values
@@ -151,7 +168,8 @@ TEST(DType, LibraryRoundingAgreesWithTheReference) {
                                     std::uniform_int_distribution<int>(-30, 20)(rng));
       values.push_back(i % 2 ? mag : -mag);
     }
-    for (double v : {448.0, 460.0, 464.0, 480.0, 1e6, 65504.0, 65519.0, 65520.0, 3.4e38}) {
+    for (double v : {448.0, 460.0, 464.0, 480.0, 1e6, 57344.0, 61439.0, 61440.0, 65504.0, 65519.0, 65520.0,
+                     3.4e38, static_cast<double>(INFINITY)}) {
       values.push_back(v);
       values.push_back(-v);
     }

@@ -37,6 +37,67 @@ TEST(Errors, UnsupportedHeadDim) {
                         "head_dim 72 is not supported; supported: 64, 80, 96, 112, 128, 192, 256");
 }
 
+testing::HostProblem quantized_problem(DType cache_dtype) {
+  testing::ProblemSpec s;
+  s.head_dim = 64;
+  s.num_q_heads = 4;
+  s.num_kv_heads = 2;
+  s.block_size = 16;
+  s.cache_dtype = cache_dtype;
+  s.seq_lens = {20, 33};
+  s.query_lens = {1, 10};
+  s.seed = 11;
+  return testing::make_problem(s);
+}
+
+TEST(Errors, Int8CacheNeedsItsMetadataPlanes) {
+  auto p = quantized_problem(DType::kInt8);
+  auto cache = p.cache();
+  cache.v_meta = {};
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "an int8 cache needs cache.v_meta: fp32 [num_blocks, block_size, num_kv_heads]");
+  cache = p.cache();
+  cache.k_meta.shape[2] = 3;
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "cache.k_meta must have shape [num_blocks, block_size, num_kv_heads] = [");
+  cache = p.cache();
+  cache.k_meta.dtype = DType::kFloat16;
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "cache.k_meta must be fp32, got fp16");
+  cache = p.cache();
+  cache.k_meta.device = Device::cuda(0);
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "cache.k_meta is on cuda:0 but the op runs on cpu");
+  cache = p.cache();
+  std::vector<float> one = {1.0f};
+  cache.k_scale = TensorView::contiguous(one.data(), DType::kFloat32, {1});
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "cache.k_scale / cache.v_scale belong to fp8 caches; a int8 cache takes none");
+}
+
+TEST(Errors, Fp8ScalesAreCheckedAndOnlyFp8TakesThem) {
+  auto p = quantized_problem(DType::kFloat8E5M2);
+  auto cache = p.cache();
+  std::vector<float> three = {1.0f, 2.0f, 3.0f};
+  cache.k_scale = TensorView::contiguous(three.data(), DType::kFloat32, {3});
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "cache.k_scale must have shape [1] or [num_kv_heads] = [2], got [3]");
+  cache.k_scale = TensorView::contiguous(three.data(), DType::kFloat32, {2});
+  cache.k_scale.device = Device::cuda(0);
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "cache.k_scale is on cuda:0 but the op runs on cpu");
+  cache = p.cache();
+  cache.k_scale = TensorView::contiguous(three.data(), DType::kFloat32, {2});
+  cache.v_scale = TensorView::contiguous(three.data(), DType::kFloat32, {1});
+  EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
+                        "must both be per tensor or both per kv head");
+  auto plain = small_problem();
+  cache = plain.cache();
+  cache.k_meta = cache.k;
+  EXPECT_ERROR_CONTAINS(attention(plain.query(), cache, plain.batch(), plain.params(), plain.output()),
+                        "cache.k_meta / cache.v_meta belong to int8 caches; a bf16 cache takes none");
+}
+
 TEST(Errors, QueryHeadsNotAMultipleOfKvHeads) {
   auto p = small_problem();
   auto q = p.query();
@@ -56,7 +117,7 @@ TEST(Errors, DtypeMismatch) {
   auto cache = p.cache();
   cache.k.dtype = cache.v.dtype = DType::kFloat16;
   EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),
-                        "cache dtype fp16 must equal query dtype bf16 or be fp8_e4m3");
+                        "cache dtype fp16 must equal query dtype bf16 or be a quantized format");
   cache = p.cache();
   cache.v.dtype = DType::kFloat16;
   EXPECT_ERROR_CONTAINS(attention(p.query(), cache, p.batch(), p.params(), p.output()),

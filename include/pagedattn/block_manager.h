@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "pagedattn/dtype.h"
+#include "pagedattn/kv_format.h"
 
 namespace pagedattn {
 
@@ -40,11 +41,11 @@ struct KVCacheGeometry {
   int64_t num_kv_heads = 1;
   int64_t head_dim = 128;
   int64_t block_size = 16;
-  DType dtype = DType::kBFloat16;
+  DType dtype = DType::kBFloat16;  ///< the cache format (kv_format.h): data and metadata planes both count
 
   /// K and V of every layer for one block.
   int64_t bytes_per_block() const {
-    return 2 * num_layers * block_size * num_kv_heads * head_dim * dtype_size(dtype);
+    return num_layers * block_size * kv_bytes_per_token(dtype, num_kv_heads, head_dim);
   }
   /// The most blocks that fit in a budget of bytes.
   int64_t blocks_for_budget(size_t budget_bytes) const {

@@ -8,7 +8,7 @@
 
 namespace pagedattn {
 
-enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16, kFloat8E4M3, kInt32, kInt64 };
+enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16, kFloat8E4M3, kFloat8E5M2, kInt8, kInt32, kInt64 };
 
 /// Bytes of one element.
 constexpr int dtype_size(DType t) {
@@ -20,6 +20,8 @@ constexpr int dtype_size(DType t) {
     case DType::kBFloat16:
       return 2;
     case DType::kFloat8E4M3:
+    case DType::kFloat8E5M2:
+    case DType::kInt8:
       return 1;
     case DType::kInt32:
       return 4;
@@ -29,16 +31,16 @@ constexpr int dtype_size(DType t) {
   return 0;
 }
 
-/// Short name used in messages and on the command line ("fp32", "fp16", "bf16", "fp8_e4m3", "int32",
-/// "int64").
+/// Short name used in messages and on the command line ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2",
+/// "int8", "int32", "int64").
 std::string_view dtype_name(DType t);
 
 /// Parses a name produced by dtype_name; throws pagedattn::Error on anything else.
 DType parse_dtype(std::string_view name);
 
-/// True for the floating-point types attention reads and writes.
+/// True for the floating-point types.
 constexpr bool is_float_dtype(DType t) {
-  return t != DType::kInt32 && t != DType::kInt64;
+  return t != DType::kInt8 && t != DType::kInt32 && t != DType::kInt64;
 }
 
 // ---- scalar conversions (bit patterns)
@@ -128,6 +130,33 @@ inline float fp8e4m3_bits_to_float(uint8_t b) {
   return (b & 0x80) ? -v : v;
 }
 
+/// fp8 e5m2 (bias 15, IEEE specials), round to nearest even, saturating at +-57344 (infinities included, as
+/// the e4m3 conversion saturates); NaN stays NaN. e5m2 is the top byte of an fp16, so the rounding is fp16's
+/// with two mantissa bits.
+inline uint8_t float_to_fp8e5m2_bits(float f) {
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
+  if (std::isnan(f)) return static_cast<uint8_t>(sign | 0x7e);
+  const float a = std::fabs(f);
+  if (a >= 57344.0f) return static_cast<uint8_t>(sign | 0x7b);
+  if (a < 6.103515625e-05f) {  // below 2^-14: subnormal m * 2^-16
+    return static_cast<uint8_t>(sign | static_cast<uint8_t>(std::nearbyint(a * 65536.0f)));
+  }
+  int e = 0;
+  const float frac = std::frexp(a, &e);                   // a = frac * 2^e, frac in [0.5, 1)
+  int q = static_cast<int>(std::nearbyint(frac * 8.0f));  // 1.mm in quarters: [4, 8]
+  int exp = e - 1;
+  if (q == 8) {
+    q = 4;
+    ++exp;
+  }
+  if (exp + 15 >= 31) return static_cast<uint8_t>(sign | 0x7b);  // rounded past 57344: saturate
+  return static_cast<uint8_t>(sign | ((exp + 15) << 2) | (q - 4));
+}
+
+inline float fp8e5m2_bits_to_float(uint8_t b) {
+  return fp16_bits_to_float(static_cast<uint16_t>(static_cast<uint16_t>(b) << 8));
+}
+
 /// Reads element i of a buffer of float dtype t as fp32.
 inline float load_as_float(const void* p, DType t, int64_t i) {
   switch (t) {
@@ -139,12 +168,17 @@ inline float load_as_float(const void* p, DType t, int64_t i) {
       return bf16_bits_to_float(static_cast<const uint16_t*>(p)[i]);
     case DType::kFloat8E4M3:
       return fp8e4m3_bits_to_float(static_cast<const uint8_t*>(p)[i]);
+    case DType::kFloat8E5M2:
+      return fp8e5m2_bits_to_float(static_cast<const uint8_t*>(p)[i]);
+    case DType::kInt8:
+      return static_cast<float>(static_cast<const int8_t*>(p)[i]);
     default:
       return std::nanf("");
   }
 }
 
-/// Writes fp32 value v into element i of a buffer of float dtype t (rounded to nearest even).
+/// Writes fp32 value v into element i of a buffer of float dtype t (rounded to nearest even; the fp8 formats
+/// saturate).
 inline void store_from_float(void* p, DType t, int64_t i, float v) {
   switch (t) {
     case DType::kFloat32:
@@ -158,6 +192,9 @@ inline void store_from_float(void* p, DType t, int64_t i, float v) {
       break;
     case DType::kFloat8E4M3:
       static_cast<uint8_t*>(p)[i] = float_to_fp8e4m3_bits(v);
+      break;
+    case DType::kFloat8E5M2:
+      static_cast<uint8_t*>(p)[i] = float_to_fp8e5m2_bits(v);
       break;
     default:
       break;
@@ -173,6 +210,8 @@ inline float round_to_dtype(float v, DType t) {
       return bf16_bits_to_float(float_to_bf16_bits(v));
     case DType::kFloat8E4M3:
       return fp8e4m3_bits_to_float(float_to_fp8e4m3_bits(v));
+    case DType::kFloat8E5M2:
+      return fp8e5m2_bits_to_float(float_to_fp8e5m2_bits(v));
     default:
       return v;
   }

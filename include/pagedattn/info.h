@@ -22,13 +22,31 @@ struct DeviceInfo {
   std::string decode_kernel;
 };
 
+/// One compiled CUDA attention instance: query dtype x K/V cache format x head dim.
+struct CudaInstance {
+  DType query = DType::kBFloat16;
+  DType cache = DType::kBFloat16;
+  int head_dim = 0;
+};
+
 struct BuildInfo {
   std::string version;
-  bool cuda = false;                ///< the CUDA backend is compiled in
-  std::string cuda_archs;           ///< e.g. "90a"
-  bool cuda_tma = false;            ///< the TMA decode kernel is compiled (PAGEDATTN_TMA, an sm_90 target)
-  std::vector<int> cuda_head_dims;  ///< head dims compiled into the CUDA kernels
-  std::vector<DType> cuda_dtypes;   ///< dtypes compiled into the CUDA kernels
+  bool cuda = false;                   ///< the CUDA backend is compiled in
+  std::string cuda_archs;              ///< e.g. "90a"
+  bool cuda_tma = false;               ///< the TMA decode kernel is compiled (PAGEDATTN_TMA, an sm_90 target)
+  std::vector<int> cuda_head_dims;     ///< head dims compiled into the CUDA kernels
+  std::vector<DType> cuda_dtypes;      ///< query dtypes compiled into the CUDA kernels
+  std::vector<DType> cuda_kv_formats;  ///< K/V cache formats compiled into the CUDA kernels
+  /// Every compiled (query dtype, cache format, head dim): the instantiation axis as CMake generated it.
+  std::vector<CudaInstance> cuda_instances;
+
+  /// Whether attention over this combination is compiled into the CUDA kernels.
+  bool cuda_compiled(DType query, DType cache, int head_dim) const {
+    for (const CudaInstance& i : cuda_instances) {
+      if (i.query == query && i.cache == cache && i.head_dim == head_dim) return true;
+    }
+    return false;
+  }
 };
 
 BuildInfo build_info();

@@ -10,9 +10,24 @@ namespace pagedattn {
 /// the same logical view with other strides. head_dim must be the innermost, contiguous dimension. block_size
 /// may be any of 1..256. K and V share shape and dtype; their strides may differ. Offsets into the pools are
 /// computed in 64 bits.
+///
+/// The dtype of k and v names the cache format (kv_format.h): fp16, bf16 (fp32 on the CPU) store values as
+/// they are; fp8_e4m3 / fp8_e5m2 store value / scale with the optional k_scale / v_scale; int8 stores
+/// round(value / s) with s = absmax / 127 of each token's head vector, s kept in the k_meta / v_meta planes.
 struct PagedKVCache {
+  PagedKVCache() = default;
+  /// A cache without scales (bf16, fp16, fp32; fp8 with scale 1.0).
+  PagedKVCache(const TensorView& k_pool, const TensorView& v_pool) : k(k_pool), v(v_pool) {}
+
   TensorView k;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
   TensorView v;  ///< [num_blocks, block_size, num_kv_heads, head_dim]
+  /// fp8 only, optional: fp32 [1] (one scale per tensor) or [num_kv_heads]; absent = 1.0.
+  TensorView k_scale;
+  TensorView v_scale;
+  /// int8 only, required: fp32 [num_blocks, block_size, num_kv_heads], the scale of each stored head vector
+  /// (any strides; 0 for a zero vector). The metadata plane of the format.
+  TensorView k_meta;
+  TensorView v_meta;
 
   int64_t num_blocks() const { return k.shape[0]; }
   int64_t block_size() const { return k.shape[1]; }

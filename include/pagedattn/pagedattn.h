@@ -7,5 +7,6 @@
 #include "pagedattn/dtype.h"
 #include "pagedattn/error.h"
 #include "pagedattn/info.h"
+#include "pagedattn/kv_format.h"
 #include "pagedattn/paged_kv.h"
 #include "pagedattn/tensor.h"

@@ -26,7 +26,8 @@ def info() -> dict:
 
     ``cuda_built``: this build has the CUDA backend; ``cuda_available``: it has, and a device is visible (the
     reason when not: ``cuda_unavailable_reason``); ``cuda_archs``, ``cuda_tma``, ``cuda_head_dims``,
-    ``cuda_dtypes``: what the kernels were compiled for; ``devices``: one dict per visible device.
+    ``cuda_dtypes``, ``cuda_kv_formats``, ``cuda_instances`` ((query dtype, cache format, head dim) tuples):
+    what the kernels were compiled for; ``devices``: one dict per visible device.
     """
     return _C.build_info()
 
@@ -70,33 +71,55 @@ def _empty(t, shape, dtype=None):
     return mod.empty(shape, dtype=dtype or t.dtype)
 
 
-def write_kv(key, value, slot_mapping, k_cache, v_cache, *, validate: bool = True, stream: int | None = None):
-    """Writes key/value [num_tokens, num_kv_heads, head_dim] into the cache pools at slot_mapping (int64; -1 skips)."""
+def _scales(k_scale, v_scale, k_meta, v_meta, writable_meta=False):
+    """The cache format's optional fp8 scales and int8 metadata planes, checked like the other arguments."""
+    for x, name in ((k_scale, "k_scale"), (v_scale, "v_scale")):
+        _tensor(x, name, optional=True)
+    for x, name in ((k_meta, "k_meta"), (v_meta, "v_meta")):
+        _tensor(x, name, writable=writable_meta, optional=True)
+    return dict(k_scale=k_scale, v_scale=v_scale, k_meta=k_meta, v_meta=v_meta)
+
+
+def write_kv(key, value, slot_mapping, k_cache, v_cache, *, k_scale=None, v_scale=None, k_meta=None, v_meta=None,
+             validate: bool = True, stream: int | None = None):
+    """Writes key/value [num_tokens, num_kv_heads, head_dim] into the cache pools at slot_mapping (int64; -1 skips).
+
+    The pools' dtype is the cache format: that of key (float16/bfloat16/float32), or a quantized one written
+    with conversion: float8_e4m3fn / float8_e5m2 store value / scale (k_scale, v_scale: optional float32 [1] or
+    [num_kv_heads], default 1.0; saturating); int8 stores codes with one float32 scale per token and KV head in
+    k_meta / v_meta [num_blocks, block_size, num_kv_heads] (required).
+    """
     for x, name in ((key, "key"), (value, "value"), (slot_mapping, "slot_mapping")):
         _tensor(x, name)
     _tensor(k_cache, "k_cache", writable=True)
     _tensor(v_cache, "v_cache", writable=True)
     _C.write_kv(key, value, slot_mapping, k_cache, v_cache,
-                stream=current_stream(key) if stream is None else stream, validate=validate)
+                stream=current_stream(key) if stream is None else stream, validate=validate,
+                **_scales(k_scale, v_scale, k_meta, v_meta, writable_meta=True))
 
 
 def attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, *,
-                             max_query_len: int = -1, max_seq_len: int = -1, force_segments: int = 0) -> int:
+                             max_query_len: int = -1, max_seq_len: int = -1, force_segments: int = 0,
+                             k_scale=None, v_scale=None, k_meta=None, v_meta=None) -> int:
     """Bytes of device workspace that ``attention`` needs for this batch shape (0 on the CPU)."""
     for x, name in ((query, "query"), (k_cache, "k_cache"), (v_cache, "v_cache"), (block_tables, "block_tables"),
                     (seq_lens, "seq_lens"), (query_start_loc, "query_start_loc")):
         _tensor(x, name)
     return _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
-                                       max_query_len, max_seq_len, force_segments)
+                                       max_query_len, max_seq_len, force_segments,
+                                       **_scales(k_scale, v_scale, k_meta, v_meta))
 
 
 def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out=None, *, scale: float = 0.0,
               window_left: int = 0, softcap: float = 0.0, alibi_slopes=None, sinks=None, return_lse: bool = False,
               lse=None, workspace=None, max_query_len: int = -1, max_seq_len: int = -1, validate: bool = True,
-              force_segments: int = 0, stream: int | None = None):
+              force_segments: int = 0, stream: int | None = None, k_scale=None, v_scale=None, k_meta=None,
+              v_meta=None):
     """Causal attention of query [num_tokens, num_q_heads, head_dim] over the paged cache.
 
-    k_cache/v_cache: [num_blocks, block_size, num_kv_heads, head_dim] (any strides, head_dim contiguous).
+    k_cache/v_cache: [num_blocks, block_size, num_kv_heads, head_dim] (any strides, head_dim contiguous), of the
+    query's dtype or a quantized format read directly (float8_e4m3fn / float8_e5m2 with optional k_scale /
+    v_scale; int8 with its k_meta / v_meta planes: see write_kv).
     block_tables [num_seqs, max_blocks] int32, seq_lens [num_seqs] int32 (cached tokens, new ones included),
     query_start_loc [num_seqs + 1] int32. Returns out (and lse [num_tokens, num_q_heads] float32 when asked).
     When workspace is None, one of attention_workspace_size() bytes is allocated in query's framework.
@@ -116,13 +139,15 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
     if workspace is None:
         size = attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
                                         max_query_len=max_query_len, max_seq_len=max_seq_len,
-                                        force_segments=force_segments)
+                                        force_segments=force_segments, k_scale=k_scale, v_scale=v_scale,
+                                        k_meta=k_meta, v_meta=v_meta)
         if size:
             workspace = _empty(query, (size,), "uint8")
     _C.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scale=scale,
                  window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks, lse=lse,
                  workspace=workspace, max_query_len=max_query_len, max_seq_len=max_seq_len, validate=validate,
-                 force_segments=force_segments, stream=current_stream(query) if stream is None else stream)
+                 force_segments=force_segments, stream=current_stream(query) if stream is None else stream,
+                 **_scales(k_scale, v_scale, k_meta, v_meta))
     return (out, lse) if (return_lse or lse is not None) else out
 
 

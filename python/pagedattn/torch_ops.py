@@ -2,8 +2,12 @@
 
     out, lse = torch.ops.pagedattn.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
                                              scale, window_left, softcap, alibi_slopes, sinks, max_query_len,
-                                             max_seq_len)
-    torch.ops.pagedattn.write_kv(key, value, slot_mapping, k_cache, v_cache)      # mutates k_cache, v_cache
+                                             max_seq_len, k_scale, v_scale, k_meta, v_meta)
+    torch.ops.pagedattn.write_kv(key, value, slot_mapping, k_cache, v_cache,     # mutates k_cache, v_cache
+                                 k_scale, v_scale, k_meta, v_meta)               # (and k_meta, v_meta: int8)
+
+The cache may be float8_e4m3fn / float8_e5m2 (k_scale, v_scale: optional float32 [1] or [num_kv_heads]) or int8
+(k_meta, v_meta: its per-token scale planes); see pagedattn.write_kv.
 
 ``attention`` is functional: it returns new tensors and takes its split-KV workspace from torch's allocator inside
 the op, so a compiled graph sees one opaque call and a captured CUDA graph draws the workspace from its private
@@ -24,14 +28,16 @@ def _stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
-@torch.library.custom_op("pagedattn::write_kv", mutates_args=("k_cache", "v_cache"))
+@torch.library.custom_op("pagedattn::write_kv", mutates_args=("k_cache", "v_cache", "k_meta", "v_meta"))
 def _write_kv(key: torch.Tensor, value: torch.Tensor, slot_mapping: torch.Tensor, k_cache: torch.Tensor,
-              v_cache: torch.Tensor) -> None:
-    _C.write_kv(key, value, slot_mapping, k_cache, v_cache, stream=_stream(key), validate=False)
+              v_cache: torch.Tensor, k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor],
+              k_meta: Optional[torch.Tensor], v_meta: Optional[torch.Tensor]) -> None:
+    _C.write_kv(key, value, slot_mapping, k_cache, v_cache, stream=_stream(key), validate=False, k_scale=k_scale,
+                v_scale=v_scale, k_meta=k_meta, v_meta=v_meta)
 
 
 @_write_kv.register_fake
-def _write_kv_fake(key, value, slot_mapping, k_cache, v_cache) -> None:
+def _write_kv_fake(key, value, slot_mapping, k_cache, v_cache, k_scale, v_scale, k_meta, v_meta) -> None:
     return None
 
 
@@ -39,33 +45,37 @@ def _write_kv_fake(key, value, slot_mapping, k_cache, v_cache) -> None:
 def _attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                seq_lens: torch.Tensor, query_start_loc: torch.Tensor, scale: float, window_left: int, softcap: float,
                alibi_slopes: Optional[torch.Tensor], sinks: Optional[torch.Tensor], max_query_len: int,
-               max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+               max_seq_len: int, k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor],
+               k_meta: Optional[torch.Tensor], v_meta: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    scales = dict(k_scale=k_scale, v_scale=v_scale, k_meta=k_meta, v_meta=v_meta)
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     lse = torch.empty(query.shape[0], query.shape[1], dtype=torch.float32, device=query.device)
     size = _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
-                                       max_query_len, max_seq_len, 0)
+                                       max_query_len, max_seq_len, 0, **scales)
     workspace = torch.empty(size, dtype=torch.uint8, device=query.device) if size else None
     _C.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scale=scale,
                  window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks, lse=lse,
                  workspace=workspace, max_query_len=max_query_len, max_seq_len=max_seq_len, validate=False,
-                 stream=_stream(query))
+                 stream=_stream(query), **scales)
     return out, lse
 
 
 @_attention.register_fake
 def _attention_fake(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, window_left, softcap,
-                    alibi_slopes, sinks, max_query_len, max_seq_len):
+                    alibi_slopes, sinks, max_query_len, max_seq_len, k_scale, v_scale, k_meta, v_meta):
     return (query.new_empty(query.shape), query.new_empty((query.shape[0], query.shape[1]), dtype=torch.float32))
 
 
-def write_kv(key, value, slot_mapping, k_cache, v_cache) -> None:
-    torch.ops.pagedattn.write_kv(key, value, slot_mapping, k_cache, v_cache)
+def write_kv(key, value, slot_mapping, k_cache, v_cache, *, k_scale=None, v_scale=None, k_meta=None,
+             v_meta=None) -> None:
+    torch.ops.pagedattn.write_kv(key, value, slot_mapping, k_cache, v_cache, k_scale, v_scale, k_meta, v_meta)
 
 
 def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, *, max_query_len: int,
               max_seq_len: int, scale: float = 0.0, window_left: int = 0, softcap: float = 0.0, alibi_slopes=None,
-              sinks=None, return_lse: bool = False):
+              sinks=None, return_lse: bool = False, k_scale=None, v_scale=None, k_meta=None, v_meta=None):
     """torch.ops.pagedattn.attention with keyword arguments; returns out, or (out, lse)."""
     out, lse = torch.ops.pagedattn.attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale,
-                                             window_left, softcap, alibi_slopes, sinks, max_query_len, max_seq_len)
+                                             window_left, softcap, alibi_slopes, sinks, max_query_len, max_seq_len,
+                                             k_scale, v_scale, k_meta, v_meta)
     return (out, lse) if return_lse else out

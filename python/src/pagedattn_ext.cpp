@@ -29,11 +29,13 @@ DType to_dtype(nb::dlpack::dtype t) {
   if (code == C::Float && t.bits == 16) return DType::kFloat16;
   if (code == C::Bfloat && t.bits == 16) return DType::kBFloat16;
   if (code == C::Float8_E4M3FN && t.bits == 8) return DType::kFloat8E4M3;
+  if (code == C::Float8_E5M2 && t.bits == 8) return DType::kFloat8E5M2;
+  if (code == C::Int && t.bits == 8) return DType::kInt8;
   if (code == C::Int && t.bits == 32) return DType::kInt32;
   if (code == C::Int && t.bits == 64) return DType::kInt64;
   PA_CHECK(false, "unsupported tensor dtype (DLPack code ", static_cast<int>(t.code), ", ",
            static_cast<int>(t.bits),
-           " bits); expected float32, float16, bfloat16, float8_e4m3fn, int32 or int64");
+           " bits); expected float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, int8, int32 or int64");
 }
 
 template <typename A>
@@ -60,6 +62,19 @@ TensorView view(const A& a, const char* name) {
 template <typename A>
 TensorView optional_view(const std::optional<A>& a, const char* name) {
   return a ? view(*a, name) : TensorView{};
+}
+
+// The cache: pools plus the format's optional scales (fp8) or metadata planes (int8).
+template <typename Pool, typename Meta>
+PagedKVCache cache_view(const Pool& k_cache, const Pool& v_cache, const std::optional<Array>& k_scale,
+                        const std::optional<Array>& v_scale, const std::optional<Meta>& k_meta,
+                        const std::optional<Meta>& v_meta) {
+  PagedKVCache c(view(k_cache, "k_cache"), view(v_cache, "v_cache"));
+  c.k_scale = optional_view(k_scale, "k_scale");
+  c.v_scale = optional_view(v_scale, "v_scale");
+  c.k_meta = optional_view(k_meta, "k_meta");
+  c.v_meta = optional_view(v_meta, "v_meta");
+  return c;
 }
 
 Stream to_stream(uintptr_t s) {
@@ -113,26 +128,31 @@ NB_MODULE(_pagedattn, m) {
   m.def(
       "write_kv",
       [](const Array& key, const Array& value, const Array& slot_mapping, const OutArray& k_cache,
-         const OutArray& v_cache, uintptr_t stream, bool validate) {
+         const OutArray& v_cache, uintptr_t stream, bool validate, std::optional<Array> k_scale,
+         std::optional<Array> v_scale, std::optional<OutArray> k_meta, std::optional<OutArray> v_meta) {
+        const PagedKVCache cache = cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta);
         nb::gil_scoped_release release;
-        write_kv(view(key, "key"), view(value, "value"), view(slot_mapping, "slot_mapping"),
-                 {view(k_cache, "k_cache"), view(v_cache, "v_cache")}, to_stream(stream), validate);
+        write_kv(view(key, "key"), view(value, "value"), view(slot_mapping, "slot_mapping"), cache,
+                 to_stream(stream), validate);
       },
-      "key"_a, "value"_a, "slot_mapping"_a, "k_cache"_a, "v_cache"_a, "stream"_a = 0, "validate"_a = true);
+      "key"_a, "value"_a, "slot_mapping"_a, "k_cache"_a, "v_cache"_a, "stream"_a = 0, "validate"_a = true,
+      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
 
   m.def(
       "attention_workspace_size",
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
          const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
-         int force_segments) {
+         int force_segments, std::optional<Array> k_scale, std::optional<Array> v_scale,
+         std::optional<Array> k_meta, std::optional<Array> v_meta) {
         AttentionParams p;
         p.force_segments = force_segments;
         return attention_workspace_size(
-            view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
+            view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
             batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len), p);
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
-      "max_query_len"_a = -1, "max_seq_len"_a = -1, "force_segments"_a = 0);
+      "max_query_len"_a = -1, "max_seq_len"_a = -1, "force_segments"_a = 0, "k_scale"_a = nb::none(),
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
 
   m.def(
       "attention",
@@ -140,7 +160,8 @@ NB_MODULE(_pagedattn, m) {
          const Array& seq_lens, const Array& query_start_loc, const OutArray& out, float scale,
          int window_left, float softcap, std::optional<Array> alibi_slopes, std::optional<Array> sinks,
          std::optional<OutArray> lse, std::optional<OutArray> workspace, int max_query_len, int max_seq_len,
-         bool validate, int force_segments, uintptr_t stream) {
+         bool validate, int force_segments, uintptr_t stream, std::optional<Array> k_scale,
+         std::optional<Array> v_scale, std::optional<Array> k_meta, std::optional<Array> v_meta) {
         // The workspace is raw bytes of any dtype; only its size and address matter.
         Workspace ws;
         if (workspace) {
@@ -149,7 +170,7 @@ NB_MODULE(_pagedattn, m) {
         }
         nb::gil_scoped_release release;
         attention(
-            view(query, "query"), {view(k_cache, "k_cache"), view(v_cache, "v_cache")},
+            view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
             batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
             params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, validate, force_segments),
             view(out, "out"), ws, to_stream(stream));
@@ -157,7 +178,8 @@ NB_MODULE(_pagedattn, m) {
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a, "out"_a,
       "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
       "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
-      "max_seq_len"_a = -1, "validate"_a = true, "force_segments"_a = 0, "stream"_a = 0);
+      "max_seq_len"_a = -1, "validate"_a = true, "force_segments"_a = 0, "stream"_a = 0,
+      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
 
   // Element conversions, exposed for the dtype tests (python/tests/test_dtype_tables.py checks them against
   // numpy's and ml_dtypes' tables): float32 values -> bit patterns of a float dtype, and back.
@@ -207,6 +229,14 @@ NB_MODULE(_pagedattn, m) {
     d["cuda_tma"] = b.cuda_tma;
     d["cuda_head_dims"] = b.cuda_head_dims;
     d["cuda_dtypes"] = dtypes;
+    std::vector<std::string> formats;
+    for (DType t : b.cuda_kv_formats) formats.emplace_back(dtype_name(t));
+    d["cuda_kv_formats"] = formats;
+    nb::list instances;  // (query dtype, cache format, head dim): the compiled instantiation axis
+    for (const CudaInstance& i : b.cuda_instances)
+      instances.append(
+          nb::make_tuple(std::string(dtype_name(i.query)), std::string(dtype_name(i.cache)), i.head_dim));
+    d["cuda_instances"] = instances;
     nb::list devices;
     for (const auto& dev : cuda_devices()) {
       nb::dict e;

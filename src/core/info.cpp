@@ -5,6 +5,7 @@
 
 #ifdef PAGEDATTN_WITH_CUDA
 #include "cuda/cuda_backend.h"
+#include "pagedattn_cuda_instances.h"
 #endif
 
 namespace pagedattn {
@@ -32,6 +33,13 @@ BuildInfo build_info() {
 #endif
   for (const auto& hd : split_csv(PAGEDATTN_HEAD_DIMS_STRING)) info.cuda_head_dims.push_back(std::stoi(hd));
   for (const auto& dt : split_csv(PAGEDATTN_DTYPES_STRING)) info.cuda_dtypes.push_back(parse_dtype(dt));
+  for (const auto& f : split_csv(PAGEDATTN_KV_FORMATS_STRING)) info.cuda_kv_formats.push_back(parse_dtype(f));
+    // The generated instance list (src/cuda/CMakeLists.txt); only its dtype enums and head dims are used
+    // here.
+#define PAGEDATTN_INSTANCE_INFO(TYPE, DTYPE, FORMAT, CACHE_DTYPE, HEAD_DIM) \
+  info.cuda_instances.push_back({DTYPE, CACHE_DTYPE, HEAD_DIM});
+  PAGEDATTN_FOR_EACH_INSTANCE(PAGEDATTN_INSTANCE_INFO)
+#undef PAGEDATTN_INSTANCE_INFO
 #endif
   return info;
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "pagedattn/error.h"
+#include "pagedattn/kv_format.h"
 
 namespace pagedattn::core {
 namespace {
@@ -38,6 +39,38 @@ bool head_dim_supported(int64_t d) {
          std::end(kSupportedHeadDims);
 }
 
+kernels::KVPlane plane_of(const TensorView& t) {
+  kernels::KVPlane plane;
+  plane.data = t.data;
+  plane.stride_block = t.strides[0];
+  plane.stride_token = t.strides[1];
+  plane.stride_head = t.strides[2];
+  return plane;
+}
+
+// fp8's optional per-tensor or per-KV-head scale.
+void check_head_scale(const TensorView& t, const char* name, int64_t num_kv_heads, const Device& device) {
+  if (t.data == nullptr) return;
+  check_rank(t, name, 1, "[1] or [num_kv_heads]");
+  PA_CHECK(t.shape[0] == 1 || t.shape[0] == num_kv_heads, name, " must have shape [1] or [num_kv_heads] = [",
+           num_kv_heads, "], got ", t.shape_string());
+  check_dtype(t, name, DType::kFloat32);
+  check_device(t, name, device);
+  check_inner_contiguous(t, name);
+}
+
+// int8's metadata plane: one fp32 scale per (block, slot, kv head).
+void check_meta_plane(const TensorView& t, const char* name, const TensorView& data, const Device& device) {
+  PA_CHECK(t.data != nullptr, "an ", dtype_name(data.dtype), " cache needs ", name,
+           ": fp32 [num_blocks, block_size, num_kv_heads], the per-token scales");
+  check_rank(t, name, 3, "[num_blocks, block_size, num_kv_heads]");
+  PA_CHECK(t.shape[0] == data.shape[0] && t.shape[1] == data.shape[1] && t.shape[2] == data.shape[2], name,
+           " must have shape [num_blocks, block_size, num_kv_heads] = [", data.shape[0], ", ", data.shape[1],
+           ", ", data.shape[2], "], got ", t.shape_string());
+  check_dtype(t, name, DType::kFloat32);
+  check_device(t, name, device);
+}
+
 kernels::PagedKVArgs check_cache(const PagedKVCache& cache, const Device& device) {
   check_rank(cache.k, "cache.k", 4, "[num_blocks, block_size, num_kv_heads, head_dim]");
   check_rank(cache.v, "cache.v", 4, "[num_blocks, block_size, num_kv_heads, head_dim]");
@@ -45,7 +78,8 @@ kernels::PagedKVArgs check_cache(const PagedKVCache& cache, const Device& device
            cache.v.shape_string(), " must have the same shape");
   PA_CHECK(cache.k.dtype == cache.v.dtype, "cache.k (", dtype_name(cache.k.dtype), ") and cache.v (",
            dtype_name(cache.v.dtype), ") must have the same dtype");
-  PA_CHECK(is_float_dtype(cache.k.dtype), "cache dtype must be fp32, fp16, bf16 or fp8_e4m3, got ",
+  PA_CHECK(is_kv_format(cache.k.dtype),
+           "cache dtype must be a K/V format (fp32, fp16, bf16, fp8_e4m3, fp8_e5m2 or int8), got ",
            dtype_name(cache.k.dtype));
   check_device(cache.k, "cache.k", device);
   check_device(cache.v, "cache.v", device);
@@ -59,19 +93,41 @@ kernels::PagedKVArgs check_cache(const PagedKVCache& cache, const Device& device
   PA_CHECK(cache.num_blocks() <= INT32_MAX, "num_blocks ", cache.num_blocks(), " exceeds int32 block ids");
 
   kernels::PagedKVArgs kv;
-  kv.k = cache.k.data;
-  kv.v = cache.v.data;
-  kv.k_stride_block = cache.k.strides[0];
-  kv.k_stride_token = cache.k.strides[1];
-  kv.k_stride_head = cache.k.strides[2];
-  kv.v_stride_block = cache.v.strides[0];
-  kv.v_stride_token = cache.v.strides[1];
-  kv.v_stride_head = cache.v.strides[2];
+  kv.k = plane_of(cache.k);
+  kv.v = plane_of(cache.v);
   kv.num_blocks = static_cast<int32_t>(cache.num_blocks());
   kv.block_size = static_cast<int32_t>(bs);
+  kv.page = kernels::FastDivmod(kv.block_size);
   kv.num_kv_heads = static_cast<int32_t>(cache.num_kv_heads());
   kv.head_dim = static_cast<int32_t>(cache.head_dim());
   kv.dtype = cache.k.dtype;
+
+  const KVFormat format = kv_format(kv.dtype);
+  const bool has_scale = cache.k_scale.data != nullptr || cache.v_scale.data != nullptr;
+  const bool has_meta = cache.k_meta.data != nullptr || cache.v_meta.data != nullptr;
+  PA_CHECK(format.scales == KVScales::kTensorHead || !has_scale,
+           "cache.k_scale / cache.v_scale belong to fp8 ", "caches; a ", dtype_name(kv.dtype),
+           " cache takes none");
+  PA_CHECK(format.scales == KVScales::kToken || !has_meta, "cache.k_meta / cache.v_meta belong to int8 ",
+           "caches; a ", dtype_name(kv.dtype), " cache takes none");
+  if (format.scales == KVScales::kTensorHead) {
+    check_head_scale(cache.k_scale, "cache.k_scale", kv.num_kv_heads, device);
+    check_head_scale(cache.v_scale, "cache.v_scale", kv.num_kv_heads, device);
+    PA_CHECK(cache.k_scale.data == nullptr || cache.v_scale.data == nullptr ||
+                 cache.k_scale.shape[0] == cache.v_scale.shape[0],
+             "cache.k_scale ", cache.k_scale.shape_string(), " and cache.v_scale ",
+             cache.v_scale.shape_string(), " must both be per tensor or both per kv head");
+    kv.k_scale = static_cast<const float*>(cache.k_scale.data);
+    kv.v_scale = static_cast<const float*>(cache.v_scale.data);
+    const TensorView& any = cache.k_scale.data != nullptr ? cache.k_scale : cache.v_scale;
+    kv.scale_per_head = any.data != nullptr && any.shape[0] == kv.num_kv_heads && kv.num_kv_heads > 1;
+  }
+  if (format.scales == KVScales::kToken) {
+    check_meta_plane(cache.k_meta, "cache.k_meta", cache.k, device);
+    check_meta_plane(cache.v_meta, "cache.v_meta", cache.v, device);
+    kv.k_meta = plane_of(cache.k_meta);
+    kv.v_meta = plane_of(cache.v_meta);
+  }
   return kv;
 }
 
@@ -111,8 +167,9 @@ AttentionProblem check_attention(const TensorView& query, const PagedKVCache& ca
       "query dtype must be fp32, fp16 or bf16, got ", dtype_name(query.dtype));
   PA_CHECK(out.dtype == query.dtype, "out dtype ", dtype_name(out.dtype), " must equal query dtype ",
            dtype_name(query.dtype));
-  PA_CHECK(p.kv.dtype == query.dtype || p.kv.dtype == DType::kFloat8E4M3, "cache dtype ",
-           dtype_name(p.kv.dtype), " must equal query dtype ", dtype_name(query.dtype), " or be fp8_e4m3");
+  PA_CHECK(p.kv.dtype == query.dtype || kv_format(p.kv.dtype).quantized(), "cache dtype ",
+           dtype_name(p.kv.dtype), " must equal query dtype ", dtype_name(query.dtype),
+           " or be a quantized format (fp8_e4m3, fp8_e5m2, int8)");
   PA_CHECK(query.shape[2] == cache.head_dim(), "query head_dim ", query.shape[2],
            " must equal cache head_dim ", cache.head_dim());
   PA_CHECK(query.shape == out.shape, "out shape ", out.shape_string(), " must equal query shape ",
@@ -243,8 +300,9 @@ WriteKVProblem check_write_kv(const TensorView& key, const TensorView& value, co
            dtype_name(key.dtype));
   PA_CHECK(key.dtype == DType::kFloat32 || key.dtype == DType::kFloat16 || key.dtype == DType::kBFloat16,
            "key dtype must be fp32, fp16 or bf16, got ", dtype_name(key.dtype));
-  PA_CHECK(p.kv.dtype == key.dtype || p.kv.dtype == DType::kFloat8E4M3, "cache dtype ",
-           dtype_name(p.kv.dtype), " must equal key dtype ", dtype_name(key.dtype), " or be fp8_e4m3");
+  PA_CHECK(p.kv.dtype == key.dtype || kv_format(p.kv.dtype).quantized(), "cache dtype ",
+           dtype_name(p.kv.dtype), " must equal key dtype ", dtype_name(key.dtype),
+           " or be a quantized format (fp8_e4m3, fp8_e5m2, int8)");
   PA_CHECK(key.shape[1] == cache.num_kv_heads() && key.shape[2] == cache.head_dim(),
            "key must have shape [num_tokens, num_kv_heads, head_dim] = [", key.shape[0], ", ",
            cache.num_kv_heads(), ", ", cache.head_dim(), "], got ", key.shape_string());

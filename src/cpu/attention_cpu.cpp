@@ -54,19 +54,26 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
   if (query_len == 0) return;
   const int d = kv.head_dim;
 
-  // Gather this head's keys and values in position order: (seq_len, head_dim) each.
+  // Gather this head's keys and values in position order, dequantized: (seq_len, head_dim) each.
   std::vector<float> keys(static_cast<size_t>(seq_len) * d);
   std::vector<float> values(static_cast<size_t>(seq_len) * d);
   const int32_t* table = b.block_tables + seq * b.block_table_stride;
+  const float k_head_scale = kv.k_head_scale(kv_head), v_head_scale = kv.v_head_scale(kv_head);
   for (int32_t pos = 0; pos < seq_len; ++pos) {
-    const int64_t block = table[pos / kv.block_size];
-    const int64_t slot = pos % kv.block_size;
-    load_row(kv.k, kv.dtype,
-             block * kv.k_stride_block + slot * kv.k_stride_token + kv_head * kv.k_stride_head, d,
-             &keys[static_cast<size_t>(pos) * d]);
-    load_row(kv.v, kv.dtype,
-             block * kv.v_stride_block + slot * kv.v_stride_token + kv_head * kv.v_stride_head, d,
-             &values[static_cast<size_t>(pos) * d]);
+    int32_t page = 0, slot = 0;
+    kv.locate(pos, page, slot);
+    const int64_t block = table[page];
+    float* key = &keys[static_cast<size_t>(pos) * d];
+    float* value = &values[static_cast<size_t>(pos) * d];
+    load_row(kv.k.data, kv.dtype, kv.k.offset(block, slot, kv_head), d, key);
+    load_row(kv.v.data, kv.dtype, kv.v.offset(block, slot, kv_head), d, value);
+    // fp8: one scale per tensor or head; int8: the token's scales from the metadata planes.
+    const float ks = kv.k_meta.data ? *kv.k_meta.at<float>(block, slot, kv_head) : k_head_scale;
+    const float vs = kv.v_meta.data ? *kv.v_meta.at<float>(block, slot, kv_head) : v_head_scale;
+    if (ks != 1.0f)
+      for (int i = 0; i < d; ++i) key[i] *= ks;
+    if (vs != 1.0f)
+      for (int i = 0; i < d; ++i) value[i] *= vs;
   }
 
   std::vector<float> q(d), acc(d), logits(seq_len);

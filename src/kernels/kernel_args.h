@@ -5,21 +5,58 @@
 
 #include <cstdint>
 
+#include "kernels/fast_divmod.h"
+#include "kernels/host_device.h"
 #include "pagedattn/dtype.h"
 
 namespace pagedattn::kernels {
 
-/// The paged K/V pools, logical shape [num_blocks, block_size, num_kv_heads, head_dim], head_dim contiguous.
+/// One plane of a paged pool: per (block, slot, kv head) either a head_dim vector of the format's data
+/// elements (the data plane) or the format's per-token metadata (int8: one fp32 scale). Strides in elements
+/// of the plane's own type.
+struct KVPlane {
+  const void* data = nullptr;  // nullptr: the format has no such plane
+  int64_t stride_block = 0, stride_token = 0, stride_head = 0;
+
+  /// Element offset of (block, slot, head), in 64 bits: pools beyond 2^31 elements are normal.
+  PAGEDATTN_HD int64_t offset(int64_t block, int32_t slot, int32_t head) const {
+    return block * stride_block + static_cast<int64_t>(slot) * stride_token +
+           static_cast<int64_t>(head) * stride_head;
+  }
+  template <typename E>
+  PAGEDATTN_HD const E* at(int64_t block, int32_t slot, int32_t head) const {
+    return static_cast<const E*>(data) + offset(block, slot, head);
+  }
+};
+
+/// The paged K/V pools, logical shape [num_blocks, block_size, num_kv_heads, head_dim], head_dim contiguous,
+/// and the one way every loader (CPU, validation, every kernel, write_kv) turns a sequence position into an
+/// address: locate(pos) -> (page of the block table, slot in the block), then plane.offset(block, slot,
+/// head).
 struct PagedKVArgs {
-  const void* k = nullptr;
-  const void* v = nullptr;
-  int64_t k_stride_block = 0, k_stride_token = 0, k_stride_head = 0;
-  int64_t v_stride_block = 0, v_stride_token = 0, v_stride_head = 0;
+  KVPlane k, v;            // data planes: [num_blocks, block_size, num_kv_heads, head_dim] of `dtype`
+  KVPlane k_meta, v_meta;  // int8: fp32 [num_blocks, block_size, num_kv_heads] scales; else data == nullptr
+  const float* k_scale = nullptr;  // fp8: [1] or [num_kv_heads] fp32 (scale_per_head); nullptr = 1.0
+  const float* v_scale = nullptr;
+  int32_t scale_per_head = 0;
   int32_t num_blocks = 0;
   int32_t block_size = 0;
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
-  DType dtype = DType::kBFloat16;
+  FastDivmod page;                 // block_size as a fast divisor
+  DType dtype = DType::kBFloat16;  // the cache format (pagedattn/kv_format.h)
+
+  /// Position pos of a sequence -> index into its block-table row and slot inside that block.
+  PAGEDATTN_HD void locate(int32_t pos, int32_t& page_index, int32_t& slot) const {
+    page.divmod(pos, page_index, slot);
+  }
+  /// fp8: the dequantization scale of a KV head (1 without scales).
+  PAGEDATTN_HD float k_head_scale(int32_t head) const {
+    return k_scale == nullptr ? 1.0f : k_scale[scale_per_head ? head : 0];
+  }
+  PAGEDATTN_HD float v_head_scale(int32_t head) const {
+    return v_scale == nullptr ? 1.0f : v_scale[scale_per_head ? head : 0];
+  }
 };
 
 /// The batch: which cache positions each sequence sees and where its query rows are.

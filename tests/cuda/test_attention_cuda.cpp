@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "pagedattn/info.h"
+#include "pagedattn/kv_format.h"
 #include "problem.h"
 #include "runner.h"
 #include "test_util.h"
@@ -37,10 +38,11 @@ bool have_gpu() {
 // of failing on the backend's "not compiled" error. Loops over configurations skip the cases this build lacks
 // (compiled) and the test skips when none was left.
 bool compiled(const testing::ProblemSpec& s) {
-  return testing::cuda_not_compiled(s.dtype, s.head_dim).empty();
+  return testing::cuda_not_compiled(s.dtype, s.cache_dtype, s.head_dim).empty();
 }
 #define SKIP_UNLESS_COMPILED(spec) \
-  if (!compiled(spec)) GTEST_SKIP() << testing::cuda_not_compiled((spec).dtype, (spec).head_dim)
+  if (!compiled(spec))             \
+  GTEST_SKIP() << testing::cuda_not_compiled((spec).dtype, (spec).cache_dtype, (spec).head_dim)
 #define SKIP_IF_NONE_RAN(ran) \
   if ((ran) == 0) GTEST_SKIP() << "no configuration of this test is compiled in this build"
 
@@ -51,8 +53,10 @@ const std::vector<testing::GridCase>& gpu_grid() {
     // agree.
     std::vector<testing::GridCase> all = testing::attention_grid(false, test::run_seed()), gpu;
     for (auto& c : all) {
-      if (c.spec.dtype == DType::kFloat32 || c.spec.cache_dtype != c.spec.dtype) continue;
-      if (testing::cuda_not_compiled(c.spec.dtype, c.spec.head_dim).empty()) gpu.push_back(c);
+      const bool readable = c.spec.cache_dtype == c.spec.dtype || kv_format(c.spec.cache_dtype).quantized();
+      if (c.spec.dtype == DType::kFloat32 || !readable) continue;
+      if (testing::cuda_not_compiled(c.spec.dtype, c.spec.cache_dtype, c.spec.head_dim).empty())
+        gpu.push_back(c);
     }
     return gpu;
   }();
@@ -79,6 +83,7 @@ struct SegmentCase {
   int head_dim, q_heads, kv_heads, block_size;
   testing::BatchKind kind;
   int seqs, max_len;
+  DType cache_dtype = DType::kBFloat16;
 };
 
 class CudaSegments : public ::testing::TestWithParam<SegmentCase> {};
@@ -92,7 +97,9 @@ TEST_P(CudaSegments, SegmentCountInvariance) {
   s.num_q_heads = sc.q_heads;
   s.num_kv_heads = sc.kv_heads;
   s.block_size = sc.block_size;
-  s.dtype = s.cache_dtype = DType::kBFloat16;
+  s.dtype = DType::kBFloat16;
+  s.cache_dtype = sc.cache_dtype;
+  s.head_scales = true;
   s.sinks = s.lse = true;
   s.seed = rng();
   SKIP_UNLESS_COMPILED(s);
@@ -123,18 +130,24 @@ TEST_P(CudaSegments, SegmentCountInvariance) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, CudaSegments,
-                         ::testing::Values(SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000},
-                                           SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500},
-                                           SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700},
-                                           SegmentCase{112, 6, 1, 3, testing::BatchKind::kChunked, 3, 700},
-                                           SegmentCase{64, 16, 16, 32, testing::BatchKind::kPrefill, 2, 400}),
-                         [](const ::testing::TestParamInfo<SegmentCase>& param_info) {
-                           const SegmentCase& c = param_info.param;
-                           return std::string(testing::batch_kind_name(c.kind)) + "_hd" +
-                                  std::to_string(c.head_dim) + "_hq" + std::to_string(c.q_heads) + "_hkv" +
-                                  std::to_string(c.kv_heads) + "_bs" + std::to_string(c.block_size);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CudaSegments,
+    ::testing::Values(SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000},
+                      SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500},
+                      SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700},
+                      SegmentCase{112, 6, 1, 3, testing::BatchKind::kChunked, 3, 700},
+                      SegmentCase{64, 16, 16, 32, testing::BatchKind::kPrefill, 2, 400},
+                      SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000, DType::kFloat8E4M3},
+                      SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500, DType::kInt8},
+                      SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700, DType::kFloat8E5M2},
+                      SegmentCase{112, 6, 1, 7, testing::BatchKind::kChunked, 3, 700, DType::kInt8},
+                      SegmentCase{128, 40, 8, 128, testing::BatchKind::kPrefill, 2, 600, DType::kFloat8E4M3}),
+    [](const ::testing::TestParamInfo<SegmentCase>& param_info) {
+      const SegmentCase& c = param_info.param;
+      return std::string(dtype_name(c.cache_dtype)) + "_" + testing::batch_kind_name(c.kind) + "_hd" +
+             std::to_string(c.head_dim) + "_hq" + std::to_string(c.q_heads) + "_hkv" +
+             std::to_string(c.kv_heads) + "_bs" + std::to_string(c.block_size);
+    });
 
 // The tests run the kernel the device should run: on a compute capability 9.0 device long queries take the
 // wgmma tile unless PAGEDATTN_WGMMA=0 (ctest runs the grid both ways).
@@ -341,68 +354,97 @@ TEST(CudaAttention, LongContextDecode) {
 // Pools over 2^31 elements: the blocks a batch reads sit past element 2^31 of K and V.
 TEST(CudaAttention, PoolLargerThan2Pow31Elements) {
   REQUIRE_GPU();
-  size_t free_bytes = 0, total = 0;
-  ASSERT_CUDA(cudaMemGetInfo(&free_bytes, &total));
-  const int64_t bs = 16, h = 8, d = 128, block_elems = bs * h * d;
-  const int64_t big_blocks = (int64_t{1} << 31) / block_elems + 4096;
-  if (static_cast<size_t>(2 * big_blocks * block_elems * 2) > free_bytes * 9 / 10)
-    GTEST_SKIP() << "not enough memory";
-  testing::ProblemSpec s;
-  s.head_dim = d;
-  s.num_q_heads = 32;
-  s.num_kv_heads = h;
-  s.block_size = bs;
-  s.seq_lens = {1000, 3000, 17};
-  s.query_lens = {1, 40, 17};
-  s.seed = test::run_seed();
-  SKIP_UNLESS_COMPILED(s);
-  testing::HostProblem p = testing::make_problem(s);
-  const int64_t offset = big_blocks - p.num_blocks;  // host block b lives at device block b + offset
-  void *k = nullptr, *v = nullptr;
-  ASSERT_CUDA(cudaMalloc(&k, big_blocks * block_elems * 2));
-  ASSERT_CUDA(cudaMalloc(&v, big_blocks * block_elems * 2));
-  ASSERT_CUDA(cudaMemcpy(static_cast<char*>(k) + offset * block_elems * 2, p.k_pool.data(), p.k_pool.size(),
-                         cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(static_cast<char*>(v) + offset * block_elems * 2, p.v_pool.data(), p.v_pool.size(),
-                         cudaMemcpyHostToDevice));
-  std::vector<int32_t> tables = p.block_tables;
-  for (auto& t : tables) t = t >= 0 ? static_cast<int32_t>(t + offset) : t;
-  void *q, *o, *bt, *sl, *qs, *ws;
-  ASSERT_CUDA(cudaMalloc(&q, p.q.size()));
-  ASSERT_CUDA(cudaMalloc(&o, p.out.size()));
-  ASSERT_CUDA(cudaMalloc(&bt, tables.size() * 4));
-  ASSERT_CUDA(cudaMalloc(&sl, p.seq_lens.size() * 4));
-  ASSERT_CUDA(cudaMalloc(&qs, p.query_start_loc.size() * 4));
-  ASSERT_CUDA(cudaMemcpy(q, p.q.data(), p.q.size(), cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(o, p.out.data(), p.out.size(), cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(bt, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(sl, p.seq_lens.data(), p.seq_lens.size() * 4, cudaMemcpyHostToDevice));
-  ASSERT_CUDA(cudaMemcpy(qs, p.query_start_loc.data(), p.query_start_loc.size() * 4, cudaMemcpyHostToDevice));
-  const auto dev = Device::cuda(0);
-  PagedKVCache cache{TensorView::contiguous(k, DType::kBFloat16, {big_blocks, bs, h, d}, dev),
-                     TensorView::contiguous(v, DType::kBFloat16, {big_blocks, bs, h, d}, dev)};
-  BatchDesc batch = p.batch();
-  batch.block_tables.data = bt;
-  batch.seq_lens.data = sl;
-  batch.query_start_loc.data = qs;
-  batch.block_tables.device = batch.seq_lens.device = batch.query_start_loc.device = dev;
-  TensorView query = p.query(), out = p.output();
-  query.data = q;
-  out.data = o;
-  query.device = out.device = dev;
-  AttentionParams params = p.params();
-  for (int segments : {1, 9}) {
-    params.force_segments = segments;
-    const size_t ws_bytes = attention_workspace_size(query, cache, batch, params);
-    ASSERT_CUDA(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 16)));
-    attention(query, cache, batch, params, out, {ws, ws_bytes});
-    ASSERT_CUDA(cudaDeviceSynchronize());
-    ASSERT_CUDA(cudaMemcpy(p.out.data(), o, p.out.size(), cudaMemcpyDeviceToHost));
-    const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
-    EXPECT_TRUE(cmp.ok) << segments << " segments: " << cmp.summary();
-    cudaFree(ws);
+  int ran = 0;
+  for (DType cache : {DType::kBFloat16, DType::kFloat8E4M3, DType::kInt8}) {
+    size_t free_bytes = 0, total = 0;
+    ASSERT_CUDA(cudaMemGetInfo(&free_bytes, &total));
+    const int64_t bs = 16, h = 8, d = 128, block_elems = bs * h * d, es = dtype_size(cache);
+    const int64_t big_blocks = (int64_t{1} << 31) / block_elems + 4096;  // > 2^31 elements (and bytes)
+    const int64_t meta_elems = cache == DType::kInt8 ? big_blocks * bs * h : 0;
+    if (static_cast<size_t>(2 * big_blocks * block_elems * es + 8 * meta_elems) > free_bytes * 9 / 10)
+      continue;
+    testing::ProblemSpec s;
+    s.head_dim = d;
+    s.num_q_heads = 32;
+    s.num_kv_heads = h;
+    s.block_size = bs;
+    s.cache_dtype = cache;
+    s.head_scales = true;
+    s.seq_lens = {1000, 3000, 17};
+    s.query_lens = {1, 40, 17};
+    s.seed = test::run_seed();
+    if (!compiled(s)) continue;
+    ++ran;
+    SCOPED_TRACE(s.describe());
+    testing::HostProblem p = testing::make_problem(s);
+    const int64_t offset = big_blocks - p.num_blocks;  // host block b lives at device block b + offset
+    void *k = nullptr, *v = nullptr, *km = nullptr, *vm = nullptr, *ks = nullptr, *vs = nullptr;
+    ASSERT_CUDA(cudaMalloc(&k, big_blocks * block_elems * es));
+    ASSERT_CUDA(cudaMalloc(&v, big_blocks * block_elems * es));
+    ASSERT_CUDA(cudaMemcpy(static_cast<char*>(k) + offset * block_elems * es, p.k_pool.data(),
+                           p.k_pool.size(), cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemcpy(static_cast<char*>(v) + offset * block_elems * es, p.v_pool.data(),
+                           p.v_pool.size(), cudaMemcpyHostToDevice));
+    const auto dev = Device::cuda(0);
+    PagedKVCache cache_view{TensorView::contiguous(k, cache, {big_blocks, bs, h, d}, dev),
+                            TensorView::contiguous(v, cache, {big_blocks, bs, h, d}, dev)};
+    if (meta_elems) {  // the metadata planes are as large, shifted by the same blocks
+      ASSERT_CUDA(cudaMalloc(&km, meta_elems * 4));
+      ASSERT_CUDA(cudaMalloc(&vm, meta_elems * 4));
+      ASSERT_CUDA(cudaMemcpy(static_cast<float*>(km) + offset * bs * h, p.k_meta.data(), p.k_meta.size() * 4,
+                             cudaMemcpyHostToDevice));
+      ASSERT_CUDA(cudaMemcpy(static_cast<float*>(vm) + offset * bs * h, p.v_meta.data(), p.v_meta.size() * 4,
+                             cudaMemcpyHostToDevice));
+      cache_view.k_meta = TensorView::contiguous(km, DType::kFloat32, {big_blocks, bs, h}, dev);
+      cache_view.v_meta = TensorView::contiguous(vm, DType::kFloat32, {big_blocks, bs, h}, dev);
+    }
+    if (!p.k_scale.empty()) {
+      ASSERT_CUDA(cudaMalloc(&ks, p.k_scale.size() * 4));
+      ASSERT_CUDA(cudaMalloc(&vs, p.v_scale.size() * 4));
+      ASSERT_CUDA(cudaMemcpy(ks, p.k_scale.data(), p.k_scale.size() * 4, cudaMemcpyHostToDevice));
+      ASSERT_CUDA(cudaMemcpy(vs, p.v_scale.data(), p.v_scale.size() * 4, cudaMemcpyHostToDevice));
+      const int64_t n = static_cast<int64_t>(p.k_scale.size());
+      cache_view.k_scale = TensorView::contiguous(ks, DType::kFloat32, {n}, dev);
+      cache_view.v_scale = TensorView::contiguous(vs, DType::kFloat32, {n}, dev);
+    }
+    std::vector<int32_t> tables = p.block_tables;
+    for (auto& t : tables) t = t >= 0 ? static_cast<int32_t>(t + offset) : t;
+    void *q, *o, *bt, *sl, *qs, *ws;
+    ASSERT_CUDA(cudaMalloc(&q, p.q.size()));
+    ASSERT_CUDA(cudaMalloc(&o, p.out.size()));
+    ASSERT_CUDA(cudaMalloc(&bt, tables.size() * 4));
+    ASSERT_CUDA(cudaMalloc(&sl, p.seq_lens.size() * 4));
+    ASSERT_CUDA(cudaMalloc(&qs, p.query_start_loc.size() * 4));
+    ASSERT_CUDA(cudaMemcpy(q, p.q.data(), p.q.size(), cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemcpy(o, p.out.data(), p.out.size(), cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemcpy(bt, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+    ASSERT_CUDA(cudaMemcpy(sl, p.seq_lens.data(), p.seq_lens.size() * 4, cudaMemcpyHostToDevice));
+    ASSERT_CUDA(
+        cudaMemcpy(qs, p.query_start_loc.data(), p.query_start_loc.size() * 4, cudaMemcpyHostToDevice));
+    BatchDesc batch = p.batch();
+    batch.block_tables.data = bt;
+    batch.seq_lens.data = sl;
+    batch.query_start_loc.data = qs;
+    batch.block_tables.device = batch.seq_lens.device = batch.query_start_loc.device = dev;
+    TensorView query = p.query(), out = p.output();
+    query.data = q;
+    out.data = o;
+    query.device = out.device = dev;
+    AttentionParams params = p.params();
+    for (int segments : {1, 9}) {
+      params.force_segments = segments;
+      const size_t ws_bytes = attention_workspace_size(query, cache_view, batch, params);
+      ASSERT_CUDA(cudaMalloc(&ws, std::max<size_t>(ws_bytes, 16)));
+      attention(query, cache_view, batch, params, out, {ws, ws_bytes});
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      ASSERT_CUDA(cudaMemcpy(p.out.data(), o, p.out.size(), cudaMemcpyDeviceToHost));
+      const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+      EXPECT_TRUE(cmp.ok) << segments << " segments: " << cmp.summary();
+      cudaFree(ws);
+    }
+    for (void* ptr : {k, v, km, vm, ks, vs, q, o, bt, sl, qs}) cudaFree(ptr);
   }
-  for (void* ptr : {k, v, q, o, bt, sl, qs}) cudaFree(ptr);
+  SKIP_IF_NONE_RAN(ran);
 }
 
 // The bad-input errors of the CPU path, with the same messages, from device-resident batches.
@@ -437,23 +479,28 @@ TEST(CudaAttention, BadInputSameMessagesAsCpu) {
 TEST(CudaAttention, GraphReplayEqualsEager) {
   REQUIRE_GPU();
   std::mt19937_64 rng(test::run_seed());
-  for (auto kind : {testing::BatchKind::kDecode, testing::BatchKind::kChunked}) {
-    testing::ProblemSpec s;
-    s.head_dim = 96;
-    s.num_q_heads = 12;
-    s.num_kv_heads = 2;
-    s.block_size = 16;
-    s.seed = rng();
-    SKIP_UNLESS_COMPILED(s);
-    testing::draw_batch(s, kind, 7, 3000, rng);
-    SCOPED_TRACE(s.describe());
-    testing::HostProblem eager = testing::make_problem(s), replay = testing::make_problem(s);
-    auto runner = testing::make_cuda_runner();
-    runner->run_attention(eager);
-    runner->time_attention(replay, 1, 3);  // eager once, then graph replays; out holds the last replay
-    EXPECT_EQ(eager.out, replay.out);
-    EXPECT_TRUE(testing::compare(replay, testing::dense_reference(replay), kTolerance).ok);
-  }
+  int ran = 0;
+  for (DType cache : {DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat8E5M2, DType::kInt8})
+    for (auto kind : {testing::BatchKind::kDecode, testing::BatchKind::kChunked}) {
+      testing::ProblemSpec s;
+      s.head_dim = 96;
+      s.num_q_heads = 12;
+      s.num_kv_heads = 2;
+      s.block_size = 16;
+      s.cache_dtype = cache;
+      s.seed = rng();
+      if (!compiled(s)) continue;
+      ++ran;
+      testing::draw_batch(s, kind, 7, 3000, rng);
+      SCOPED_TRACE(s.describe());
+      testing::HostProblem eager = testing::make_problem(s), replay = testing::make_problem(s);
+      auto runner = testing::make_cuda_runner();
+      runner->run_attention(eager);
+      runner->time_attention(replay, 1, 3);  // eager once, then graph replays; out holds the last replay
+      EXPECT_EQ(eager.out, replay.out);
+      EXPECT_TRUE(testing::compare(replay, testing::dense_reference(replay), kTolerance).ok);
+    }
+  SKIP_IF_NONE_RAN(ran);
 }
 
 // write_kv on the GPU over the write_kv grid (the cases its formats cover): every written element as the

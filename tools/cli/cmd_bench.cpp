@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "pagedattn/error.h"
+#include "pagedattn/kv_format.h"
 #include "runner.h"
 
 namespace pagedattn::cli {
@@ -92,10 +93,11 @@ int run_bench(const BenchOptions& options) {
   const int reps = options.reps.value_or(gpu ? 50 : 3);
   auto runner = testing::make_runner(backend);
 
-  const testing::ProblemSpec base = base_spec();
-  std::printf("bench %s on %s: hq=%d hkv=%d hd=%d bs=%d %s, median of %d\n", op.c_str(), backend.c_str(),
-              base.num_q_heads, base.num_kv_heads, base.head_dim, base.block_size,
-              std::string(dtype_name(base.dtype)).c_str(), reps);
+  testing::ProblemSpec base = base_spec();
+  base.cache_dtype = parse_dtype(options.kv_dtype);
+  std::printf("bench %s on %s: hq=%d hkv=%d hd=%d bs=%d %s queries, %s cache, median of %d\n", op.c_str(),
+              backend.c_str(), base.num_q_heads, base.num_kv_heads, base.head_dim, base.block_size,
+              std::string(dtype_name(base.dtype)).c_str(), options.kv_dtype.c_str(), reps);
   std::printf("%-26s %12s %14s %10s %10s\n", "workload", "time_us", "tokens/s", "GB/s", "TFLOP/s");
   std::vector<Row> rows;
   for (const Workload& w : workloads(op, gpu)) {
@@ -107,11 +109,13 @@ int run_bench(const BenchOptions& options) {
     Row r{op, w.label};
     r.seconds = runner->time_attention(p, options.warmup, reps);
     const double esize = dtype_size(s.dtype);
+    // Cache bytes as stored: data and metadata planes of the format.
+    const double kv_token_bytes =
+        static_cast<double>(kv_bytes_per_token(s.cache_dtype, s.num_kv_heads, s.head_dim));
     for (size_t i = 0; i < s.seq_lens.size(); ++i) {
       const double len = s.seq_lens[i], q = s.query_lens[i];
       r.tokens += q;
-      r.bytes +=
-          2.0 * len * s.num_kv_heads * s.head_dim * esize + 2.0 * q * s.num_q_heads * s.head_dim * esize;
+      r.bytes += len * kv_token_bytes + 2.0 * q * s.num_q_heads * s.head_dim * esize;
       // QK^T and PV over the causal region: q rows, each seeing (len - q + row + 1) keys.
       const double pairs = q * (len - q) + q * (q + 1) / 2;
       r.flops += 4.0 * pairs * s.num_q_heads * s.head_dim;
@@ -126,10 +130,10 @@ int run_bench(const BenchOptions& options) {
     f << "[\n";
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
-      f << "  {\"backend\": \"" << backend << "\", \"op\": \"" << r.op << "\", \"workload\": \"" << r.label
-        << "\", \"time_us\": " << r.seconds * 1e6 << ", \"tokens_per_s\": " << r.tokens / r.seconds
-        << ", \"bytes_per_s\": " << r.bytes / r.seconds << ", \"flops_per_s\": " << r.flops / r.seconds << "}"
-        << (i + 1 < rows.size() ? ",\n" : "\n");
+      f << "  {\"backend\": \"" << backend << "\", \"op\": \"" << r.op << "\", \"kv_dtype\": \""
+        << options.kv_dtype << "\", \"workload\": \"" << r.label << "\", \"time_us\": " << r.seconds * 1e6
+        << ", \"tokens_per_s\": " << r.tokens / r.seconds << ", \"bytes_per_s\": " << r.bytes / r.seconds
+        << ", \"flops_per_s\": " << r.flops / r.seconds << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }
     f << "]\n";
   }

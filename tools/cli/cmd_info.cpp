@@ -10,14 +10,17 @@ namespace pagedattn::cli {
 int run_info() {
   const BuildInfo b = build_info();
   std::printf("pagedattn %s\n", b.version.c_str());
-  std::printf("cpu backend: yes (%u threads)\n", std::thread::hardware_concurrency());
+  std::printf("cpu backend: yes (%u threads), K/V formats fp32 fp16 bf16 fp8_e4m3 fp8_e5m2 int8\n",
+              std::thread::hardware_concurrency());
   if (b.cuda) {
     std::printf("cuda backend: yes, archs %s, TMA decode kernel %s\n  head dims:", b.cuda_archs.c_str(),
                 b.cuda_tma ? "compiled" : "not compiled");
     for (int hd : b.cuda_head_dims) std::printf(" %d", hd);
-    std::printf("\n  dtypes:");
+    std::printf("\n  query dtypes:");
     for (DType t : b.cuda_dtypes) std::printf(" %s", std::string(dtype_name(t)).c_str());
-    std::printf("\n");
+    std::printf("\n  K/V formats:");
+    for (DType t : b.cuda_kv_formats) std::printf(" %s", std::string(dtype_name(t)).c_str());
+    std::printf("\n  instances: %zu (query dtype x K/V format x head dim)\n", b.cuda_instances.size());
   } else {
     std::printf("cuda backend: no (built without CUDA)\n");
   }

@@ -18,8 +18,9 @@ struct CheckOptions {
 struct BenchOptions {
   std::string backend;  // cpu | cuda; empty: the best available
   std::string op = "decode";
-  std::string workload;   // one label of the op's grid; empty: all
-  std::string json_path;  // empty: no JSON
+  std::string workload;           // one label of the op's grid; empty: all
+  std::string json_path;          // empty: no JSON
+  std::string kv_dtype = "bf16";  // the cache format: bf16 (the query dtype) or a quantized one
   std::optional<int> reps;
   int warmup = 2;
 };

@@ -19,6 +19,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_guard.h"
+#include "pagedattn/kv_format.h"
 #include "pagedattn_cuda_instances.h"
 
 namespace pagedattn::cuda {
@@ -41,10 +42,11 @@ DeviceFacts device_facts(int device) {
   return facts[device];
 }
 
-// Inputs are read 8 elements (16 bytes) at a time; outputs are written 4 elements (8 bytes) at a time.
+// Inputs are read 16 bytes at a time; outputs are written 4 elements (8 bytes) at a time.
 void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides, int vector,
-                         const char* name) {
-  PA_CHECK(reinterpret_cast<uintptr_t>(ptr) % (2 * vector) == 0, name, " must be ", 2 * vector,
+                         const char* name, int bytes = 0) {
+  if (bytes == 0) bytes = 2 * vector;
+  PA_CHECK(reinterpret_cast<uintptr_t>(ptr) % bytes == 0, name, " must be ", bytes,
            "-byte aligned for the CUDA backend (vector accesses of ", vector, " elements)");
   for (int64_t s : strides) {
     PA_CHECK(s % vector == 0, name, " strides must be multiples of ", vector,
@@ -55,36 +57,47 @@ void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides
 void check_supported(const core::AttentionProblem& p) {
   PA_CHECK(p.attn.q_dtype == DType::kFloat16 || p.attn.q_dtype == DType::kBFloat16,
            "the CUDA backend supports fp16 and bf16 queries, got ", dtype_name(p.attn.q_dtype));
-  PA_CHECK(p.kv.dtype == p.attn.q_dtype, "the CUDA backend reads ", dtype_name(p.attn.q_dtype),
-           " caches for ", dtype_name(p.attn.q_dtype), " queries; a ", dtype_name(p.kv.dtype),
-           " cache is CPU-only in this version");
+  PA_CHECK(p.kv.dtype == p.attn.q_dtype || kv_format(p.kv.dtype).quantized(), "the CUDA backend reads ",
+           dtype_name(p.attn.q_dtype), " queries over ", dtype_name(p.attn.q_dtype),
+           ", fp8_e4m3, fp8_e5m2 or int8 caches; a ", dtype_name(p.kv.dtype), " cache is CPU-only");
   check_vector_access(p.attn.q, {p.attn.q_stride_token, p.attn.q_stride_head}, 8, "query");
   check_vector_access(p.attn.o, {p.attn.o_stride_token, p.attn.o_stride_head}, 4, "out");
-  check_vector_access(p.kv.k, {p.kv.k_stride_block, p.kv.k_stride_token, p.kv.k_stride_head}, 8, "cache.k");
-  check_vector_access(p.kv.v, {p.kv.v_stride_block, p.kv.v_stride_token, p.kv.v_stride_head}, 8, "cache.v");
+  // K/V rows are read 16 bytes at a time whatever the format: 8 bf16/fp16 elements or 16 one-byte codes.
+  const int per16 = 16 / dtype_size(p.kv.dtype);
+  check_vector_access(p.kv.k.data, {p.kv.k.stride_block, p.kv.k.stride_token, p.kv.k.stride_head}, per16,
+                      "cache.k", 16);
+  check_vector_access(p.kv.v.data, {p.kv.v.stride_block, p.kv.v.stride_token, p.kv.v.stride_head}, per16,
+                      "cache.v", 16);
+  if (p.kv.k_meta.data != nullptr) {  // int8 scales: 4-byte copies
+    check_vector_access(p.kv.k_meta.data, {}, 1, "cache.k_meta", 4);
+    check_vector_access(p.kv.v_meta.data, {}, 1, "cache.v_meta", 4);
+  }
 }
 
-// The compiled entry points of one (dtype, head dim) instantiation.
+// The compiled entry points of one (query dtype, K/V format, head dim) instantiation.
 struct Instance {
   void (*launch)(const LaunchChoice&, const UnifiedParams&, cudaStream_t);
   int (*resident)(TileShape);
 };
 
-Instance find_instance(DType dtype, int head_dim) {
-#define PAGEDATTN_MATCH(TYPE, DTYPE, HEAD_DIM) \
-  if (dtype == DTYPE && head_dim == HEAD_DIM)  \
-    return {&launch_attention<TYPE, HEAD_DIM>, &resident_ctas_per_sm<TYPE, HEAD_DIM>};
+Instance find_instance(DType dtype, DType cache_dtype, int head_dim) {
+#define PAGEDATTN_MATCH(TYPE, DTYPE, FORMAT, CACHE_DTYPE, HEAD_DIM)         \
+  if (dtype == DTYPE && cache_dtype == CACHE_DTYPE && head_dim == HEAD_DIM) \
+    return {&launch_attention<TYPE, FORMAT, HEAD_DIM>, &resident_ctas_per_sm<TYPE, FORMAT, HEAD_DIM>};
   PAGEDATTN_FOR_EACH_INSTANCE(PAGEDATTN_MATCH)
 #undef PAGEDATTN_MATCH
-  PA_CHECK(false, "head_dim ", head_dim, " with ", dtype_name(dtype),
-           " is not compiled into this build (head dims ", PAGEDATTN_HEAD_DIMS_STRING, ", dtypes ",
-           PAGEDATTN_DTYPES_STRING, "); reconfigure with -DPAGEDATTN_HEAD_DIMS / -DPAGEDATTN_DTYPES");
+  PA_CHECK(false, "head_dim ", head_dim, " with ", dtype_name(dtype), " queries over a ",
+           dtype_name(cache_dtype), " cache is not compiled into this build (head dims ",
+           PAGEDATTN_HEAD_DIMS_STRING, ", dtypes ", PAGEDATTN_DTYPES_STRING, ", K/V formats ",
+           PAGEDATTN_KV_FORMATS_STRING,
+           "); reconfigure with -DPAGEDATTN_HEAD_DIMS / -DPAGEDATTN_DTYPES / -DPAGEDATTN_KV_FORMATS");
 }
 
 int resident(const Instance& inst, int device, DType dtype, int head_dim, TileShape shape) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int>, int> cache;
-  const auto key = std::make_tuple(device, static_cast<int>(dtype), head_dim, static_cast<int>(shape));
+  static std::map<std::tuple<int, int, int, int, const void*>, int> cache;
+  const auto key = std::make_tuple(device, static_cast<int>(dtype), head_dim, static_cast<int>(shape),
+                                   reinterpret_cast<const void*>(inst.resident));
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
   if (it == cache.end()) it = cache.emplace(key, inst.resident(shape)).first;
@@ -95,9 +108,15 @@ int resident(const Instance& inst, int device, DType dtype, int head_dim, TileSh
 // pool the driver cannot describe moves the launch to the cp.async tile (logged once with the reason).
 // attention_workspace_size() asks the same question, so both see the same segment count.
 LaunchChoice choose(const core::AttentionProblem& p, KVTensorMaps* maps) {
-  const Instance inst = find_instance(p.attn.q_dtype, p.kv.head_dim);
+  const Instance inst = find_instance(p.attn.q_dtype, p.kv.dtype, p.kv.head_dim);
+  const bool quantized = kv_format(p.kv.dtype).quantized();
   LaunchInputs in;
   in.tma_decode = tma_decode_enabled(p.device.index);
+  if (in.tma_decode && quantized) {
+    core::log_once(std::string("decode tiles over ") + std::string(dtype_name(p.kv.dtype)) +
+                   " caches use the cp.async gather: the TMA decode kernel reads bf16/fp16 pages only");
+    in.tma_decode = false;
+  }
   if (in.tma_decode) {
     const std::string limit = tma_decode_shape_limit(p.kv.head_dim, p.kv.block_size);
     if (!limit.empty()) {
@@ -108,6 +127,11 @@ LaunchChoice choose(const core::AttentionProblem& p, KVTensorMaps* maps) {
   auto decode_shape = [&] { return in.tma_decode ? TileShape::kDecodeSm90 : TileShape::kDecode; };
   in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, decode_shape());
   in.wgmma_prefill = wgmma_prefill_enabled(p.device.index);
+  if (in.wgmma_prefill && quantized) {
+    core::log_once(std::string("prefill tiles over ") + std::string(dtype_name(p.kv.dtype)) +
+                   " caches use the mma.sync kernel: the wgmma prefill kernel reads bf16/fp16 pages only");
+    in.wgmma_prefill = false;
+  }
   in.resident_prefill = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim,
                                  in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill);
   const DeviceFacts facts = device_facts(p.device.index);
@@ -262,7 +286,7 @@ size_t attention_workspace_size(const core::AttentionProblem& p) {
 void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream_handle) {
   DeviceGuard guard(p.device.index);
   check_supported(p);
-  const Instance inst = find_instance(p.attn.q_dtype, p.kv.head_dim);
+  const Instance inst = find_instance(p.attn.q_dtype, p.kv.dtype, p.kv.head_dim);
   cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
   if (p.validate_batch) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;

@@ -73,17 +73,17 @@ std::string encode_one(const void* pool, DType dtype, int head_dim, int num_kv_h
 // Both maps, their dimension order and box height.
 std::string encode_pools(const kernels::PagedKVArgs& kv, KVTensorMaps& maps) {
   // Order the two middle dimensions by stride (HND: tokens first), as the encoder expects.
-  const bool token_dim_first = kv.k_stride_token < kv.k_stride_head && kv.num_kv_heads > 1;
-  const bool v_token_first = kv.v_stride_token < kv.v_stride_head && kv.num_kv_heads > 1;
+  const bool token_dim_first = kv.k.stride_token < kv.k.stride_head && kv.num_kv_heads > 1;
+  const bool v_token_first = kv.v.stride_token < kv.v.stride_head && kv.num_kv_heads > 1;
   if (v_token_first != token_dim_first) return "K and V pools order heads and tokens differently";
   maps.token_dim_first = token_dim_first ? 1 : 0;
   maps.box_rows = box_rows(kv.block_size);
   std::string why =
-      encode_one(kv.k, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks, kv.k_stride_head,
-                 kv.k_stride_token, kv.k_stride_block, token_dim_first, maps.k);
+      encode_one(kv.k.data, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks,
+                 kv.k.stride_head, kv.k.stride_token, kv.k.stride_block, token_dim_first, maps.k);
   if (why.empty()) {
-    why = encode_one(kv.v, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks,
-                     kv.v_stride_head, kv.v_stride_token, kv.v_stride_block, token_dim_first, maps.v);
+    why = encode_one(kv.v.data, kv.dtype, kv.head_dim, kv.num_kv_heads, kv.block_size, kv.num_blocks,
+                     kv.v.stride_head, kv.v.stride_token, kv.v.stride_block, token_dim_first, maps.v);
   }
   return why;
 }
@@ -111,19 +111,10 @@ std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, KVTensorMaps& 
   };
   static std::mutex mutex;
   static std::map<Key, Encoded> encoded;
-  const Key key{kv.k,
-                kv.v,
-                kv.k_stride_block,
-                kv.k_stride_token,
-                kv.k_stride_head,
-                kv.v_stride_block,
-                kv.v_stride_token,
-                kv.v_stride_head,
-                kv.num_blocks,
-                kv.block_size,
-                kv.num_kv_heads,
-                kv.head_dim,
-                static_cast<int>(kv.dtype)};
+  const Key key{
+      kv.k.data,         kv.v.data,         kv.k.stride_block,         kv.k.stride_token, kv.k.stride_head,
+      kv.v.stride_block, kv.v.stride_token, kv.v.stride_head,          kv.num_blocks,     kv.block_size,
+      kv.num_kv_heads,   kv.head_dim,       static_cast<int>(kv.dtype)};
   std::lock_guard<std::mutex> lock(mutex);
   auto it = encoded.find(key);
   if (it == encoded.end()) {

@@ -88,7 +88,6 @@ __device__ __forceinline__ void produce_tiles(const UnifiedParams& p, PrefillSm9
   const auto& a = p.attn;
   const auto& kv = p.kv;
   const int num_items = p.grid_tiles * kv.num_kv_heads * p.num_segments;  // < 2^31 (checked by the host)
-  const int bs_shift = (kv.block_size & (kv.block_size - 1)) == 0 ? __ffs(kv.block_size) - 1 : -1;
 
   uint32_t tiles_made = 0, items_made = 0;
   int item = blockIdx.x;
@@ -106,15 +105,13 @@ __device__ __forceinline__ void produce_tiles(const UnifiedParams& p, PrefillSm9
       } else {
         const int32_t* table =
             p.batch.block_tables + static_cast<int64_t>(t.seq) * p.batch.block_table_stride;
-        const int64_t k_head = static_cast<int64_t>(kv_head) * kv.k_stride_head;
-        const int64_t v_head = static_cast<int64_t>(kv_head) * kv.v_stride_head;
         // Lane l (< kRowsPerWarp) holds the block id and in-block slot of row warp * kRowsPerWarp + l of
         // the next tile to copy; -1 = past the sequence (zero-filled).
         int block = -1, slot = 0;
         auto fetch_blocks = [&](int kv_tile) {
           const int pos = t.kv_begin + kv_tile * BN + warp * kRowsPerWarp + lane;
-          const int page = bs_shift >= 0 ? pos >> bs_shift : pos / kv.block_size;
-          slot = pos - page * kv.block_size;
+          int page = 0;
+          kv.locate(pos, page, slot);
           block = lane < kRowsPerWarp && pos < t.seq_len ? __ldg(table + page) : -1;
         };
         auto copy_tile = [&](int kv_tile) {
@@ -130,10 +127,8 @@ __device__ __forceinline__ void produce_tiles(const UnifiedParams& p, PrefillSm9
             const int sl = __shfl_sync(0xffffffffu, slot, r);
             const bool valid = b >= 0 && col < D;
             const int64_t bb = valid ? b : 0;
-            const T* ksrc = static_cast<const T*>(kv.k) +
-                            (bb * kv.k_stride_block + sl * kv.k_stride_token + k_head + col);
-            const T* vsrc = static_cast<const T*>(kv.v) +
-                            (bb * kv.v_stride_block + sl * kv.v_stride_token + v_head + col);
+            const T* ksrc = kv.k.at<T>(bb, sl, kv_head) + col;
+            const T* vsrc = kv.v.at<T>(bb, sl, kv_head) + col;
             const uint32_t off = sm90::swizzled_offset(BN, warp * kRowsPerWarp + r, col);
             cp_async_16(dk + off, ksrc, valid ? 16 : 0);
             cp_async_16(dv + off, vsrc, valid ? 16 : 0);

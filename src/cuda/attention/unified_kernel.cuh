@@ -6,14 +6,21 @@
 // Warps form a kWarpsM x kWarpsN grid: kWarpsM warps split the 16-row blocks of the tile, kWarpsN warps split
 // the keys of each KV tile (each keeps its own softmax state; the states merge through shared memory at the
 // end).
+//
+// Quantized caches (fp8, int8: kv_format.cuh) stage their stored codes (half the bytes) in the multi-buffered
+// stages instead, and every thread converts the current tile into one query-type K/V tile right before the
+// MMAs read it: one more barrier per tile, and the pipeline depth of the bf16 kernel at about half its
+// shared memory. Scales stay in fp32 on the scores (attend_kv_tile).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cfloat>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/attention/dependent_launch.cuh"
+#include "cuda/attention/kv_format.cuh"
 #include "cuda/attention/kv_gather.cuh"
 #include "cuda/attention/mma_sm80.cuh"
 #include "cuda/attention/query_tile.cuh"
@@ -22,8 +29,9 @@
 
 namespace pagedattn::cuda {
 
-template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_, int kStages_>
+template <int kHeadDim_, int kWarpsM_, int kWarpsN_, int kBlockN_, int kStages_, typename Format_ = KVAsQuery>
 struct UnifiedConfig {
+  using Format = Format_;
   static constexpr int kStages = kStages_;  // K/V tiles in flight + the one being computed
   static_assert(kStages >= 2, "the pipeline needs at least two stages");
   static constexpr int kHeadDim = kHeadDim_;
@@ -36,9 +44,14 @@ struct UnifiedConfig {
   static constexpr int kStride = kHeadDim + 8;  // smem row stride (elements): +16 B avoids bank conflicts
   static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   static_assert(kHeadDim % 16 == 0 && kWarpKeys % 16 == 0, "tile shape must match the m16n8k16 instruction");
-  // Shared memory: Q tile, then kStages stages of K and V tiles; the K/V region is reused by the epilogue.
+  // Shared memory: Q tile, then kStages stages of K and V tiles (quantized: of stored codes, rows padded by
+  // 16 bytes, their per-token scales, and one converted K/V tile); the K/V region is reused by the epilogue.
   static constexpr int kQBytes = kBlockM * kStride * 2;
-  static constexpr int kKVBytes = kStages * 2 * kBlockN * kStride * 2;
+  static constexpr int kCodeStride = kHeadDim * Format::kBytes + 16;  // bytes per staged row (quantized)
+  static constexpr int kStageTileBytes = Format::kQuantized ? kBlockN * kCodeStride : kBlockN * kStride * 2;
+  static constexpr int kScaleBytes = Format::kTokenScales ? kStages * 2 * kBlockN * 4 : 0;
+  static constexpr int kConvertedBytes = Format::kQuantized ? 2 * kBlockN * kStride * 2 : 0;
+  static constexpr int kKVBytes = kStages * 2 * kStageTileBytes + kScaleBytes + kConvertedBytes;
   static constexpr int kMergeBytes = kEpilogueBytes<kHeadDim, kBlockM, kWarpsN>;
   static_assert(kMergeBytes <= kKVBytes, "epilogue staging must fit in the K/V region");
   static constexpr int kSmemBytes = kQBytes + kKVBytes;
@@ -47,11 +60,18 @@ struct UnifiedConfig {
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads)
     unified_attention_kernel(const __grid_constant__ UnifiedParams p) {
+  using Fmt = typename Cfg::Format;
+  using Stored = std::conditional_t<Fmt::kQuantized, uint8_t, T>;
   constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, S = Cfg::kStride;
+  constexpr int kStageBytes = Cfg::kStageTileBytes;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* sQ = reinterpret_cast<T*>(smem);                 // (BM, S)
-  T* sK = reinterpret_cast<T*>(smem + Cfg::kQBytes);  // (kStages, BN, S)
-  T* sV = sK + Cfg::kStages * BN * S;                 // (kStages, BN, S)
+  T* sQ = reinterpret_cast<T*>(smem);       // (BM, S)
+  unsigned char* sK = smem + Cfg::kQBytes;  // (kStages, BN, S) of T, or (kStages, BN, kCodeStride) bytes
+  unsigned char* sV = sK + Cfg::kStages * kStageBytes;
+  float* sKs = reinterpret_cast<float*>(sV + Cfg::kStages * kStageBytes);  // token scales: (kStages, BN)
+  float* sVs = sKs + Cfg::kStages * BN;
+  T* sKc = reinterpret_cast<T*>(sV + Cfg::kStages * kStageBytes + Cfg::kScaleBytes);  // converted (BN, S)
+  T* sVc = sKc + BN * S;
   __shared__ float s_ml[Cfg::kWarpsN][BM][2];
 
   const auto& kv = p.kv;
@@ -76,14 +96,16 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   // ---- K/V tiles: block ids fetched one tile ahead of the copies that use them (kv_gather.cuh); rows at
   // or past seq_len are zero
-  KVTileGather<T, Cfg::kThreads, Cfg::kChunks, BN> gather;
+  KVTileGather<Stored, Cfg::kThreads, D, BN, Fmt::kTokenScales> gather;
   gather.init(kv, p.batch.block_tables + static_cast<int64_t>(t.seq) * p.batch.block_table_stride, kv_head,
-              t.seq_len, D);
+              t.seq_len);
   auto key0_of = [&](int kv_tile) { return kv_begin + kv_tile * BN; };
-  auto padded = [](int n, int col) { return static_cast<uint32_t>((n * S + col) * 2); };
+  auto staged = [](int n, int col) {
+    return static_cast<uint32_t>(Fmt::kQuantized ? n * Cfg::kCodeStride + col : (n * S + col) * 2);
+  };
   auto copy_tile = [&](int stage) {
-    gather.copy(reinterpret_cast<unsigned char*>(sK + stage * BN * S),
-                reinterpret_cast<unsigned char*>(sV + stage * BN * S), padded);
+    gather.copy(sK + stage * kStageBytes, sV + stage * kStageBytes, staged, sKs + stage * BN,
+                sVs + stage * BN);
   };
   // Prologue: the first kStages - 1 tiles in flight, one commit group each (empty groups keep the count
   // uniform); then the block ids of the next tile.
@@ -109,6 +131,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   WarpSoftmaxState<D> st;
   st.clear();
+  // fp8: the KV head's dequantization scales, read once.
+  [[maybe_unused]] HeadKVScales head_scales{1.0f, 1.0f};
+  if constexpr (Fmt::kQuantized && !Fmt::kTokenScales) {
+    head_scales = HeadKVScales{kv.k_head_scale(kv_head), kv.v_head_scale(kv_head)};
+  }
   const float unit = logit_unit(a);  // row_max * unit is the log2-domain max
 
   for (int kv_tile = tile_lo; kv_tile < tile_hi; ++kv_tile) {
@@ -122,13 +149,41 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     if (kv_tile + Cfg::kStages - 1 < tile_hi) copy_tile((it + Cfg::kStages - 1) % Cfg::kStages);
     cp_async_commit();
     if (kv_tile + Cfg::kStages < tile_hi) gather.fetch_blocks(key0_of(kv_tile + Cfg::kStages));
-    const T* tk = sK + stage * BN * S + wn * Cfg::kWarpKeys * S;
-    const T* tv = sV + stage * BN * S + wn * Cfg::kWarpKeys * S;
     const int key0 = kv_begin + kv_tile * BN + wn * Cfg::kWarpKeys;
-    attend_kv_tile<T, D, Cfg::kWarpKeys>(
-        a, q_frag, [&](int n, int col) { return tk + n * S + col; },
-        [&](int n, int col) { return tv + n * S + col; }, key0, keys_unmasked(a, t, key0, Cfg::kWarpKeys),
-        row_qpos, row_slope, unit, st, lane);
+    if constexpr (Fmt::kQuantized) {
+      // Codes -> query-type elements, 8 at a time; the barrier makes the whole converted tile visible.
+      const unsigned char* ck = sK + stage * kStageBytes;
+      const unsigned char* cv = sV + stage * kStageBytes;
+      for (int c = tid; c < BN * (D / 8); c += Cfg::kThreads) {
+        const int n = c / (D / 8), col = (c % (D / 8)) * 8;
+        const uint2 rk = *reinterpret_cast<const uint2*>(ck + n * Cfg::kCodeStride + col);
+        const uint2 rv = *reinterpret_cast<const uint2*>(cv + n * Cfg::kCodeStride + col);
+        *reinterpret_cast<uint4*>(sKc + n * S + col) = dequantize8<T, Fmt>(rk);
+        *reinterpret_cast<uint4*>(sVc + n * S + col) = dequantize8<T, Fmt>(rv);
+      }
+      __syncthreads();
+      const T* tk = sKc + wn * Cfg::kWarpKeys * S;
+      const T* tv = sVc + wn * Cfg::kWarpKeys * S;
+      auto k_at = [&](int n, int col) { return tk + n * S + col; };
+      auto v_at = [&](int n, int col) { return tv + n * S + col; };
+      const bool full = keys_unmasked(a, t, key0, Cfg::kWarpKeys);
+      if constexpr (Fmt::kTokenScales) {
+        const TokenKVScales scales{sKs + stage * BN + wn * Cfg::kWarpKeys,
+                                   sVs + stage * BN + wn * Cfg::kWarpKeys};
+        attend_kv_tile<T, D, Cfg::kWarpKeys>(a, q_frag, k_at, v_at, key0, full, row_qpos, row_slope, unit, st,
+                                             lane, scales);
+      } else {
+        attend_kv_tile<T, D, Cfg::kWarpKeys>(a, q_frag, k_at, v_at, key0, full, row_qpos, row_slope, unit, st,
+                                             lane, head_scales);
+      }
+    } else {
+      const T* tk = reinterpret_cast<const T*>(sK + stage * kStageBytes) + wn * Cfg::kWarpKeys * S;
+      const T* tv = reinterpret_cast<const T*>(sV + stage * kStageBytes) + wn * Cfg::kWarpKeys * S;
+      attend_kv_tile<T, D, Cfg::kWarpKeys>(
+          a, q_frag, [&](int n, int col) { return tk + n * S + col; },
+          [&](int n, int col) { return tv + n * S + col; }, key0, keys_unmasked(a, t, key0, Cfg::kWarpKeys),
+          row_qpos, row_slope, unit, st, lane);
+    }
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with the K/V stages: the epilogue reuses them

@@ -15,10 +15,10 @@ namespace pagedattn::cuda {
 
 // Decode streams K/V: three stages (two tiles in flight while one is computed) where shared memory still
 // allows two CTAs per SM; prefill reuses each tile across 64 rows and stays at two stages.
-template <int kHeadDim>
-using DecodeConfig = UnifiedConfig<kHeadDim, 1, 4, 64, (kHeadDim <= 128 ? 3 : 2)>;
-template <int kHeadDim>
-using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32), 2>;
+template <int kHeadDim, typename Fmt = KVAsQuery>
+using DecodeConfig = UnifiedConfig<kHeadDim, 1, 4, 64, (kHeadDim <= 128 ? 3 : 2), Fmt>;
+template <int kHeadDim, typename Fmt = KVAsQuery>
+using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32), 2, Fmt>;
 
 template <int kHeadDim>
 using PrefillSm90 = PrefillSm90Config<kHeadDim>;
@@ -79,17 +79,21 @@ int resident_ctas() {
   return ctas;
 }
 
-template <typename T, int kHeadDim>
+// The sm_90 TMA decode and wgmma prefill kernels read bf16/fp16 caches only: for a quantized format they are
+// not instantiated, and the host never selects them (attention_cuda.cu logs that once).
+template <typename T, typename Fmt, int kHeadDim>
 int resident_ctas_per_sm(TileShape shape) {
   switch (shape) {
     case TileShape::kDecode:
-      return resident_ctas<T, DecodeConfig<kHeadDim>>();
+      return resident_ctas<T, DecodeConfig<kHeadDim, Fmt>>();
     case TileShape::kPrefill:
-      return resident_ctas<T, PrefillConfig<kHeadDim>>();
+      return resident_ctas<T, PrefillConfig<kHeadDim, Fmt>>();
     case TileShape::kPrefillSm90:
-      return resident_ctas<T, PrefillSm90<kHeadDim>>();
+      if constexpr (!Fmt::kQuantized) return resident_ctas<T, PrefillSm90<kHeadDim>>();
+      return 0;
     case TileShape::kDecodeSm90:
-      return resident_ctas<T, DecodeSm90<kHeadDim>>();
+      if constexpr (!Fmt::kQuantized) return resident_ctas<T, DecodeSm90<kHeadDim>>();
+      return 0;
   }
   return 0;
 }
@@ -129,22 +133,30 @@ void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaS
                 choice.early_start, params);
 }
 
-template <typename T, int kHeadDim>
+template <typename T, typename Fmt, int kHeadDim>
 void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
   switch (choice.shape) {
     case TileShape::kDecode:
-      launch_shape<T, DecodeConfig<kHeadDim>>(choice, params, stream);
+      launch_shape<T, DecodeConfig<kHeadDim, Fmt>>(choice, params, stream);
       break;
     case TileShape::kPrefill:
-      launch_shape<T, PrefillConfig<kHeadDim>>(choice, params, stream);
+      launch_shape<T, PrefillConfig<kHeadDim, Fmt>>(choice, params, stream);
       break;
     case TileShape::kPrefillSm90:
-      launch_shape<T, PrefillSm90<kHeadDim>>(choice, params, stream);
+      if constexpr (Fmt::kQuantized) {
+        PA_CHECK(false, "internal: the wgmma prefill kernel reads bf16/fp16 caches only");
+      } else {
+        launch_shape<T, PrefillSm90<kHeadDim>>(choice, params, stream);
+      }
       break;
     case TileShape::kDecodeSm90:
       PA_CHECK(kTmaDecodeCompiled<kHeadDim>, "internal: the TMA decode kernel is not compiled for head dim ",
                kHeadDim);
-      launch_shape<T, DecodeSm90<kHeadDim>>(choice, params, stream);
+      if constexpr (Fmt::kQuantized) {
+        PA_CHECK(false, "internal: the TMA decode kernel reads bf16/fp16 caches only");
+      } else {
+        launch_shape<T, DecodeSm90<kHeadDim>>(choice, params, stream);
+      }
       break;
   }
   if (params.num_segments > 1) {

@@ -3,10 +3,12 @@
 
 #include <cuda.h>
 
-#include "cuda/attention/fast_divmod.h"
+#include "kernels/fast_divmod.h"
 #include "kernels/kernel_args.h"
 
 namespace pagedattn::cuda {
+
+using kernels::FastDivmod;
 
 /// The paged K/V pools as the bulk tensor copy engine sees them (kv_tensor_map.h builds them): coordinates
 /// are (column, kv head, token in block, block), or (column, token, kv head, block) when token_dim_first

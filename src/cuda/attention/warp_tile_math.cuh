@@ -10,6 +10,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "cuda/attention/kv_format.cuh"
 #include "cuda/attention/mma_sm80.cuh"
 #include "cuda/attention/query_tile.cuh"
 #include "cuda/attention/unified_params.h"
@@ -68,13 +69,15 @@ __device__ __forceinline__ void load_q_fragments(uint32_t (&q_frag)[kHeadDim / 1
 
 /// One warp, one KV tile: its 16 rows against kWarpKeys keys from key0. k_at(n, col) / v_at(n, col) give
 /// the shared-memory address of the 8 elements (col .. col + 7) of the warp's key n. full_tile: no key of
-/// the warp's range is masked for any row (the mask is skipped).
-template <typename T, int kHeadDim, int kWarpKeys, typename KAt, typename VAt>
+/// the warp's range is masked for any row (the mask is skipped). scales (kv_format.cuh): a quantized cache's
+/// dequantization, applied in fp32 to each key's scores (K scale) and, after the softmax statistics, to its
+/// probabilities (V scale): sum_n p_n (s_n v_n) = sum_n (p_n s_n) v_n.
+template <typename T, int kHeadDim, int kWarpKeys, typename KAt, typename VAt, typename Scales = NoKVScales>
 __device__ __forceinline__ void attend_kv_tile(const kernels::AttentionArgs& a,
                                                const uint32_t (&q_frag)[kHeadDim / 16][4], KAt k_at, VAt v_at,
                                                int key0, bool full_tile, const int (&row_qpos)[2],
                                                const float (&row_slope)[2], float unit,
-                                               WarpSoftmaxState<kHeadDim>& st, int lane) {
+                                               WarpSoftmaxState<kHeadDim>& st, int lane, Scales scales = {}) {
   constexpr int kNTiles = kWarpKeys / 8;  // n8 score tiles
   constexpr int kDTiles = kHeadDim / 8;   // n8 output tiles
   static_assert(kWarpKeys % 16 == 0, "a warp's keys must form whole k16 steps of P V");
@@ -97,6 +100,17 @@ __device__ __forceinline__ void attend_kv_tile(const kernels::AttentionArgs& a,
     }
   }
 
+  if constexpr (Scales::kActive) {
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt) {
+      const float k0 = scales.k(nt * 8 + 2 * t4), k1 = scales.k(nt * 8 + 2 * t4 + 1);
+      s[nt][0] *= k0;
+      s[nt][1] *= k1;
+      s[nt][2] *= k0;
+      s[nt][3] *= k1;
+    }
+  }
+
   // Logits in the log2 domain: scale, soft-cap, ALiBi, mask. Then the online softmax update.
   float tile_max[2] = {-INFINITY, -INFINITY};
   scores_to_logits<kNTiles>(a, &s[0][0], key0, t4, row_qpos, row_slope, full_tile, tile_max);
@@ -109,6 +123,17 @@ __device__ __forceinline__ void attend_kv_tile(const kernels::AttentionArgs& a,
       st.o[dt][1] *= rescale[0];
       st.o[dt][2] *= rescale[1];
       st.o[dt][3] *= rescale[1];
+    }
+  }
+
+  if constexpr (Scales::kActive) {
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt) {
+      const float v0 = scales.v(nt * 8 + 2 * t4), v1 = scales.v(nt * 8 + 2 * t4 + 1);
+      s[nt][0] *= v0;
+      s[nt][1] *= v1;
+      s[nt][2] *= v0;
+      s[nt][3] *= v1;
     }
   }
 

@@ -1,4 +1,5 @@
-// Division by a divisor fixed for a whole launch (the GQA group size) as a multiply-high and a shift. A
+// Division by a divisor fixed for a whole launch (the GQA group size, the page size) as a multiply-high and a
+// shift. A
 // run-time integer division is ~20 dependent instructions on the GPU; the kernels divide packed-row indices
 // by the group size for every Q row they load, every row they write and every row's query position, which
 // made up a visible part of a short CTA's prologue (bench/NOTES.md, version 12).
@@ -10,13 +11,9 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define PAGEDATTN_HD __host__ __device__ __forceinline__
-#else
-#define PAGEDATTN_HD inline
-#endif
+#include "kernels/host_device.h"
 
-namespace pagedattn::cuda {
+namespace pagedattn::kernels {
 
 struct FastDivmod {
   int32_t divisor = 1;
@@ -48,6 +45,4 @@ struct FastDivmod {
   }
 };
 
-}  // namespace pagedattn::cuda
-
-#undef PAGEDATTN_HD
+}  // namespace pagedattn::kernels

@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <random>
 
-#include "cuda/attention/fast_divmod.h"
+#include "kernels/fast_divmod.h"
 
-namespace pagedattn::cuda {
+namespace pagedattn::kernels {
 namespace {
 
 TEST(FastDivmod, MatchesIntegerDivision) {
@@ -38,4 +38,4 @@ TEST(FastDivmod, MatchesIntegerDivision) {
 }
 
 }  // namespace
-}  // namespace pagedattn::cuda
+}  // namespace pagedattn::kernels
