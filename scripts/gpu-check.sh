@@ -5,7 +5,8 @@
 # go to $OUT when it is set (the device tool's output folder, which takes at most 8 files), else to build-gpu/logs.
 # The summary is printed last.
 #   scripts/gpu-check.sh              full build (every head dim and dtype), tests, check, benchmark
-#   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 only (tests of other configurations skip)
+#   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 queries (tests of other configurations skip);
+#                                     PAGEDATTN_HEAD_DIMS / _DTYPES / _KV_FORMATS pick any subset (both builds)
 #   SKIP_BENCH=1 scripts/gpu-check.sh tests only;  SKIP_PYTHON=1: no Python package build and pytest (and no driver)
 #   SANITIZE=1 scripts/gpu-check.sh   also compute-sanitizer's memcheck (also with the portable kernels forced),
 #                                     synccheck and racecheck over the CUDA grid, graph replay, write_kv and the
@@ -20,7 +21,11 @@ build=${BUILD_DIR:-build-gpu}
 logs=${OUT:-$build/logs}
 mkdir -p "$logs"
 extra=()
-[[ "${QUICK:-0}" == 1 ]] && extra=(-DPAGEDATTN_HEAD_DIMS=128 -DPAGEDATTN_DTYPES=bf16)
+if [[ "${QUICK:-0}" == 1 ]]; then
+  export PAGEDATTN_HEAD_DIMS=128 PAGEDATTN_DTYPES=bf16  # the Python package's build reads them too
+fi
+extra=(-DPAGEDATTN_HEAD_DIMS="${PAGEDATTN_HEAD_DIMS:-}" -DPAGEDATTN_DTYPES="${PAGEDATTN_DTYPES:-}"
+  -DPAGEDATTN_KV_FORMATS="${PAGEDATTN_KV_FORMATS:-}")
 if [[ ! -f /usr/share/cmake/CLI11/CLI11Config.cmake ]] && compgen -G ".deps/debs/*.deb" >/dev/null; then
   for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root; done
   extra+=(-DCMAKE_PREFIX_PATH="$PWD/.deps/root/usr")
