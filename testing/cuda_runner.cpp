@@ -3,11 +3,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "pagedattn/error.h"
 #include "pagedattn/info.h"
 #include "pagedattn/kv_format.h"
+#include "pagedattn/plan.h"
 #include "runner.h"
 
 #define RUNNER_CUDA_CHECK(call)                                             \
@@ -160,18 +162,47 @@ class CudaRunner final : public BackendRunner {
     d.download(p);
   }
 
+  HostCost host_cost(HostProblem& p, int reps) override {
+    DeviceProblem d(p);
+    d.run(nullptr);  // validated once; the context, occupancy and tensor maps are warm from here on
+    RUNNER_CUDA_CHECK(cudaDeviceSynchronize());
+    auto median_us = [](std::vector<double>& v) {
+      std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+      return v[v.size() / 2];
+    };
+    using clock = std::chrono::steady_clock;
+    std::vector<double> plan_us, run_us;
+    AttentionPlan plan;
+    for (int i = 0; i < reps; ++i) {
+      const auto t0 = clock::now();
+      plan = plan_attention(d.query, d.cache, d.batch, d.params);
+      plan_us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+    }
+    for (int i = 0; i < reps; ++i) {
+      const auto t0 = clock::now();
+      pagedattn::run_attention(plan, d.query, d.cache, d.batch, d.params, d.output,
+                               {d.workspace.get(), d.workspace.bytes()}, nullptr);
+      run_us.push_back(std::chrono::duration<double, std::micro>(clock::now() - t0).count());
+      // Keep the launch queue short, so that no enqueue waits for a free slot (that would time the GPU).
+      if (i % 8 == 7) RUNNER_CUDA_CHECK(cudaDeviceSynchronize());
+    }
+    RUNNER_CUDA_CHECK(cudaDeviceSynchronize());
+    return {median_us(plan_us), median_us(run_us)};
+  }
+
   double time_attention(HostProblem& p, int warmup, int reps) override {
     PA_CHECK(reps >= 1 && warmup >= 0, "time_attention: reps must be >= 1 and warmup >= 0, got ", reps,
              " and ", warmup);
     DeviceProblem d(p);
     cudaStream_t stream;
     RUNNER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    d.run(stream);  // validated eager run; the graph below skips validation
-    d.params.validate_batch = false;
+    d.run(stream);  // validated eager run; the graph below captures a planned run (no validation, no choice)
+    const AttentionPlan plan = plan_attention(d.query, d.cache, d.batch, d.params);
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     RUNNER_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    d.run(stream);
+    pagedattn::run_attention(plan, d.query, d.cache, d.batch, d.params, d.output,
+                             {d.workspace.get(), d.workspace.bytes()}, stream);
     RUNNER_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
     RUNNER_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     for (int i = 0; i < warmup; ++i) RUNNER_CUDA_CHECK(cudaGraphLaunch(exec, stream));
@@ -205,6 +236,21 @@ std::string cuda_not_compiled(DType dtype, DType cache_dtype, int head_dim) {
   static const BuildInfo b = build_info();
   if (b.cuda_compiled(dtype, cache_dtype, head_dim)) return "";
   return "not compiled in this build (PAGEDATTN_DTYPES / PAGEDATTN_KV_FORMATS / PAGEDATTN_HEAD_DIMS)";
+}
+
+void run_planned_layers(const std::vector<HostProblem*>& layers) {
+  PA_CHECK(!layers.empty(), "run_planned_layers: no layers");
+  std::vector<std::unique_ptr<DeviceProblem>> dev;
+  for (HostProblem* p : layers) dev.push_back(std::make_unique<DeviceProblem>(*p));
+  DeviceProblem& first = *dev[0];
+  const AttentionPlan plan = plan_attention(first.query, first.cache, first.batch, first.params);
+  validate_batch(first.query, first.cache, first.batch);
+  for (auto& d : dev) {
+    pagedattn::run_attention(plan, first.query, d->cache, first.batch, first.params, d->output,
+                             {first.workspace.get(), first.workspace.bytes()}, nullptr);
+    RUNNER_CUDA_CHECK(cudaGetLastError());
+  }
+  for (size_t i = 0; i < layers.size(); ++i) dev[i]->download(*layers[i]);
 }
 
 std::unique_ptr<BackendRunner> make_cuda_runner() {

@@ -9,4 +9,5 @@
 #include "pagedattn/info.h"
 #include "pagedattn/kv_format.h"
 #include "pagedattn/paged_kv.h"
+#include "pagedattn/plan.h"
 #include "pagedattn/tensor.h"

@@ -1,7 +1,13 @@
 #include <cuda_runtime.h>
 
+#include <sstream>
+#include <string>
+#include <vector>
+
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_context.h"
+#include "pagedattn_cuda_instances.h"
 
 namespace pagedattn::cuda {
 
@@ -25,11 +31,60 @@ std::vector<DeviceInfo> devices() {
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop{};
     PA_CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
+    const CudaContext& ctx = default_cuda_context(i);  // what the switches decided there
     out.push_back({i, prop.name, prop.multiProcessorCount, prop.major, prop.minor, prop.totalGlobalMem,
-                   static_cast<size_t>(prop.l2CacheSize), wgmma_prefill_enabled(i) ? "wgmma" : "mma.sync",
-                   tma_decode_enabled(i) ? "tma" : "cp.async"});
+                   static_cast<size_t>(prop.l2CacheSize), ctx.wgmma_prefill() ? "wgmma" : "mma.sync",
+                   ctx.tma_decode() ? "tma" : "cp.async"});
   }
   return out;
 }
 
 }  // namespace pagedattn::cuda
+
+namespace pagedattn::core {
+namespace {
+
+std::vector<std::string> split_csv(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+}  // namespace
+
+void fill_cuda_build_info(BuildInfo& info) {
+  info.cuda = true;
+  info.cuda_archs = PAGEDATTN_CUDA_ARCHS_STRING;
+#ifdef PAGEDATTN_HAS_TMA
+  info.cuda_tma = true;
+#endif
+  for (const auto& hd : split_csv(PAGEDATTN_HEAD_DIMS_STRING)) info.cuda_head_dims.push_back(std::stoi(hd));
+  for (const auto& dt : split_csv(PAGEDATTN_DTYPES_STRING)) info.cuda_dtypes.push_back(parse_dtype(dt));
+  for (const auto& f : split_csv(PAGEDATTN_KV_FORMATS_STRING)) info.cuda_kv_formats.push_back(parse_dtype(f));
+    // The generated instance list (src/cuda/CMakeLists.txt); only its dtype enums and head dims are used
+    // here.
+#define PAGEDATTN_INSTANCE_INFO(TYPE, DTYPE, FORMAT, CACHE_DTYPE, HEAD_DIM) \
+  info.cuda_instances.push_back({DTYPE, CACHE_DTYPE, HEAD_DIM});
+  PAGEDATTN_FOR_EACH_INSTANCE(PAGEDATTN_INSTANCE_INFO)
+#undef PAGEDATTN_INSTANCE_INFO
+}
+
+}  // namespace pagedattn::core
+
+namespace pagedattn {
+
+std::vector<DeviceInfo> cuda_devices() {
+  return cuda::devices();
+}
+
+std::string cuda_unavailable_reason() {
+  const std::string runtime = cuda::device_count_error();
+  return runtime.empty()
+             ? std::string()
+             : "this build has the CUDA backend, but no GPU is visible (CUDA runtime: " + runtime + ")";
+}
+
+}  // namespace pagedattn

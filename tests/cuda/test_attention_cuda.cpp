@@ -503,6 +503,52 @@ TEST(CudaAttention, GraphReplayEqualsEager) {
   SKIP_IF_NONE_RAN(ran);
 }
 
+// Plan once, run per layer: one plan over three layers' caches (distinct pools, so the TMA decode tile
+// encodes each layer's tensor maps) gives each layer the bytes of the flat op on that layer. Decode (the TMA
+// tile where compiled), a split decode and a chunked prefill (the persistent wgmma tile), bf16 and int8.
+TEST(CudaAttention, OnePlanRunsEveryLayerLikeTheFlatOp) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::run_seed());
+  auto runner = testing::make_cuda_runner();
+  int ran = 0;
+  for (DType cache : {DType::kBFloat16, DType::kInt8})
+    for (auto kind : {testing::BatchKind::kDecode, testing::BatchKind::kChunked}) {
+      testing::ProblemSpec s;
+      s.head_dim = 128;
+      s.num_q_heads = 16;
+      s.num_kv_heads = 4;
+      s.block_size = 16;
+      s.cache_dtype = cache;
+      s.lse = true;
+      if (!compiled(s)) continue;
+      ++ran;
+      testing::draw_batch(s, kind, kind == testing::BatchKind::kDecode ? 3 : 5, 5000, rng);
+      SCOPED_TRACE(s.describe());
+      std::vector<testing::HostProblem> layers, flat;
+      for (int layer = 0; layer < 3; ++layer) {
+        s.seed = rng();
+        layers.push_back(testing::make_problem(s));
+        // The flat op on the same inputs: layer 0's query and batch, this layer's cache.
+        testing::HostProblem& p = layers.back();
+        p.q = layers[0].q;
+        p.block_tables = layers[0].block_tables;
+        p.seq_lens = layers[0].seq_lens;
+        p.query_start_loc = layers[0].query_start_loc;
+        flat.push_back(p);
+        runner->run_attention(flat.back());
+      }
+      std::vector<testing::HostProblem*> ptrs;
+      for (auto& p : layers) ptrs.push_back(&p);
+      testing::run_planned_layers(ptrs);
+      for (int layer = 0; layer < 3; ++layer) {
+        EXPECT_EQ(layers[layer].out, flat[layer].out) << "layer " << layer;
+        EXPECT_EQ(layers[layer].lse, flat[layer].lse) << "layer " << layer;
+        EXPECT_TRUE(testing::compare(layers[layer], testing::dense_reference(layers[layer]), kTolerance).ok);
+      }
+    }
+  SKIP_IF_NONE_RAN(ran);
+}
+
 // write_kv on the GPU over the write_kv grid (the cases its formats cover): every written element as the
 // reference rounds it, the first and last slot of the pool and of a block always among them, nothing else
 // touched.

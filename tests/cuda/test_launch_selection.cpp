@@ -206,5 +206,24 @@ TEST(LaunchSelection, EarlyMergeLaunch) {
   EXPECT_FALSE(choose_launch(in).early_merge_launch);
 }
 
+// A sliding window makes each tile's KV range short whatever the sequence length: one sequence of 131072
+// tokens with a 4096-key window is split like a 4096-token context (the window's range), not like 131072;
+// the same launch inputs without hints other than the window still size a split.
+TEST(LaunchSelection, SlidingWindowSizesTheSplitByTheWindow) {
+  LaunchInputs windowed = decode(1, 131072);
+  windowed.window_left = 4096;
+  LaunchInputs short_ctx = decode(1, 4096 + 1 + 1 + 64);
+  EXPECT_EQ(choose_launch(windowed).num_segments, choose_launch(short_ctx).num_segments);
+  EXPECT_LT(choose_launch(windowed).num_segments, choose_launch(decode(1, 131072)).num_segments);
+  LaunchInputs no_len = windowed;
+  no_len.max_seq_len = -1;  // unknown length, known window: still sized
+  EXPECT_EQ(choose_launch(no_len).num_segments, choose_launch(windowed).num_segments);
+  // A window longer than the sequence changes nothing.
+  LaunchInputs wide = decode(16, 512);
+  wide.window_left = 100000;
+  EXPECT_EQ(choose_launch(wide).num_segments, choose_launch(decode(16, 512)).num_segments);
+  EXPECT_EQ(choose_launch(wide).workspace_bytes, choose_launch(decode(16, 512)).workspace_bytes);
+}
+
 }  // namespace
 }  // namespace pagedattn::cuda

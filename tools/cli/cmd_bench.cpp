@@ -21,6 +21,7 @@ struct Workload {
 struct Row {
   std::string op, label;
   double seconds = 0, bytes = 0, flops = 0, tokens = 0;
+  double plan_us = -1, run_us = -1;  // host time of plan_attention and of one run_attention enqueue
 };
 
 // The shape the anchors use: 32 query heads, 8 kv heads, head dim 128, block 16, bf16.
@@ -98,7 +99,8 @@ int run_bench(const BenchOptions& options) {
   std::printf("bench %s on %s: hq=%d hkv=%d hd=%d bs=%d %s queries, %s cache, median of %d\n", op.c_str(),
               backend.c_str(), base.num_q_heads, base.num_kv_heads, base.head_dim, base.block_size,
               std::string(dtype_name(base.dtype)).c_str(), options.kv_dtype.c_str(), reps);
-  std::printf("%-26s %12s %14s %10s %10s\n", "workload", "time_us", "tokens/s", "GB/s", "TFLOP/s");
+  std::printf("%-26s %12s %14s %10s %10s %9s %9s\n", "workload", "time_us", "tokens/s", "GB/s", "TFLOP/s",
+              "plan_us", "run_us");
   std::vector<Row> rows;
   for (const Workload& w : workloads(op, gpu)) {
     if (!options.workload.empty() && w.label != options.workload) continue;
@@ -108,6 +110,10 @@ int run_bench(const BenchOptions& options) {
     testing::HostProblem p = testing::make_problem(s);
     Row r{op, w.label};
     r.seconds = runner->time_attention(p, options.warmup, reps);
+    // The host side of one step: plan_attention once, run_attention per layer (enqueue time; -1 on the CPU).
+    const auto host = runner->host_cost(p, 200);
+    r.plan_us = host.plan_us;
+    r.run_us = host.run_us;
     const double esize = dtype_size(s.dtype);
     // Cache bytes as stored: data and metadata planes of the format.
     const double kv_token_bytes =
@@ -120,8 +126,9 @@ int run_bench(const BenchOptions& options) {
       const double pairs = q * (len - q) + q * (q + 1) / 2;
       r.flops += 4.0 * pairs * s.num_q_heads * s.head_dim;
     }
-    std::printf("%-26s %12.1f %14.0f %10.2f %10.3f\n", w.label.c_str(), r.seconds * 1e6, r.tokens / r.seconds,
-                r.bytes / r.seconds / 1e9, r.flops / r.seconds / 1e12);
+    std::printf("%-26s %12.1f %14.0f %10.2f %10.3f %9.2f %9.2f\n", w.label.c_str(), r.seconds * 1e6,
+                r.tokens / r.seconds, r.bytes / r.seconds / 1e9, r.flops / r.seconds / 1e12, host.plan_us,
+                host.run_us);
     rows.push_back(r);
   }
   if (!options.json_path.empty()) {
@@ -133,7 +140,8 @@ int run_bench(const BenchOptions& options) {
       f << "  {\"backend\": \"" << backend << "\", \"op\": \"" << r.op << "\", \"kv_dtype\": \""
         << options.kv_dtype << "\", \"workload\": \"" << r.label << "\", \"time_us\": " << r.seconds * 1e6
         << ", \"tokens_per_s\": " << r.tokens / r.seconds << ", \"bytes_per_s\": " << r.bytes / r.seconds
-        << ", \"flops_per_s\": " << r.flops / r.seconds << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
+        << ", \"flops_per_s\": " << r.flops / r.seconds << ", \"plan_us\": " << r.plan_us
+        << ", \"run_us\": " << r.run_us << "}" << (i + 1 < rows.size() ? ",\n" : "\n");
     }
     f << "]\n";
   }

@@ -1,15 +1,11 @@
-// Host side of CUDA attention: checks what only the CUDA path requires, optionally validates the batch
-// contents, asks the selection function for the launch and dispatches to the compiled instantiation.
+// Host side of CUDA attention: plan (check what only the CUDA path requires, find the compiled instance, ask
+// the one selection function for the launch), run (fill the kernel's parameters from the plan and launch:
+// no choice, no allocation, no synchronization) and the optional host check of the batch contents.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <map>
-#include <mutex>
+#include <memory>
 #include <string>
-#include <tuple>
-#include <utility>
 #include <vector>
 
 #include "core/log.h"
@@ -18,29 +14,13 @@
 #include "cuda/attention/unified_launch.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_context.h"
 #include "cuda/device_guard.h"
 #include "pagedattn/kv_format.h"
 #include "pagedattn_cuda_instances.h"
 
 namespace pagedattn::cuda {
 namespace {
-
-struct DeviceFacts {
-  int sm_count = 0;
-  int major = 0;  // compute capability
-};
-
-DeviceFacts device_facts(int device) {
-  static std::mutex mutex;
-  static std::vector<DeviceFacts> facts;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (device >= static_cast<int>(facts.size())) facts.resize(device + 1);
-  if (facts[device].sm_count == 0) {
-    PA_CUDA_CHECK(cudaDeviceGetAttribute(&facts[device].major, cudaDevAttrComputeCapabilityMajor, device));
-    PA_CUDA_CHECK(cudaDeviceGetAttribute(&facts[device].sm_count, cudaDevAttrMultiProcessorCount, device));
-  }
-  return facts[device];
-}
 
 // Inputs are read 16 bytes at a time; outputs are written 4 elements (8 bytes) at a time.
 void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides, int vector,
@@ -93,25 +73,13 @@ Instance find_instance(DType dtype, DType cache_dtype, int head_dim) {
            "); reconfigure with -DPAGEDATTN_HEAD_DIMS / -DPAGEDATTN_DTYPES / -DPAGEDATTN_KV_FORMATS");
 }
 
-int resident(const Instance& inst, int device, DType dtype, int head_dim, TileShape shape) {
-  static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, int, const void*>, int> cache;
-  const auto key = std::make_tuple(device, static_cast<int>(dtype), head_dim, static_cast<int>(shape),
-                                   reinterpret_cast<const void*>(inst.resident));
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, inst.resident(shape)).first;
-  return it->second;
-}
-
 // The launch for a problem. When it takes the TMA decode tile, `maps` receives the pools' tensor maps; a
 // pool the driver cannot describe moves the launch to the cp.async tile (logged once with the reason).
-// attention_workspace_size() asks the same question, so both see the same segment count.
-LaunchChoice choose(const core::AttentionProblem& p, KVTensorMaps* maps) {
-  const Instance inst = find_instance(p.attn.q_dtype, p.kv.dtype, p.kv.head_dim);
+LaunchChoice choose(CudaContext& ctx, const Instance& inst, const core::AttentionProblem& p,
+                    KVTensorMaps& maps) {
   const bool quantized = kv_format(p.kv.dtype).quantized();
   LaunchInputs in;
-  in.tma_decode = tma_decode_enabled(p.device.index);
+  in.tma_decode = ctx.tma_decode();
   if (in.tma_decode && quantized) {
     core::log_once(std::string("decode tiles over ") + std::string(dtype_name(p.kv.dtype)) +
                    " caches use the cp.async gather: the TMA decode kernel reads bf16/fp16 pages only");
@@ -125,19 +93,19 @@ LaunchChoice choose(const core::AttentionProblem& p, KVTensorMaps* maps) {
     }
   }
   auto decode_shape = [&] { return in.tma_decode ? TileShape::kDecodeSm90 : TileShape::kDecode; };
-  in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, decode_shape());
-  in.wgmma_prefill = wgmma_prefill_enabled(p.device.index);
+  const void* kernel = reinterpret_cast<const void*>(inst.resident);
+  in.resident_decode = ctx.resident(kernel, decode_shape(), inst.resident);
+  in.wgmma_prefill = ctx.wgmma_prefill();
   if (in.wgmma_prefill && quantized) {
     core::log_once(std::string("prefill tiles over ") + std::string(dtype_name(p.kv.dtype)) +
                    " caches use the mma.sync kernel: the wgmma prefill kernel reads bf16/fp16 pages only");
     in.wgmma_prefill = false;
   }
-  in.resident_prefill = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim,
-                                 in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill);
-  const DeviceFacts facts = device_facts(p.device.index);
-  in.sm_count = facts.sm_count;
-  in.early_merge_launch = facts.major >= 9;
-  in.early_start = early_start_enabled(p.device.index);
+  in.resident_prefill =
+      ctx.resident(kernel, in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill, inst.resident);
+  in.sm_count = ctx.sm_count();
+  in.early_merge_launch = ctx.major() >= 9;
+  in.early_start = ctx.early_start();
   in.num_seqs = p.batch.num_seqs;
   in.num_tokens = p.batch.num_tokens;
   in.num_q_heads = p.attn.num_q_heads;
@@ -145,20 +113,40 @@ LaunchChoice choose(const core::AttentionProblem& p, KVTensorMaps* maps) {
   in.head_dim = p.kv.head_dim;
   in.max_query_len = p.max_query_len;
   in.max_seq_len = p.max_seq_len;
+  in.window_left = p.attn.window_left;
   in.force_segments = p.force_segments;
   LaunchChoice choice = choose_launch(in);
   if (choice.shape == TileShape::kDecodeSm90) {
-    KVTensorMaps local;
-    const std::string why = encode_kv_tensor_maps(p.kv, maps != nullptr ? *maps : local);
+    const std::string why = ctx.tensor_maps().encode(p.kv, maps);
     if (!why.empty()) {
       core::log_once("decode tiles use the cp.async gather: " + why);
       in.tma_decode = false;
-      in.resident_decode = resident(inst, p.device.index, p.attn.q_dtype, p.kv.head_dim, decode_shape());
+      in.resident_decode = ctx.resident(kernel, decode_shape(), inst.resident);
       choice = choose_launch(in);
     }
   }
   return choice;
 }
+
+const char* shape_name(TileShape shape) {
+  switch (shape) {
+    case TileShape::kDecode:
+      return "decode (cp.async)";
+    case TileShape::kDecodeSm90:
+      return "decode (TMA)";
+    case TileShape::kPrefill:
+      return "prefill (mma.sync)";
+    case TileShape::kPrefillSm90:
+      return "prefill (wgmma)";
+  }
+  return "?";
+}
+
+// What run needs from the plan: the instance and the launch.
+struct CudaLaunch {
+  Instance inst;
+  LaunchChoice choice;
+};
 
 // Copies the batch description to the host and runs the same checks as the CPU path (same messages).
 void validate_on_host(const core::AttentionProblem& p, cudaStream_t stream) {
@@ -188,117 +176,41 @@ void validate_on_host(const core::AttentionProblem& p, cudaStream_t stream) {
   }
 }
 
-// A kernel choice behind a tri-state environment variable: unset = use it where it can run, "1" = required
-// (an error naming `why` where it cannot run), "0" = never. Decided once per device; every time the kernel is
-// not used, the reason is logged once. `facts(device, why)` says whether it can run there, and why not.
-template <typename Facts>
-bool decide_switch(const char* variable, const std::string& alternative, int device, Facts facts) {
-  static std::mutex mutex;
-  static std::map<std::pair<std::string, int>, bool> decided;
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_pair(std::string(variable), device);
-  if (auto it = decided.find(key); it != decided.end()) return it->second;
-  const char* env = std::getenv(variable);
-  PA_CHECK(env == nullptr || std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0, variable,
-           " must be unset, 0 or 1, got '", env ? env : "", "'");
-  std::string why;
-  const bool can_run = facts(device, why);
-  bool use = can_run;
-  if (env != nullptr && env[0] == '1') {
-    PA_CHECK(can_run, variable, "=1 but ", why);
-  } else if (env != nullptr && env[0] == '0') {
-    use = false;
-    core::log_once(std::string(variable) + "=0: " + alternative);
-  } else if (!can_run) {
-    core::log_once(alternative + ": " + why);
-  }
-  decided[key] = use;
-  return use;
-}
-
-[[maybe_unused]] std::pair<int, int> compute_capability(int device) {
-  int major = 0, minor = 0;
-  PA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  PA_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  return {major, minor};
-}
-
 }  // namespace
 
-// Whether long queries take the sm_90a wgmma tile (PAGEDATTN_WGMMA): where the build has sm_90a code and the
-// device is compute capability 9.0.
-bool wgmma_prefill_enabled(int device) {
-  return decide_switch("PAGEDATTN_WGMMA", "prefill tiles use the portable mma.sync kernel", device,
-                       [](int dev, std::string& why) {
-#ifdef PAGEDATTN_HAS_SM90A
-                         const auto [major, minor] = compute_capability(dev);
-                         why = "device " + std::to_string(dev) + " is sm_" + std::to_string(major) +
-                               std::to_string(minor) + ", the wgmma kernel runs on sm_90a only";
-                         return major == 9 && minor == 0;
-#else
-                         why = std::string("this build has no sm_90a code (PAGEDATTN_CUDA_ARCHS=") +
-                               PAGEDATTN_CUDA_ARCHS_STRING + ")";
-                         (void)dev;
-                         return false;
-#endif
-                       });
-}
-
-// Whether short-query tiles load K/V with TMA (PAGEDATTN_USE_TMA; decode_sm90_kernel.cuh): where the build
-// has the kernel and the device is compute capability 9.x. A cache the kernel cannot read (head dim, page
-// size, strides) takes the cp.async path either way; choose() logs that with its reason.
-bool tma_decode_enabled(int device) {
-  return decide_switch("PAGEDATTN_USE_TMA", "decode tiles use the cp.async gather", device,
-                       [](int dev, std::string& why) {
-#ifdef PAGEDATTN_HAS_TMA
-                         const int major = compute_capability(dev).first;
-                         why = "device " + std::to_string(dev) + " has compute capability " +
-                               std::to_string(major) + ".x; the TMA decode kernel runs on 9.x only";
-                         return major == 9;
-#else
-                         why = std::string(
-                                   "this build has no TMA decode kernel (PAGEDATTN_TMA=OFF or no sm_90 target in "
-                                   "PAGEDATTN_CUDA_ARCHS=") +
-                               PAGEDATTN_CUDA_ARCHS_STRING + ")";
-                         (void)dev;
-                         return false;
-#endif
-                       });
-}
-
-// Whether attention kernels start early (PAGEDATTN_PDL; LaunchChoice::early_start): on compute capability
-// 9.x, where programmatic dependent launch exists.
-bool early_start_enabled(int device) {
-  return decide_switch("PAGEDATTN_PDL", "attention kernels start after the previous kernel ends", device,
-                       [](int dev, std::string& why) {
-                         const int major = compute_capability(dev).first;
-                         why = "device " + std::to_string(dev) + " has compute capability " +
-                               std::to_string(major) + ".x; programmatic dependent launch needs 9.0 or newer";
-                         return major >= 9;
-                       });
-}
-
-size_t attention_workspace_size(const core::AttentionProblem& p) {
-  DeviceGuard guard(p.device.index);
-  return choose(p, nullptr).workspace_bytes;
-}
-
-void attention(const core::AttentionProblem& p, Workspace workspace, Stream stream_handle) {
+void plan_attention(CudaContext& ctx, const core::AttentionProblem& p, core::PlanState& plan) {
   DeviceGuard guard(p.device.index);
   check_supported(p);
-  const Instance inst = find_instance(p.attn.q_dtype, p.kv.dtype, p.kv.head_dim);
-  cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
-  if (p.validate_batch) {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    PA_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-    if (capture == cudaStreamCaptureStatusNone) validate_on_host(p, stream);
-  }
+  auto launch = std::make_shared<CudaLaunch>();
+  launch->inst = find_instance(p.attn.q_dtype, p.kv.dtype, p.kv.head_dim);
+  KVTensorMaps maps;
+  launch->choice = choose(ctx, launch->inst, p, maps);
+  const LaunchChoice& c = launch->choice;
+  plan.workspace_bytes = c.workspace_bytes;
+  plan.description = std::string(shape_name(c.shape)) + " tile " + std::to_string(c.block_m) + "x" +
+                     std::to_string(c.block_n) + ", " + std::to_string(c.num_segments) + " segment(s), " +
+                     (c.persistent_ctas > 0 ? "persistent " + std::to_string(c.persistent_ctas) + " CTAs"
+                                            : "grid " + std::to_string(c.grid_tiles) + " tiles") +
+                     ", workspace " + std::to_string(c.workspace_bytes) + " B";
+  plan.launch = std::move(launch);
+}
+
+void run_attention(const core::PlanState& plan, const core::AttentionProblem& p, Workspace workspace,
+                   Stream stream_handle) {
   if (p.batch.num_tokens == 0) return;
+  DeviceGuard guard(p.device.index);
+  const auto& launch = *static_cast<const CudaLaunch*>(plan.launch.get());
+  const LaunchChoice& choice = launch.choice;
   UnifiedParams params;
-  const LaunchChoice choice = choose(p, &params.tma);
-  PA_CHECK(workspace.bytes >= choice.workspace_bytes, "workspace of ", workspace.bytes,
-           " bytes is smaller than the ", choice.workspace_bytes,
-           " bytes this launch needs; size it with attention_workspace_size()");
+  if (choice.shape == TileShape::kDecodeSm90) {
+    // The pools of this layer (same geometry as planned; the maps are remembered per pool).
+    auto& ctx = static_cast<CudaContext&>(*plan.context);
+    const std::string why = ctx.tensor_maps().encode(p.kv, params.tma);
+    PA_CHECK(why.empty(),
+             "run_attention: the plan loads K/V with TMA, but this cache's pools cannot be "
+             "described to it (",
+             why, "); plan with this cache");
+  }
   params.kv = p.kv;
   params.batch = p.batch;
   params.attn = p.attn;
@@ -306,8 +218,6 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
   params.num_segments = choice.num_segments;
   params.grid_tiles = static_cast<int32_t>(choice.grid_tiles);
   params.one_tile_per_seq = choice.one_tile_per_seq ? 1 : 0;
-  PA_CHECK(choice.workspace_bytes == 0 || reinterpret_cast<uintptr_t>(workspace.data) % 16 == 0,
-           "workspace must be 16-byte aligned");
   unsigned char* scratch = static_cast<unsigned char*>(workspace.data);
   if (choice.persistent_ctas > 0) {
     params.work_counter = reinterpret_cast<uint32_t*>(scratch);
@@ -318,7 +228,15 @@ void attention(const core::AttentionProblem& p, Workspace workspace, Stream stre
     params.partial_ml = params.partial_o + static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads *
                                                choice.num_segments * p.kv.head_dim;
   }
-  inst.launch(choice, params, stream);
+  launch.inst.launch(choice, params, static_cast<cudaStream_t>(stream_handle));
+}
+
+void validate_batch(const core::AttentionProblem& p, Stream stream_handle) {
+  DeviceGuard guard(p.device.index);
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  PA_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusNone) validate_on_host(p, stream);
 }
 
 }  // namespace pagedattn::cuda

@@ -102,26 +102,18 @@ std::string tma_decode_shape_limit(int head_dim, int block_size) {
   return {};
 }
 
-std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, KVTensorMaps& maps) {
-  using Key = std::tuple<const void*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                         int32_t, int32_t, int32_t, int32_t, int>;
-  struct Encoded {
-    KVTensorMaps maps;
-    std::string why;
-  };
-  static std::mutex mutex;
-  static std::map<Key, Encoded> encoded;
+std::string KVTensorMapCache::encode(const kernels::PagedKVArgs& kv, KVTensorMaps& maps) {
   const Key key{
       kv.k.data,         kv.v.data,         kv.k.stride_block,         kv.k.stride_token, kv.k.stride_head,
       kv.v.stride_block, kv.v.stride_token, kv.v.stride_head,          kv.num_blocks,     kv.block_size,
       kv.num_kv_heads,   kv.head_dim,       static_cast<int>(kv.dtype)};
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = encoded.find(key);
-  if (it == encoded.end()) {
-    if (encoded.size() >= 4096) encoded.clear();  // caches come and go (tests, reallocation): stay bounded
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = encoded_.find(key);
+  if (it == encoded_.end()) {
+    if (encoded_.size() >= 4096) encoded_.clear();  // caches come and go (tests, reallocation): stay bounded
     Encoded e;
     e.why = encode_pools(kv, e.maps);
-    it = encoded.emplace(key, std::move(e)).first;
+    it = encoded_.emplace(key, std::move(e)).first;
   }
   maps = it->second.maps;
   return it->second.why;

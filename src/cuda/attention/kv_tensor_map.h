@@ -8,7 +8,10 @@
 
 #include <cuda.h>
 
+#include <map>
+#include <mutex>
 #include <string>
+#include <tuple>
 
 #include "cuda/attention/unified_params.h"
 #include "kernels/kernel_args.h"
@@ -19,10 +22,24 @@ namespace pagedattn::cuda {
 /// 64-column panels, and each box (a page, or a 64-token run of one) must start a 1024-byte swizzle atom.
 std::string tma_decode_shape_limit(int head_dim, int block_size);
 
-/// The K and V maps of a cache (boxes of a whole page, or a 64-token run of a larger one). Returns empty on
-/// success, else why the driver refused (the caller logs it and takes the cp.async path). Remembered per
-/// pool description: a serving loop calls attention per layer and step with the same few caches, and the
-/// encoding would otherwise run on every call (and again for attention_workspace_size).
-std::string encode_kv_tensor_maps(const kernels::PagedKVArgs& kv, KVTensorMaps& maps);
+/// The K and V maps of the caches seen so far, one set per pool description (a device context owns one). A
+/// serving loop runs attention per layer and step over the same few caches; the driver's encoding would
+/// otherwise run on every call.
+class KVTensorMapCache {
+ public:
+  /// The K and V maps of a cache (boxes of a whole page, or a 64-token run of a larger one). Returns empty on
+  /// success, else why the driver refused (the caller logs it and takes the cp.async path).
+  std::string encode(const kernels::PagedKVArgs& kv, KVTensorMaps& maps);
+
+ private:
+  using Key = std::tuple<const void*, const void*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         int32_t, int32_t, int32_t, int32_t, int>;
+  struct Encoded {
+    KVTensorMaps maps;
+    std::string why;
+  };
+  std::mutex mutex_;
+  std::map<Key, Encoded> encoded_;
+};
 
 }  // namespace pagedattn::cuda

@@ -68,7 +68,8 @@ int block_n_for(TileShape shape, int head_dim) {
 //   prefill 4 x 4096 (T = 64):   8192 CTAs, 31 waves -> s = 1.
 // Wave efficiency alone is the wrong objective: it once split that prefill 32 ways for a 3% fuller last wave
 // and doubled its time. Each segment keeps at least one KV tile (and kMinKeysPerSegment keys). Without
-// max_seq_len the split cannot be sized, so the launch stays 2D; without max_query_len the prefill shape is
+// max_seq_len (or a sliding window) the split cannot be sized, so the launch stays 2D; a window sizes it by
+// the window's KV range instead of the sequence's (kv_range); without max_query_len the prefill shape is
 // assumed (correct for any batch).
 namespace {
 
@@ -93,24 +94,36 @@ TileShape shape_of(const LaunchInputs& in) {
   return in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill;
 }
 
+// The longest KV range one query tile reads (-1 = unknown). A sliding window bounds it whatever the
+// sequences' lengths: a tile's rows see keys from (first row's position - window_left) to its last row's
+// position, and the range starts at a KV tile boundary (plan_query_tile), so at most window_left + 1 + the
+// tile's query positions + one tile's keys. decode 1 x 131072 with a 4096-key window is sized as 1 x 4162.
+int64_t kv_range(const LaunchInputs& in) {
+  if (in.window_left <= 0 || in.max_query_len < 0) return in.max_seq_len;
+  const int shape_rows = (block_m_for(shape_of(in)) + group_of(in) - 1) / group_of(in);
+  const int64_t span = int64_t{in.window_left} + 1 + std::min(in.max_query_len, shape_rows) +
+                       block_n_for(shape_of(in), in.head_dim);
+  return in.max_seq_len < 0 ? span : std::min<int64_t>(in.max_seq_len, span);
+}
+
 }  // namespace
 
 int max_modeled_segments(const LaunchInputs& in) {
   const int block_n = block_n_for(shape_of(in), in.head_dim);
   return static_cast<int>(std::min<int64_t>(
-      kMaxSegments, std::max<int64_t>(1, in.max_seq_len / std::max(kMinKeysPerSegment, block_n))));
+      kMaxSegments, std::max<int64_t>(1, kv_range(in) / std::max(kMinKeysPerSegment, block_n))));
 }
 
 double modeled_split_time(const LaunchInputs& in, int segments) {
-  PA_CHECK(in.max_seq_len > 0 && in.max_query_len >= 0,
-           "modeled_split_time needs max_seq_len and max_query_len");
+  PA_CHECK(kv_range(in) > 0 && in.max_query_len >= 0,
+           "modeled_split_time needs max_seq_len (or a sliding window) and max_query_len");
   const TileShape shape = shape_of(in);
   const int group = group_of(in), block_m = block_m_for(shape), block_n = block_n_for(shape, in.head_dim);
   const int64_t tiles_per_seq = (static_cast<int64_t>(in.max_query_len) * group + block_m - 1) / block_m;
   const int64_t ctas = std::max<int64_t>(1, in.num_seqs * tiles_per_seq * in.num_kv_heads);
   const int resident = short_queries(in) ? in.resident_decode : in.resident_prefill;
   const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
-  const double tiles = std::ceil(static_cast<double>(in.max_seq_len) / block_n);  // of the longest range
+  const double tiles = std::ceil(static_cast<double>(kv_range(in)) / block_n);  // of the longest range
   const int64_t s = segments;
   // Fractional waves, plus half of the empty part of a partial last wave (a tail of memory-bound CTAs runs
   // faster than a full wave, but not in proportion to its size).
@@ -140,7 +153,7 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
 
   if (in.force_segments > 0) {
     c.num_segments = in.force_segments;
-  } else if (in.max_seq_len > 0 && in.max_query_len >= 0) {
+  } else if (kv_range(in) > 0 && in.max_query_len >= 0) {
     const int most = max_modeled_segments(in);
     double best = modeled_split_time(in, 1);
     for (int s = 2; s <= most; ++s) best = std::min(best, modeled_split_time(in, s));
@@ -159,7 +172,7 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
   const int resident = c.shape == TileShape::kPrefillSm90 ? in.resident_prefill : in.resident_decode;
   const int64_t slots = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
   const bool short_items =
-      in.max_seq_len > 0 && in.max_seq_len <= kPersistentDecodeTiles * c.block_n * c.num_segments;
+      kv_range(in) > 0 && kv_range(in) <= kPersistentDecodeTiles * c.block_n * c.num_segments;
   if (c.shape == TileShape::kPrefillSm90 ||
       (c.shape == TileShape::kDecodeSm90 && in.persistent_decode && items > slots && short_items)) {
     PA_CHECK(items < (int64_t{1} << 31), "the batch has ", items,

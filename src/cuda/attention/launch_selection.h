@@ -18,6 +18,7 @@ struct LaunchInputs {
   int head_dim = 0;
   int max_query_len = -1;           // -1 = unknown
   int max_seq_len = -1;             // -1 = unknown
+  int window_left = 0;              // sliding window (0 = none): bounds each tile's KV range
   int force_segments = 0;           // 0 = choose
   int resident_decode = 3;          // CTAs of the decode shape in use resident per SM (occupancy API)
   int resident_prefill = 2;         // CTAs of the prefill shape in use resident per SM
