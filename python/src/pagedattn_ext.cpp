@@ -181,6 +181,74 @@ NB_MODULE(_pagedattn, m) {
       "max_seq_len"_a = -1, "validate"_a = true, "force_segments"_a = 0, "stream"_a = 0,
       "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
 
+  // Plan once per batch shape, run per layer (pagedattn/plan.h). The Python layer's Plan owns one of these
+  // together with the batch tensors and the workspace.
+  nb::class_<AttentionPlan>(m, "AttentionPlan")
+      .def_prop_ro("workspace_bytes", &AttentionPlan::workspace_bytes)
+      .def_prop_ro("device", [](const AttentionPlan& p) { return device_name(p.device()); })
+      .def("describe", &AttentionPlan::describe);
+
+  m.def(
+      "plan_attention",
+      [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
+         const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
+         int window_left, int force_segments, std::optional<Array> k_scale, std::optional<Array> v_scale,
+         std::optional<Array> k_meta, std::optional<Array> v_meta) {
+        AttentionParams p;
+        p.window_left = window_left;
+        p.force_segments = force_segments;
+        return plan_attention(
+            view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
+            batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len), p);
+      },
+      "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
+      "max_query_len"_a = -1, "max_seq_len"_a = -1, "window_left"_a = 0, "force_segments"_a = 0,
+      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+
+  m.def(
+      "run_attention",
+      [](const AttentionPlan& plan, const Array& query, const Array& k_cache, const Array& v_cache,
+         const Array& block_tables, const Array& seq_lens, const Array& query_start_loc, const OutArray& out,
+         float scale, int window_left, float softcap, std::optional<Array> alibi_slopes,
+         std::optional<Array> sinks, std::optional<OutArray> lse, std::optional<OutArray> workspace,
+         int max_query_len, int max_seq_len, int force_segments, uintptr_t stream,
+         std::optional<Array> k_scale, std::optional<Array> v_scale, std::optional<Array> k_meta,
+         std::optional<Array> v_meta) {
+        Workspace ws;
+        if (workspace) {
+          ws.data = workspace->data();
+          ws.bytes = workspace->nbytes();
+        }
+        nb::gil_scoped_release release;
+        run_attention(
+            plan, view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
+            batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
+            params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, false, force_segments),
+            view(out, "out"), ws, to_stream(stream));
+      },
+      "plan"_a, "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
+      "out"_a, "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
+      "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
+      "max_seq_len"_a = -1, "force_segments"_a = 0, "stream"_a = 0, "k_scale"_a = nb::none(),
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+
+  m.def(
+      "validate_batch",
+      [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
+         const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
+         uintptr_t stream, std::optional<Array> k_scale, std::optional<Array> v_scale,
+         std::optional<Array> k_meta, std::optional<Array> v_meta) {
+        const PagedKVCache cache = cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta);
+        const BatchDesc batch =
+            batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len);
+        const TensorView q = view(query, "query");
+        nb::gil_scoped_release release;
+        validate_batch(q, cache, batch, to_stream(stream));
+      },
+      "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
+      "max_query_len"_a = -1, "max_seq_len"_a = -1, "stream"_a = 0, "k_scale"_a = nb::none(),
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+
   // Element conversions, exposed for the dtype tests (python/tests/test_dtype_tables.py checks them against
   // numpy's and ml_dtypes' tables): float32 values -> bit patterns of a float dtype, and back.
   m.def(

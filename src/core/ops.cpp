@@ -21,7 +21,7 @@ void attention(const TensorView& query, const PagedKVCache& cache, const BatchDe
   // The same checks as run_attention, first, so that a bad `out` is reported before anything else.
   core::check_attention(query, cache, batch, params, out);
   const AttentionPlan plan = plan_attention(query, cache, batch, params);
-  if (params.validate_batch || query.device.is_cpu()) validate_batch(query, cache, batch, stream);
+  if (params.validate_batch && !query.device.is_cpu()) validate_batch(query, cache, batch, stream);
   run_attention(plan, query, cache, batch, params, out, workspace, stream);
 }
 

@@ -14,7 +14,10 @@ class CpuBackend final : public Backend {
     plan.workspace_bytes = 0;
     plan.description = "cpu: one pass per (token, query head), fp32 accumulation, no workspace";
   }
+  // The CPU reads the batch on the host anyway: it checks the contents on every run (a bad block id is an
+  // error, never an out-of-bounds read), at a cost that is small beside the attention itself.
   void run(const PlanState&, const AttentionProblem& p, Workspace, Stream) const override {
+    check_batch_contents(p.batch, p.kv);
     cpu::attention(p);
   }
   void validate_batch(const AttentionProblem& p, Stream) const override {
