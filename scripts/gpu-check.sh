@@ -13,6 +13,7 @@
 #                                     persistent decode (scripts/sanitize.sh, SANITIZE_TIMEOUT seconds each);
 #                                     summaries at the end
 #   BASELINE_CLI=path scripts/gpu-check.sh   also times a baseline build's `pagedattn bench` against this one
+#   KV_BENCH=1 scripts/gpu-check.sh   also the CLI's decode and prefill grids per K/V cache format
 # The machine needs no apt: CLI11 (for the pagedattn command) comes from .deps/debs when the system lacks it
 # (scripts/offline-deps.sh downloads it on a machine with apt; carry .deps to the GPU machine).
 set -uo pipefail
@@ -74,6 +75,17 @@ if [[ -n "${BASELINE_CLI:-}" ]]; then
       done
     done
   done | tee "$logs/ab_bench.txt"
+fi
+
+# The K/V formats side by side (KV_BENCH=1): decode and prefill of the CLI's grids for each cache format,
+# bytes as stored; the fp8/int8 targets are ratios to the bf16 rows of the same run.
+if [[ "${KV_BENCH:-0}" == 1 ]]; then
+  echo "== K/V formats: decode and prefill per cache format"
+  for fmt in bf16 fp8_e4m3 fp8_e5m2 int8; do
+    for op in decode prefill; do
+      "$build/tools/cli/pagedattn" bench --backend cuda --op "$op" --kv-dtype "$fmt" --reps 50 2>&1
+    done
+  done | tee "$logs/kv_bench.txt"
 fi
 
 py_rc=0

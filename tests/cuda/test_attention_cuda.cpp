@@ -175,8 +175,9 @@ TEST(CudaAttention, DecodeKernelFollowsDeviceAndSwitch) {
 // The TMA decode path reads whole boxes (a page, or 64 tokens of a larger one) starting at multiples of 64
 // keys, so it brings in pool rows no query may see: a page's slots past seq_len, and a sliding window's keys
 // before its first. Every pool element a query may not see is NaN here; none may reach the output. Page
-// sizes 8..256 (one box per page, or several boxes per page), head dims of 1-4 panels, NHD and HND, GQA 5,
-// windows, lengths ending mid-page and single tokens, 2D and split launches. On a device without TMA (or
+// sizes 8..256 (one box per page, or several boxes per page), head dims of 1-4 panels, bf16/fp16 and fp8 e4m3
+// / e5m2 pages (per-tensor and per-head scales), NHD and HND, GQA 5, windows, lengths ending mid-page and
+// single tokens, 2D and split launches. On a device without TMA (or
 // with PAGEDATTN_USE_TMA=0) the cp.async path must pass the same test.
 TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
   REQUIRE_GPU();
@@ -193,6 +194,10 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
       s.num_q_heads = 10;  // GQA 5
       s.block_size = bs;
       s.dtype = s.cache_dtype = i % 2 ? DType::kBFloat16 : DType::kFloat16;
+      // fp8 pages stream through the same boxes (128 codes per panel row) and are converted per warp.
+      const DType fp8[] = {DType::kFloat8E4M3, DType::kFloat8E5M2};
+      if ((i / 4) % 3 > 0) s.cache_dtype = fp8[(i / 4) % 3 - 1];
+      s.head_scales = i % 5 == 0;
       s.hnd_layout = (i / 2) % 2;
       s.window_left = windows[i % 3];
       s.lse = true;
@@ -225,8 +230,10 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
           for (int64_t h = 0; h < hkv; ++h) {
             const int64_t row =
                 s.hnd_layout ? (block * hkv + h) * bsz + slot : (block * bsz + slot) * hkv + h;
-            std::memset(p.k_pool.data() + row * d * 2, 0xff, static_cast<size_t>(d * 2));  // NaN
-            std::memset(p.v_pool.data() + row * d * 2, 0xff, static_cast<size_t>(d * 2));
+            // All-ones bytes are NaN in bf16, fp16, fp8 e4m3 and e5m2.
+            const int64_t row_bytes = d * dtype_size(s.cache_dtype);
+            std::memset(p.k_pool.data() + row * row_bytes, 0xff, static_cast<size_t>(row_bytes));
+            std::memset(p.v_pool.data() + row * row_bytes, 0xff, static_cast<size_t>(row_bytes));
           }
         }
       }
@@ -511,7 +518,7 @@ TEST(CudaAttention, OnePlanRunsEveryLayerLikeTheFlatOp) {
   std::mt19937_64 rng(test::run_seed());
   auto runner = testing::make_cuda_runner();
   int ran = 0;
-  for (DType cache : {DType::kBFloat16, DType::kInt8})
+  for (DType cache : {DType::kBFloat16, DType::kFloat8E4M3, DType::kInt8})
     for (auto kind : {testing::BatchKind::kDecode, testing::BatchKind::kChunked}) {
       testing::ProblemSpec s;
       s.head_dim = 128;

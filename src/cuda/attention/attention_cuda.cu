@@ -80,13 +80,8 @@ LaunchChoice choose(CudaContext& ctx, const Instance& inst, const core::Attentio
   const bool quantized = kv_format(p.kv.dtype).quantized();
   LaunchInputs in;
   in.tma_decode = ctx.tma_decode();
-  if (in.tma_decode && quantized) {
-    core::log_once(std::string("decode tiles over ") + std::string(dtype_name(p.kv.dtype)) +
-                   " caches use the cp.async gather: the TMA decode kernel reads bf16/fp16 pages only");
-    in.tma_decode = false;
-  }
   if (in.tma_decode) {
-    const std::string limit = tma_decode_shape_limit(p.kv.head_dim, p.kv.block_size);
+    const std::string limit = tma_decode_shape_limit(p.kv.head_dim, p.kv.block_size, p.kv.dtype);
     if (!limit.empty()) {
       core::log_once("decode tiles use the cp.async gather: " + limit);
       in.tma_decode = false;

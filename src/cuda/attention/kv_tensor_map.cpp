@@ -40,7 +40,7 @@ std::string encode_one(const void* pool, DType dtype, int head_dim, int num_kv_h
                        bool token_dim_first, CUtensorMap& map) {
   auto* encode = tensor_map_encoder();
   if (encode == nullptr) return "the driver has no cuTensorMapEncodeTiled";
-  const int64_t elem = 2;  // fp16 / bf16
+  const int64_t elem = dtype_size(dtype);  // fp16 / bf16: 2; fp8 codes: 1
   const cuuint64_t heads = static_cast<cuuint64_t>(num_kv_heads),
                    tokens = static_cast<cuuint64_t>(block_size);
   // A dimension of extent 1 is never stepped: give it its neighbour's stride so the map stays well-formed
@@ -53,10 +53,14 @@ std::string encode_one(const void* pool, DType dtype, int head_dim, int num_kv_h
       static_cast<cuuint64_t>((token_dim_first ? stride_head : stride_token) * elem),
       static_cast<cuuint64_t>(stride_block * elem)};
   const cuuint32_t rows = static_cast<cuuint32_t>(box_rows(block_size));
-  const cuuint32_t box[4] = {64, token_dim_first ? rows : 1u, token_dim_first ? 1u : rows, 1};
+  // One box row is one 128-byte swizzled panel row: 64 bf16/fp16 columns or 128 fp8 codes.
+  const cuuint32_t panel_cols = static_cast<cuuint32_t>(128 / elem);
+  const cuuint32_t box[4] = {panel_cols, token_dim_first ? rows : 1u, token_dim_first ? 1u : rows, 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
-  const CUtensorMapDataType type =
-      dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  // fp8 codes travel as bytes: the copy engine moves them, the compute warps convert them.
+  const CUtensorMapDataType type = dtype == DType::kBFloat16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                   : dtype == DType::kFloat16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                              : CU_TENSOR_MAP_DATA_TYPE_UINT8;
   // 128-byte L2 promotion: as fast as none and 4% faster than 256-byte promotion on the H200
   // (bench/NOTES.md, version 16).
   const CUresult r = encode(&map, type, 4, const_cast<void*>(pool), dims, strides, box, element_strides,
@@ -90,10 +94,17 @@ std::string encode_pools(const kernels::PagedKVArgs& kv, KVTensorMaps& maps) {
 
 }  // namespace
 
-std::string tma_decode_shape_limit(int head_dim, int block_size) {
-  if (head_dim % 64 != 0) {
-    return "head dim " + std::to_string(head_dim) +
-           " is not a multiple of 64 (TMA boxes are 64-column panels)";
+std::string tma_decode_shape_limit(int head_dim, int block_size, DType format) {
+  if (format != DType::kBFloat16 && format != DType::kFloat16 && format != DType::kFloat8E4M3 &&
+      format != DType::kFloat8E5M2) {
+    return std::string("the TMA decode kernel reads bf16, fp16 and fp8 pages; ") +
+           std::string(dtype_name(format)) + " pages keep per-token scales it does not load";
+  }
+  const int panel_cols = 128 / dtype_size(format);
+  if (head_dim % panel_cols != 0) {
+    return "head dim " + std::to_string(head_dim) + " is not a multiple of " + std::to_string(panel_cols) +
+           " (TMA boxes are 128-byte panels: " + std::to_string(panel_cols) + " " +
+           std::string(dtype_name(format)) + " columns)";
   }
   if (block_size < 8 || (block_size & (block_size - 1)) != 0) {
     return "page size " + std::to_string(block_size) +

@@ -2,8 +2,9 @@
 //
 // A pool is a rank-4 tensor: head-dim columns (contiguous), KV heads and tokens of a block (in the order of
 // their strides, so NHD and HND pools both read as "each dimension includes the previous"), blocks. One box
-// is one 128-byte swizzled panel of the kernel's shared memory: 64 columns x min(block_size, 64) tokens of
-// one KV head and one block. A 64-key KV tile is then 64 / rows boxes per panel, whatever the page size.
+// is one 128-byte swizzled panel of the kernel's shared memory: 64 bf16/fp16 columns (128 fp8 codes) x
+// min(block_size, 64) tokens of one KV head and one block. A 64-key KV tile is then 64 / rows boxes per
+// panel, whatever the page size.
 #pragma once
 
 #include <cuda.h>
@@ -18,9 +19,10 @@
 
 namespace pagedattn::cuda {
 
-/// Why the TMA decode kernel cannot read a cache of this head dim and page size, or empty: boxes are whole
-/// 64-column panels, and each box (a page, or a 64-token run of one) must start a 1024-byte swizzle atom.
-std::string tma_decode_shape_limit(int head_dim, int block_size);
+/// Why the TMA decode kernel cannot read a cache of this head dim, page size and format, or empty: boxes are
+/// whole 128-byte panels (64 bf16/fp16 or 128 fp8 columns), each box (a page, or a 64-token run of one) must
+/// start a 1024-byte swizzle atom, and int8 pages' per-token scales are not loaded by it.
+std::string tma_decode_shape_limit(int head_dim, int block_size, DType format);
 
 /// The K and V maps of the caches seen so far, one set per pool description (a device context owns one). A
 /// serving loop runs attention per layer and step over the same few caches; the driver's encoding would

@@ -22,20 +22,22 @@ using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32),
 
 template <int kHeadDim>
 using PrefillSm90 = PrefillSm90Config<kHeadDim>;
-// The TMA decode kernel is compiled (CMake option PAGEDATTN_TMA, sm_90 targets) for head dims of whole
-// 64-column panels (kv_tensor_map.h); elsewhere the host never selects it, and the alias names the cp.async
-// config so that nothing uncompilable is instantiated.
+// The TMA decode kernel is compiled (CMake option PAGEDATTN_TMA, sm_90 targets) for bf16/fp16 and fp8
+// caches whose head dim is whole 128-byte panels (64 bf16/fp16 or 128 fp8 columns, kv_tensor_map.h); int8
+// pages keep per-token scales it does not load. Elsewhere the host never selects it, and the alias names the
+// cp.async config so that nothing uncompilable is instantiated.
 #ifdef PAGEDATTN_HAS_TMA
 constexpr bool kTmaCompiled = true;
 #else
 constexpr bool kTmaCompiled = false;
 #endif
-template <int kHeadDim>
-constexpr bool kTmaDecodeCompiled = kTmaCompiled&& kHeadDim % 64 == 0;
-template <int kHeadDim>
-using DecodeSm90 =
-    std::conditional_t<kTmaDecodeCompiled<kHeadDim>, DecodeSm90Config<(kHeadDim % 64 == 0 ? kHeadDim : 64)>,
-                       DecodeConfig<kHeadDim>>;
+template <int kHeadDim, typename Fmt>
+constexpr bool kTmaDecodeCompiled = kTmaCompiled && !Fmt::kTokenScales && kHeadDim % (128 / Fmt::kBytes) == 0;
+template <int kHeadDim, typename Fmt = KVAsQuery>
+using DecodeSm90 = std::conditional_t<kTmaDecodeCompiled<kHeadDim, Fmt>,
+                                      DecodeSm90Config<(kTmaDecodeCompiled<kHeadDim, Fmt> ? kHeadDim : 128),
+                                                       std::conditional_t<Fmt::kTokenScales, KVAsQuery, Fmt>>,
+                                      DecodeConfig<kHeadDim, Fmt>>;
 
 // The kernel and its launch facts for each (dtype, config).
 template <typename T, typename Cfg>
@@ -49,9 +51,9 @@ struct KernelOf<T, PrefillSm90Config<kHeadDim>> {
   static constexpr const char* name = "prefill_sm90_kernel";
 };
 
-template <typename T, int kHeadDim>
-struct KernelOf<T, DecodeSm90Config<kHeadDim>> {
-  static constexpr auto kernel = decode_sm90_kernel<T, DecodeSm90Config<kHeadDim>>;
+template <typename T, int kHeadDim, typename Fmt>
+struct KernelOf<T, DecodeSm90Config<kHeadDim, Fmt>> {
+  static constexpr auto kernel = decode_sm90_kernel<T, DecodeSm90Config<kHeadDim, Fmt>>;
   static constexpr const char* name = "decode_sm90_kernel";
 };
 
@@ -79,8 +81,9 @@ int resident_ctas() {
   return ctas;
 }
 
-// The sm_90 TMA decode and wgmma prefill kernels read bf16/fp16 caches only: for a quantized format they are
-// not instantiated, and the host never selects them (attention_cuda.cu logs that once).
+// The sm_90a wgmma prefill kernel reads bf16/fp16 caches only and the TMA decode kernel bf16/fp16/fp8 ones:
+// for other formats they are not instantiated, and the host never selects them (attention_cuda.cu logs that
+// once).
 template <typename T, typename Fmt, int kHeadDim>
 int resident_ctas_per_sm(TileShape shape) {
   switch (shape) {
@@ -92,7 +95,7 @@ int resident_ctas_per_sm(TileShape shape) {
       if constexpr (!Fmt::kQuantized) return resident_ctas<T, PrefillSm90<kHeadDim>>();
       return 0;
     case TileShape::kDecodeSm90:
-      if constexpr (!Fmt::kQuantized) return resident_ctas<T, DecodeSm90<kHeadDim>>();
+      if constexpr (kTmaDecodeCompiled<kHeadDim, Fmt>) return resident_ctas<T, DecodeSm90<kHeadDim, Fmt>>();
       return 0;
   }
   return 0;
@@ -150,12 +153,11 @@ void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, c
       }
       break;
     case TileShape::kDecodeSm90:
-      PA_CHECK(kTmaDecodeCompiled<kHeadDim>, "internal: the TMA decode kernel is not compiled for head dim ",
-               kHeadDim);
-      if constexpr (Fmt::kQuantized) {
-        PA_CHECK(false, "internal: the TMA decode kernel reads bf16/fp16 caches only");
+      if constexpr (kTmaDecodeCompiled<kHeadDim, Fmt>) {
+        launch_shape<T, DecodeSm90<kHeadDim, Fmt>>(choice, params, stream);
       } else {
-        launch_shape<T, DecodeSm90<kHeadDim>>(choice, params, stream);
+        PA_CHECK(false, "internal: the TMA decode kernel is not compiled for head dim ", kHeadDim,
+                 " over this cache format");
       }
       break;
   }
