@@ -8,6 +8,7 @@
 #   QUICK=1 scripts/gpu-check.sh      quick build: head dim 128, bf16 queries (tests of other configurations skip);
 #                                     PAGEDATTN_HEAD_DIMS / _DTYPES / _KV_FORMATS pick any subset (both builds)
 #   SKIP_BENCH=1 scripts/gpu-check.sh tests only;  SKIP_PYTHON=1: no Python package build and pytest (and no driver)
+#   SKIP_TESTS=1 scripts/gpu-check.sh no test suites (a second call on a warm machine: benchmarks only)
 #   SANITIZE=1 scripts/gpu-check.sh   also compute-sanitizer's memcheck (also with the portable kernels forced),
 #                                     synccheck and racecheck over the CUDA grid, graph replay, write_kv and the
 #                                     persistent decode (scripts/sanitize.sh, SANITIZE_TIMEOUT seconds each);
@@ -44,16 +45,19 @@ if [[ $? -ne 0 ]]; then
 fi
 "$build/tools/cli/pagedattn" info | tee -a "$env_log"
 
-echo "== GPU tests"
-ctest --test-dir "$build" -L cuda -j "${GPU_TEST_JOBS:-4}" --output-on-failure --timeout 600 >"$logs/ctest_cuda.log" 2>&1
-cuda_rc=$?
-echo "== CPU tests"
-ctest --test-dir "$build" -L cpu -j "$(nproc)" --output-on-failure >"$logs/ctest_cpu.txt" 2>&1
-cpu_rc=$?
-echo "== pagedattn check --backend cuda"
-"$build/tools/cli/pagedattn" check --backend cuda >"$logs/check_cuda.log" 2>&1
-check_rc=$?
-tail -n 4 "$logs/check_cuda.log"
+cuda_rc=0 cpu_rc=0 check_rc=0
+if [[ "${SKIP_TESTS:-0}" != 1 ]]; then
+  echo "== GPU tests"
+  ctest --test-dir "$build" -L cuda -j "${GPU_TEST_JOBS:-4}" --output-on-failure --timeout 600 >"$logs/ctest_cuda.log" 2>&1
+  cuda_rc=$?
+  echo "== CPU tests"
+  ctest --test-dir "$build" -L cpu -j "$(nproc)" --output-on-failure >"$logs/ctest_cpu.txt" 2>&1
+  cpu_rc=$?
+  echo "== pagedattn check --backend cuda"
+  "$build/tools/cli/pagedattn" check --backend cuda >"$logs/check_cuda.log" 2>&1
+  check_rc=$?
+  tail -n 4 "$logs/check_cuda.log"
+fi
 
 san_rc=0
 if [[ "${SANITIZE:-0}" == 1 ]]; then
@@ -111,17 +115,19 @@ fi
 
 echo "== summary"
 [[ -f "$logs/sanitizer_summary.txt" ]] && cat "$logs/sanitizer_summary.txt"
-grep -E "tests passed|tests failed" "$logs/ctest_cuda.log" | sed 's/^/cuda: /'
-grep -E "tests passed|tests failed" "$logs/ctest_cpu.txt" | sed 's/^/cpu:  /'
-[[ $cuda_rc -ne 0 ]] && grep -E "Failed|Exception" "$logs/ctest_cuda.log" | grep -v "^[0-9]*% tests" | head -n 20
-[[ $cpu_rc -ne 0 ]] && grep -E "Failed|Exception" "$logs/ctest_cpu.txt" | grep -v "^[0-9]*% tests" | head -n 20
-grep -h -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | sed 's/^/check: /'
-grep -E "passed|failed" "$logs/pytest.log" 2>/dev/null | tail -n 1 | sed 's/^/pytest: /'
-# The real totals over every test that ran: ctest cases (both labels), check cases and pytest cases.
 source scripts/totals.sh
-count_ctest "$logs/ctest_cuda.log" "GPU tests"
-count_ctest "$logs/ctest_cpu.txt" "CPU tests"
-count_plain "$logs/check_cuda.log" "pagedattn check"
+if [[ "${SKIP_TESTS:-0}" != 1 ]]; then
+  grep -E "tests passed|tests failed" "$logs/ctest_cuda.log" | sed 's/^/cuda: /'
+  grep -E "tests passed|tests failed" "$logs/ctest_cpu.txt" | sed 's/^/cpu:  /'
+  [[ $cuda_rc -ne 0 ]] && grep -E "Failed|Exception" "$logs/ctest_cuda.log" | grep -v "^[0-9]*% tests" | head -n 20
+  [[ $cpu_rc -ne 0 ]] && grep -E "Failed|Exception" "$logs/ctest_cpu.txt" | grep -v "^[0-9]*% tests" | head -n 20
+  grep -h -oE '^[0-9]+ passed, [0-9]+ failed' "$logs/check_cuda.log" | sed 's/^/check: /'
+  # The real totals over every test that ran: ctest cases (both labels), check cases and pytest cases.
+  count_ctest "$logs/ctest_cuda.log" "GPU tests"
+  count_ctest "$logs/ctest_cpu.txt" "CPU tests"
+  count_plain "$logs/check_cuda.log" "pagedattn check"
+fi
+grep -E "passed|failed" "$logs/pytest.log" 2>/dev/null | tail -n 1 | sed 's/^/pytest: /'
 [[ "${SKIP_PYTHON:-0}" != 1 ]] && count_pytest "$logs/pytest.log"
 print_totals
 [[ $failed -eq 0 && $cuda_rc -eq 0 && $cpu_rc -eq 0 && $check_rc -eq 0 && $py_rc -eq 0 && $san_rc -eq 0 ]]
