@@ -370,7 +370,8 @@ Comparison compare(const HostProblem& p, const DenseResult& ref, double toleranc
 std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<GridCase> cases;
-  const int head_dims_full[] = {64, 80, 96, 112, 128, 192, 256};
+  const auto& head_dims_full = kSupportedHeadDims;  // the one list (pagedattn/attention.h)
+  constexpr int kNumHeadDims = static_cast<int>(std::size(kSupportedHeadDims));
   const int head_dims_quick[] = {64, 80, 128, 256};
   const int ratios_full[] = {1, 2, 4, 5, 6, 8};
   const int ratios_quick[] = {1, 5, 8};
@@ -451,7 +452,7 @@ std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
   const int q_block_sizes[] = {1, 7, 16, 128};
   for (int k = 0; k < (quick ? 6 : 42); ++k) {
     ProblemSpec s;
-    s.head_dim = head_dims_full[k % 7];
+    s.head_dim = head_dims_full[k % kNumHeadDims];
     s.num_kv_heads = 1 + k % 2;
     s.num_q_heads = q_ratios[k % 4] * s.num_kv_heads;
     s.block_size = q_block_sizes[(k / 3) % 4];
@@ -481,7 +482,7 @@ std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
   }
   for (int k = 0; k < (quick ? 2 : 6); ++k) {
     ProblemSpec s;
-    s.head_dim = head_dims_full[k % 7];
+    s.head_dim = head_dims_full[k % kNumHeadDims];
     s.num_kv_heads = 2;
     s.num_q_heads = 6;
     s.block_size = block_sizes[k % 5];

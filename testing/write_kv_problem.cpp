@@ -268,7 +268,7 @@ std::vector<WriteKVSpec> write_kv_grid(bool quick, uint64_t seed) {
                              {DType::kFloat32, DType::kInt8}};
   constexpr int kFormats = sizeof(formats) / sizeof(formats[0]);
   const int block_sizes[] = {1, 3, 16, 256, 7};
-  const int head_dims[] = {64, 80, 96, 112, 128, 192, 256};
+  const auto& head_dims = kSupportedHeadDims;  // the one list (pagedattn/attention.h)
   std::vector<WriteKVSpec> grid;
   const int n = quick ? 22 : 77;
   for (int i = 0; i < n; ++i) {
@@ -278,7 +278,7 @@ std::vector<WriteKVSpec> write_kv_grid(bool quick, uint64_t seed) {
     s.head_scales = (i / kFormats) % 2;
     s.specials = i % 4 == 1;
     s.block_size = block_sizes[i % 5];
-    s.head_dim = head_dims[i % 7];
+    s.head_dim = head_dims[i % std::size(head_dims)];
     s.num_kv_heads = 1 + i % 3;
     s.hnd_layout = (i / 2) % 2;
     s.strided = (i / 3) % 2;

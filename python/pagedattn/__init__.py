@@ -24,7 +24,8 @@ __version__ = _C.build_info()["version"]
 def info() -> dict:
     """Version, build configuration and visible CUDA devices.
 
-    ``cuda_built``: this build has the CUDA backend; ``cuda_available``: it has, and a device is visible (the
+    ``supported_head_dims``: the head dims every backend supports; ``cuda_built``: this build has the CUDA
+    backend; ``cuda_available``: it has, and a device is visible (the
     reason when not: ``cuda_unavailable_reason``); ``cuda_archs``, ``cuda_tma``, ``cuda_head_dims``,
     ``cuda_dtypes``, ``cuda_kv_formats``, ``cuda_instances`` ((query dtype, cache format, head dim) tuples):
     what the kernels were compiled for; ``devices``: one dict per visible device.

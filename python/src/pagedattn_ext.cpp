@@ -289,6 +289,9 @@ NB_MODULE(_pagedattn, m) {
     for (DType t : b.cuda_dtypes) dtypes.emplace_back(dtype_name(t));
     nb::dict d;
     d["version"] = b.version;
+    // The head dims every backend supports (the one list, pagedattn/attention.h); the CUDA build's subset
+    // is cuda_head_dims.
+    d["supported_head_dims"] = std::vector<int>(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims));
     const std::string unavailable = cuda_unavailable_reason();
     d["cuda_built"] = b.cuda;
     d["cuda_available"] = unavailable.empty();
