@@ -529,7 +529,9 @@ TEST(CudaAttention, OnePlanRunsEveryLayerLikeTheFlatOp) {
       s.lse = true;
       if (!compiled(s)) continue;
       ++ran;
-      testing::draw_batch(s, kind, kind == testing::BatchKind::kDecode ? 3 : 5, 5000, rng);
+      // Decode long enough to split; chunks short enough that the fp64 reference stays quick.
+      const bool decode = kind == testing::BatchKind::kDecode;
+      testing::draw_batch(s, kind, decode ? 3 : 4, decode ? 5000 : 700, rng);
       SCOPED_TRACE(s.describe());
       std::vector<testing::HostProblem> layers, flat;
       for (int layer = 0; layer < 3; ++layer) {
@@ -550,8 +552,9 @@ TEST(CudaAttention, OnePlanRunsEveryLayerLikeTheFlatOp) {
       for (int layer = 0; layer < 3; ++layer) {
         EXPECT_EQ(layers[layer].out, flat[layer].out) << "layer " << layer;
         EXPECT_EQ(layers[layer].lse, flat[layer].lse) << "layer " << layer;
-        EXPECT_TRUE(testing::compare(layers[layer], testing::dense_reference(layers[layer]), kTolerance).ok);
       }
+      // The flat op is itself checked by the grids; one layer against the reference is enough here.
+      EXPECT_TRUE(testing::compare(layers[2], testing::dense_reference(layers[2]), kTolerance).ok);
     }
   SKIP_IF_NONE_RAN(ran);
 }
