@@ -31,8 +31,8 @@ const char* batch_kind_name(BatchKind k) {
 std::string ProblemSpec::describe() const {
   std::ostringstream os;
   os << "hd=" << head_dim << " hq=" << num_q_heads << " hkv=" << num_kv_heads << " bs=" << block_size << " "
-     << dtype_name(dtype) << "/" << dtype_name(cache_dtype) << (hnd_layout ? " HND" : " NHD")
-     << (strided ? " strided" : "")
+     << dtype_name(dtype) << "/" << (tq ? tq::preset_info(*tq).name : dtype_name(cache_dtype))
+     << (hnd_layout ? " HND" : " NHD") << (strided ? " strided" : "")
      << (head_scales && kv_format(cache_dtype).scales == KVScales::kTensorHead ? " head-scales" : "");
   if (window_left) os << " window=" << window_left;
   if (softcap > 0) os << " softcap=" << softcap;
@@ -130,7 +130,42 @@ HostProblem make_problem(const ProblemSpec& spec_in) {
   p.k_pool.resize(static_cast<size_t>(pool_elems * dtype_size(s.cache_dtype)));
   p.v_pool.resize(p.k_pool.size());
   const KVFormat format = kv_format(s.cache_dtype);
-  if (format.scales == KVScales::kToken) {
+  if (s.tq) {
+    // TurboQuant: keys and values as a model has them (keys with a few large-magnitude channels and lengths
+    // that vary by token, values of about +-2), written through the quantizers of pagedattn/turboquant.h.
+    s.cache_dtype = DType::kUInt8;
+    const tq::PresetInfo info = tq::preset_info(*s.tq);
+    const tq::TokenBytes tb = tq::token_bytes(*s.tq, static_cast<int>(d));
+    const int64_t rows = p.num_blocks * bs * hkv;
+    p.k_pool.assign(static_cast<size_t>(rows * tb.key_codes), 0);
+    p.v_pool.assign(static_cast<size_t>(rows * tb.value_codes), 0);
+    if (info.key_bits != 8) p.k_norms.assign(static_cast<size_t>(rows), 0);
+    p.v_scale_min.assign(static_cast<size_t>(rows * 2), 0);
+    std::normal_distribution<float> g(0.0f, 1.0f);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    std::vector<float> key(d), value(d);
+    const int64_t outlier = static_cast<int64_t>(rng() % d);
+    for (int64_t block = 0; block < p.num_blocks; ++block) {
+      for (int64_t slot = 0; slot < bs; ++slot) {
+        for (int64_t h = 0; h < hkv; ++h) {
+          const float len = std::exp(0.5f * g(rng));
+          for (int64_t i = 0; i < d; ++i) key[i] = len * (i == outlier ? 8.0f : 1.0f) * g(rng);
+          for (auto& x : value) x = u(rng);
+          const int64_t r = s.hnd_layout ? (block * hkv + h) * bs + slot : (block * bs + slot) * hkv + h;
+          uint8_t* kc = p.k_pool.data() + r * tb.key_codes;
+          if (info.key_bits == 8) {
+            for (int64_t i = 0; i < d; ++i) kc[i] = float_to_fp8e4m3_bits(key[i]);
+          } else {
+            tq::quantize_key(key.data(), static_cast<int>(d), info.key_bits, kc,
+                             &p.k_norms[static_cast<size_t>(r)]);
+          }
+          tq::quantize_value(value.data(), static_cast<int>(d), info.value_bits,
+                             p.v_pool.data() + r * tb.value_codes, &p.v_scale_min[static_cast<size_t>(2 * r)],
+                             &p.v_scale_min[static_cast<size_t>(2 * r + 1)]);
+        }
+      }
+    }
+  } else if (format.scales == KVScales::kToken) {
     // int8: random codes and per-token scales that make values of about +-2; one head vector in 50 is zero
     // (scale 0), as write_kv stores a zero vector.
     std::uniform_int_distribution<int> code(-127, 127);
@@ -185,6 +220,24 @@ void HostProblem::poison() {
 
 PagedKVCache HostProblem::cache() {
   const int64_t bs = spec.block_size, d = spec.head_dim, h = spec.num_kv_heads;
+  if (spec.tq) {
+    const tq::TokenBytes tb = tq::token_bytes(*spec.tq, static_cast<int>(d));
+    // [num_blocks, block_size, num_kv_heads, inner] in the problem's layout.
+    auto plane = [&](void* data, DType t, int64_t inner) {
+      return spec.hnd_layout ? TensorView::strided(data, t, {num_blocks, bs, h, inner},
+                                                   {h * bs * inner, inner, bs * inner, 1})
+                             : TensorView::contiguous(data, t, {num_blocks, bs, h, inner});
+    };
+    TensorView norms;
+    if (!k_norms.empty()) {
+      norms = spec.hnd_layout
+                  ? TensorView::strided(k_norms.data(), DType::kFloat16, {num_blocks, bs, h}, {h * bs, 1, bs})
+                  : TensorView::contiguous(k_norms.data(), DType::kFloat16, {num_blocks, bs, h});
+    }
+    return PagedKVCache::turboquant(*spec.tq, d, plane(k_pool.data(), DType::kUInt8, tb.key_codes), norms,
+                                    plane(v_pool.data(), DType::kUInt8, tb.value_codes),
+                                    plane(v_scale_min.data(), DType::kFloat16, 2));
+  }
   PagedKVCache c;
   for (auto [view, buf] : {std::pair{&c.k, &k_pool}, std::pair{&c.v, &v_pool}}) {
     if (spec.hnd_layout) {
@@ -243,6 +296,52 @@ AttentionParams HostProblem::params() {
   return a;
 }
 
+namespace {
+
+// A TurboQuant row decoded by the specification's definitions, independently of the library's decoder: the
+// codes by their bit positions, the rotation's transpose from the explicit Walsh–Hadamard entries
+// (-1)^popcount(i & j) / sqrt(block) and the signs (an O(D²) product, not the fast transform), fp16 by the
+// reference decoder. Only the codebook and the signs (data) come from the library.
+void dequantize_turboquant_row(const HostProblem& p, int64_t block, int64_t slot, int64_t head, double* key,
+                               double* value) {
+  const ProblemSpec& s = p.spec;
+  const int64_t d = s.head_dim, bs = s.block_size, hkv = s.num_kv_heads;
+  const tq::PresetInfo info = tq::preset_info(*s.tq);
+  const tq::TokenBytes tb = tq::token_bytes(*s.tq, static_cast<int>(d));
+  const int64_t r = s.hnd_layout ? (block * hkv + head) * bs + slot : (block * bs + slot) * hkv + head;
+  auto code = [](const uint8_t* row, int bits, int64_t j) {
+    int v = 0;
+    for (int b = 0; b < bits; ++b) {
+      const int64_t bit = j * bits + b;
+      v |= ((row[bit / 8] >> (bit % 8)) & 1) << b;
+    }
+    return v;
+  };
+  const uint8_t* kc = p.k_pool.data() + r * tb.key_codes;
+  if (info.key_bits == 8) {
+    for (int64_t i = 0; i < d; ++i) key[i] = ref_decode(kc, DType::kFloat8E4M3, i);
+  } else {
+    const tq::Codebook& cb = tq::codebook(static_cast<int>(d), info.key_bits);
+    const tq::Rotation& rot = tq::rotation(static_cast<int>(d));
+    const double n = ref_decode(p.k_norms.data(), DType::kFloat16, r);
+    for (int64_t i = 0; i < d; ++i) {
+      const int64_t b0 = i / rot.block * rot.block;
+      double x = 0;
+      for (int64_t j = b0; j < b0 + rot.block; ++j) {
+        const int sign = __builtin_popcountll(static_cast<uint64_t>((i - b0) & (j - b0))) % 2 ? -1 : 1;
+        x += sign * static_cast<double>(cb.centroids[code(kc, info.key_bits, j)]);
+      }
+      key[i] = n * rot.signs[i] * x / std::sqrt(static_cast<double>(rot.block));
+    }
+  }
+  const uint8_t* vc = p.v_pool.data() + r * tb.value_codes;
+  const double scale = ref_decode(p.v_scale_min.data(), DType::kFloat16, 2 * r);
+  const double minimum = ref_decode(p.v_scale_min.data(), DType::kFloat16, 2 * r + 1);
+  for (int64_t i = 0; i < d; ++i) value[i] = code(vc, info.value_bits, i) * scale + minimum;
+}
+
+}  // namespace
+
 DenseResult dense_reference(const HostProblem& p) {
   const ProblemSpec& s = p.spec;
   const int64_t bs = s.block_size, d = s.head_dim, hkv = s.num_kv_heads, hq = s.num_q_heads;
@@ -273,6 +372,10 @@ DenseResult dense_reference(const HostProblem& p) {
     for (int64_t pos = 0; pos < len; ++pos) {
       const int64_t block = p.block_tables[seq * p.max_blocks_per_seq + pos / bs];
       for (int64_t h = 0; h < hkv; ++h) {
+        if (s.tq) {
+          dequantize_turboquant_row(p, block, pos % bs, h, &k[(pos * hkv + h) * d], &v[(pos * hkv + h) * d]);
+          continue;
+        }
         for (int64_t i = 0; i < d; ++i) {
           k[(pos * hkv + h) * d + i] = pool_at(p.k_pool, p.k_scale, p.k_meta, block, pos % bs, h, i);
           v[(pos * hkv + h) * d + i] = pool_at(p.v_pool, p.v_scale, p.v_meta, block, pos % bs, h, i);
@@ -490,6 +593,38 @@ std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
     s.seed = rng();
     draw_batch(s, BatchKind::kMixed, 5, 200, rng);
     cases.push_back({"fp32", s});
+  }
+  // TurboQuant caches: every preset, every head dim (80/96/112: block-diagonal rotations), GQA 1/5/6/8,
+  // page sizes 1/7/16/128, both layouts, the variants, both query dtypes.
+  for (int k = 0; k < (quick ? 4 : 28); ++k) {
+    ProblemSpec s;
+    s.tq = tq::kAllPresets[k % 4];
+    s.head_dim = head_dims_full[k % kNumHeadDims];
+    s.num_kv_heads = 1 + k % 2;
+    s.num_q_heads = q_ratios[(k / 2) % 4] * s.num_kv_heads;
+    s.block_size = q_block_sizes[(k / 3) % 4];
+    s.dtype = (k / 4) % 2 ? DType::kFloat16 : DType::kBFloat16;
+    s.cache_dtype = DType::kUInt8;
+    s.hnd_layout = (k / 5) % 2;
+    s.strided = k % 7 == 3;
+    switch (k % 5) {
+      case 1:
+        s.window_left = 1 + static_cast<int>(rng() % 40);
+        break;
+      case 2:
+        s.softcap = 15.0f;
+        s.sinks = true;
+        break;
+      case 3:
+        s.alibi = s.lse = true;
+        break;
+      default:
+        break;
+    }
+    s.seed = rng();
+    const BatchKind kind = kinds[k % 4];
+    draw_batch(s, kind, primes[k % 7], kind == BatchKind::kDecode ? 300 : 150, rng);
+    cases.push_back({std::string(tq::preset_info(*s.tq).name) + " cache", s});
   }
   return cases;
 }

@@ -2,11 +2,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "pagedattn/attention.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn::testing {
 
@@ -22,6 +24,7 @@ struct ProblemSpec {
   DType dtype = DType::kBFloat16;        // query, out
   DType cache_dtype = DType::kBFloat16;  // dtype, or a quantized format (fp8_e4m3, fp8_e5m2, int8)
   bool head_scales = false;              // fp8: k_scale/v_scale per kv head (else one per tensor)
+  std::optional<tq::Preset> tq;          // a TurboQuant cache (cache_dtype is then ignored)
   std::vector<int32_t> seq_lens;
   std::vector<int32_t> query_lens;
   bool hnd_layout = false;  // pools stored [num_blocks, num_kv_heads, block_size, head_dim]
@@ -54,6 +57,9 @@ struct HostProblem {
   std::vector<float> k_scale, v_scale;  // fp8: [1] or [num_kv_heads]
   std::vector<float> k_meta,
       v_meta;  // int8: [num_blocks, block_size, num_kv_heads] (HND: heads before slots)
+  // TurboQuant: key norms n' [num_blocks, block_size, num_kv_heads] and value (scale, minimum) pairs, fp16
+  // bits, laid out like the pools (HND: heads before slots); the pools hold the code rows.
+  std::vector<uint16_t> k_norms, v_scale_min;
   std::vector<int32_t> block_tables, seq_lens, query_start_loc;
   int64_t q_stride_token = 0, q_stride_head = 0, o_stride_token = 0, o_stride_head = 0;
 

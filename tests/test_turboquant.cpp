@@ -2,12 +2,15 @@
 // codebooks, bucketing, packing, key and value quantizers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <vector>
 
 #include "pagedattn/attention.h"
 #include "pagedattn/dtype.h"
+#include "pagedattn/paged_kv.h"
 #include "pagedattn/turboquant.h"
 #include "test_util.h"
 
@@ -299,6 +302,123 @@ TEST(TurboQuant, ValueQuantizerErrorBound) {
   dequantize_value(codes.data(), s16, m16, 64, 4, back.data());
   EXPECT_EQ(back[0], -65504.0f);
   for (float x : back) EXPECT_TRUE(std::isfinite(x));
+}
+
+// A host TurboQuant cache of one preset: planes poisoned with 0xA5 bytes (so unwritten rows are visible).
+struct HostTqCache {
+  Preset preset;
+  int64_t blocks, bs, hkv, d;
+  TokenBytes tb;
+  std::vector<uint8_t> k, v;
+  std::vector<uint16_t> norms, meta;
+  HostTqCache(Preset p, int64_t blocks_, int64_t bs_, int64_t hkv_, int64_t d_)
+      : preset(p), blocks(blocks_), bs(bs_), hkv(hkv_), d(d_), tb(token_bytes(p, static_cast<int>(d_))) {
+    const int64_t rows = blocks * bs * hkv;
+    k.assign(static_cast<size_t>(rows * tb.key_codes), 0xA5);
+    v.assign(static_cast<size_t>(rows * tb.value_codes), 0xA5);
+    if (tb.key_norm) norms.assign(static_cast<size_t>(rows), 0xA5A5);
+    meta.assign(static_cast<size_t>(rows * 2), 0xA5A5);
+  }
+  PagedKVCache cache() {
+    TensorView n;
+    if (!norms.empty()) n = TensorView::contiguous(norms.data(), DType::kFloat16, {blocks, bs, hkv});
+    return PagedKVCache::turboquant(
+        preset, d, TensorView::contiguous(k.data(), DType::kUInt8, {blocks, bs, hkv, tb.key_codes}), n,
+        TensorView::contiguous(v.data(), DType::kUInt8, {blocks, bs, hkv, tb.value_codes}),
+        TensorView::contiguous(meta.data(), DType::kFloat16, {blocks, bs, hkv, 2}));
+  }
+};
+
+// write_kv on the CPU stores, for every written (token, head), exactly the bytes of the quantizers applied to
+// the bf16 inputs; slot -1 and every other row stay untouched.
+TEST(TurboQuant, WriteKvStoresTheQuantizersBytes) {
+  std::mt19937_64 rng(13);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  for (Preset preset : kAllPresets) {
+    for (int64_t d : {96, 128}) {
+      SCOPED_TRACE(testing::Message() << preset_info(preset).name << " D " << d);
+      HostTqCache c(preset, 6, 7, 3, d);
+      const int64_t tokens = 20;
+      std::vector<uint16_t> key(static_cast<size_t>(tokens * c.hkv * d)), value(key.size());
+      for (auto& x : key) x = float_to_bf16_bits(g(rng) * 3.0f);
+      for (auto& x : value) x = float_to_bf16_bits(g(rng));
+      std::vector<int64_t> slots(c.blocks * c.bs);
+      std::iota(slots.begin(), slots.end(), 0);
+      std::shuffle(slots.begin(), slots.end(), rng);
+      slots.resize(tokens);
+      slots[4] = -1;
+      write_kv(TensorView::contiguous(key.data(), DType::kBFloat16, {tokens, c.hkv, d}),
+               TensorView::contiguous(value.data(), DType::kBFloat16, {tokens, c.hkv, d}),
+               TensorView::contiguous(slots.data(), DType::kInt64, {tokens}), c.cache());
+      std::vector<bool> written(static_cast<size_t>(c.blocks * c.bs * c.hkv), false);
+      const PresetInfo info = preset_info(preset);
+      std::vector<float> kf(d), vf(d);
+      std::vector<uint8_t> kc(c.tb.key_codes), vc(c.tb.value_codes);
+      for (int64_t t = 0; t < tokens; ++t) {
+        if (slots[t] < 0) continue;
+        for (int64_t h = 0; h < c.hkv; ++h) {
+          const int64_t row = slots[t] * c.hkv + h;
+          written[static_cast<size_t>(row)] = true;
+          for (int64_t i = 0; i < d; ++i) {
+            kf[i] = bf16_bits_to_float(key[(t * c.hkv + h) * d + i]);
+            vf[i] = bf16_bits_to_float(value[(t * c.hkv + h) * d + i]);
+          }
+          uint16_t norm = 0, vs = 0, vm = 0;
+          if (info.key_bits == 8) {
+            for (int64_t i = 0; i < d; ++i) kc[i] = float_to_fp8e4m3_bits(kf[i]);
+          } else {
+            quantize_key(kf.data(), static_cast<int>(d), info.key_bits, kc.data(), &norm);
+            EXPECT_EQ(c.norms[static_cast<size_t>(row)], norm);
+          }
+          quantize_value(vf.data(), static_cast<int>(d), info.value_bits, vc.data(), &vs, &vm);
+          EXPECT_TRUE(std::equal(kc.begin(), kc.end(), c.k.begin() + row * c.tb.key_codes));
+          EXPECT_TRUE(std::equal(vc.begin(), vc.end(), c.v.begin() + row * c.tb.value_codes));
+          EXPECT_EQ(c.meta[static_cast<size_t>(2 * row)], vs);
+          EXPECT_EQ(c.meta[static_cast<size_t>(2 * row + 1)], vm);
+        }
+      }
+      for (size_t row = 0; row < written.size(); ++row) {
+        if (written[row]) continue;
+        for (int64_t b = 0; b < c.tb.key_codes; ++b) ASSERT_EQ(c.k[row * c.tb.key_codes + b], 0xA5);
+        for (int64_t b = 0; b < c.tb.value_codes; ++b) ASSERT_EQ(c.v[row * c.tb.value_codes + b], 0xA5);
+        ASSERT_EQ(c.meta[2 * row], 0xA5A5);
+      }
+    }
+  }
+}
+
+TEST(TurboQuant, BadPlanesAreClearErrors) {
+  HostTqCache c(Preset::kK4V4, 4, 16, 2, 128);
+  std::vector<uint16_t> q(5 * 4 * 128), out(q.size());
+  std::vector<int32_t> tables = {0, 1}, lens = {20}, qsl = {0, 5};
+  BatchDesc batch;
+  batch.block_tables = TensorView::contiguous(tables.data(), DType::kInt32, {1, 2});
+  batch.seq_lens = TensorView::contiguous(lens.data(), DType::kInt32, {1});
+  batch.query_start_loc = TensorView::contiguous(qsl.data(), DType::kInt32, {2});
+  const TensorView query = TensorView::contiguous(q.data(), DType::kBFloat16, {5, 4, 128});
+  const TensorView o = TensorView::contiguous(out.data(), DType::kBFloat16, {5, 4, 128});
+  auto run = [&](const PagedKVCache& cache) { attention(query, cache, batch, AttentionParams{}, o); };
+  run(c.cache());  // the well-formed cache runs
+  auto bad = c.cache();
+  bad.k.shape[3] = 48;
+  EXPECT_ERROR_CONTAINS(run(bad), "a tq_k4v4 cache at head_dim 128 holds cache.k rows of 64 code bytes");
+  bad = c.cache();
+  bad.k_meta = {};
+  EXPECT_ERROR_CONTAINS(run(bad),
+                        "a tq_k4v4 cache needs cache.k_meta: fp16 [num_blocks, block_size, num_kv_heads]");
+  bad = c.cache();
+  bad.v_meta.shape[3] = 3;
+  EXPECT_ERROR_CONTAINS(run(bad), "cache.v_meta must have shape [4, 16, 2, 2]");
+  bad = c.cache();
+  bad.v.dtype = DType::kInt8;
+  EXPECT_ERROR_CONTAINS(run(bad), "cache.v must be uint8, got int8");
+  bad = c.cache();
+  bad.tq_head_dim = 72;
+  EXPECT_ERROR_CONTAINS(run(bad), "head_dim 72 is not supported");
+  HostTqCache k8(Preset::kK8V4, 4, 16, 2, 128);
+  auto with_norms = k8.cache();
+  with_norms.k_meta = c.cache().k_meta;
+  EXPECT_ERROR_CONTAINS(run(with_norms), "a tq_k8v4 cache keeps fp8 keys and no key norms");
 }
 
 }  // namespace

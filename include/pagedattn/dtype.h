@@ -8,7 +8,18 @@
 
 namespace pagedattn {
 
-enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16, kFloat8E4M3, kFloat8E5M2, kInt8, kInt32, kInt64 };
+/// kUInt8: raw bytes (the packed code planes of TurboQuant caches, pagedattn/turboquant.h).
+enum class DType : uint8_t {
+  kFloat32,
+  kFloat16,
+  kBFloat16,
+  kFloat8E4M3,
+  kFloat8E5M2,
+  kInt8,
+  kInt32,
+  kInt64,
+  kUInt8
+};
 
 /// Bytes of one element.
 constexpr int dtype_size(DType t) {
@@ -22,6 +33,7 @@ constexpr int dtype_size(DType t) {
     case DType::kFloat8E4M3:
     case DType::kFloat8E5M2:
     case DType::kInt8:
+    case DType::kUInt8:
       return 1;
     case DType::kInt32:
       return 4;
@@ -32,7 +44,7 @@ constexpr int dtype_size(DType t) {
 }
 
 /// Short name used in messages and on the command line ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2",
-/// "int8", "int32", "int64").
+/// "int8", "int32", "int64", "uint8").
 std::string_view dtype_name(DType t);
 
 /// Parses a name produced by dtype_name; throws pagedattn::Error on anything else.
@@ -40,7 +52,7 @@ DType parse_dtype(std::string_view name);
 
 /// True for the floating-point types.
 constexpr bool is_float_dtype(DType t) {
-  return t != DType::kInt8 && t != DType::kInt32 && t != DType::kInt64;
+  return t != DType::kInt8 && t != DType::kInt32 && t != DType::kInt64 && t != DType::kUInt8;
 }
 
 // ---- scalar conversions (bit patterns)

@@ -1,7 +1,10 @@
 // The one description of a paged KV cache and of a batch over it, shared by every backend.
 #pragma once
 
+#include <optional>
+
 #include "pagedattn/tensor.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn {
 
@@ -29,10 +32,33 @@ struct PagedKVCache {
   TensorView k_meta;
   TensorView v_meta;
 
+  /// TurboQuant caches (pagedattn/turboquant.h): the preset, and the head dim of the vectors the planes code.
+  /// The planes then hold codes and metadata (plane rows are dense, any block/token/head strides):
+  ///   k      uint8 [num_blocks, block_size, num_kv_heads, key code bytes]   (tq_k8v4: fp8 e4m3 keys, uint8
+  ///                                                                          or fp8_e4m3)
+  ///   k_meta fp16  [num_blocks, block_size, num_kv_heads]                   n' (absent for tq_k8v4)
+  ///   v      uint8 [num_blocks, block_size, num_kv_heads, value code bytes]
+  ///   v_meta fp16  [num_blocks, block_size, num_kv_heads, 2]                 scale, minimum
+  /// Code bytes per token and head: tq::token_bytes(preset, head_dim).
+  std::optional<tq::Preset> tq;
+  int64_t tq_head_dim = 0;
+
+  /// A TurboQuant cache over its four planes (k_norms empty for tq_k8v4).
+  static PagedKVCache turboquant(tq::Preset preset, int64_t head_dim, const TensorView& k_codes,
+                                 const TensorView& k_norms, const TensorView& v_codes,
+                                 const TensorView& v_meta) {
+    PagedKVCache c(k_codes, v_codes);
+    c.k_meta = k_norms;
+    c.v_meta = v_meta;
+    c.tq = preset;
+    c.tq_head_dim = head_dim;
+    return c;
+  }
+
   int64_t num_blocks() const { return k.shape[0]; }
   int64_t block_size() const { return k.shape[1]; }
   int64_t num_kv_heads() const { return k.shape[2]; }
-  int64_t head_dim() const { return k.shape[3]; }
+  int64_t head_dim() const { return tq ? tq_head_dim : k.shape[3]; }
 };
 
 /// Which cache positions each sequence of a batch sees, and where its new query tokens are.

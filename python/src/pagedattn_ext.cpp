@@ -31,11 +31,13 @@ DType to_dtype(nb::dlpack::dtype t) {
   if (code == C::Float8_E4M3FN && t.bits == 8) return DType::kFloat8E4M3;
   if (code == C::Float8_E5M2 && t.bits == 8) return DType::kFloat8E5M2;
   if (code == C::Int && t.bits == 8) return DType::kInt8;
+  if (code == C::UInt && t.bits == 8) return DType::kUInt8;
   if (code == C::Int && t.bits == 32) return DType::kInt32;
   if (code == C::Int && t.bits == 64) return DType::kInt64;
-  PA_CHECK(false, "unsupported tensor dtype (DLPack code ", static_cast<int>(t.code), ", ",
-           static_cast<int>(t.bits),
-           " bits); expected float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, int8, int32 or int64");
+  PA_CHECK(
+      false, "unsupported tensor dtype (DLPack code ", static_cast<int>(t.code), ", ",
+      static_cast<int>(t.bits),
+      " bits); expected float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, int8, uint8, int32 or int64");
 }
 
 template <typename A>

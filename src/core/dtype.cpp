@@ -24,17 +24,19 @@ std::string_view dtype_name(DType t) {
       return "int32";
     case DType::kInt64:
       return "int64";
+    case DType::kUInt8:
+      return "uint8";
   }
   return "unknown";
 }
 
 DType parse_dtype(std::string_view name) {
   for (DType t : {DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat8E5M2,
-                  DType::kInt8, DType::kInt32, DType::kInt64}) {
+                  DType::kInt8, DType::kInt32, DType::kInt64, DType::kUInt8}) {
     if (dtype_name(t) == name) return t;
   }
   PA_CHECK(false, "unknown dtype '", std::string(name),
-           "'; expected fp32, fp16, bf16, fp8_e4m3, fp8_e5m2, int8, int32 or int64");
+           "'; expected fp32, fp16, bf16, fp8_e4m3, fp8_e5m2, int8, int32, int64 or uint8");
 }
 
 }  // namespace pagedattn

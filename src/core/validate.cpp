@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "pagedattn/error.h"
 #include "pagedattn/kv_format.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn::core {
 namespace {
@@ -71,7 +73,82 @@ void check_meta_plane(const TensorView& t, const char* name, const TensorView& d
   check_device(t, name, device);
 }
 
+// A TurboQuant cache's four planes (paged_kv.h), against its preset and head dim.
+kernels::PagedKVArgs check_turboquant_cache(const PagedKVCache& cache, const Device& device) {
+  const tq::PresetInfo info = tq::preset_info(*cache.tq);
+  const int64_t d = cache.tq_head_dim;
+  PA_CHECK(head_dim_supported(d), "head_dim ", d,
+           " is not supported; supported: ", supported_head_dims_text());
+  const tq::TokenBytes bytes = tq::token_bytes(*cache.tq, static_cast<int>(d));
+  check_rank(cache.k, "cache.k", 4, "[num_blocks, block_size, num_kv_heads, key code bytes]");
+  check_rank(cache.v, "cache.v", 4, "[num_blocks, block_size, num_kv_heads, value code bytes]");
+  PA_CHECK(cache.k.shape[3] == bytes.key_codes, "a ", info.name, " cache at head_dim ", d,
+           " holds cache.k rows of ", bytes.key_codes, " code bytes, got ", cache.k.shape_string());
+  PA_CHECK(cache.v.shape[3] == bytes.value_codes, "a ", info.name, " cache at head_dim ", d,
+           " holds cache.v rows of ", bytes.value_codes, " code bytes, got ", cache.v.shape_string());
+  for (int i = 0; i < 3; ++i) {
+    PA_CHECK(cache.k.shape[i] == cache.v.shape[i], "cache.k ", cache.k.shape_string(), " and cache.v ",
+             cache.v.shape_string(), " must agree in [num_blocks, block_size, num_kv_heads]");
+  }
+  const bool fp8_keys = info.key_bits == 8;
+  PA_CHECK(cache.k.dtype == DType::kUInt8 || (fp8_keys && cache.k.dtype == DType::kFloat8E4M3), "a ",
+           info.name, " cache's cache.k holds ",
+           fp8_keys ? "fp8 e4m3 keys (uint8 or fp8_e4m3)" : "packed codes (uint8)", ", got ",
+           dtype_name(cache.k.dtype));
+  check_dtype(cache.v, "cache.v", DType::kUInt8);
+  for (const auto& [t, name] : {std::pair{&cache.k, "cache.k"}, std::pair{&cache.v, "cache.v"}}) {
+    check_device(*t, name, device);
+    check_inner_contiguous(*t, name);
+  }
+  PA_CHECK(cache.k_scale.data == nullptr && cache.v_scale.data == nullptr,
+           "cache.k_scale / cache.v_scale belong to fp8 caches; a ", info.name, " cache takes none");
+  const int64_t nb = cache.k.shape[0], bs = cache.k.shape[1], hkv = cache.k.shape[2];
+  if (fp8_keys) {
+    PA_CHECK(cache.k_meta.data == nullptr, "a ", info.name,
+             " cache keeps fp8 keys and no key norms: cache.k_meta ", "must be empty");
+  } else {
+    PA_CHECK(cache.k_meta.data != nullptr, "a ", info.name,
+             " cache needs cache.k_meta: fp16 [num_blocks, block_size, num_kv_heads], the key norms");
+    check_rank(cache.k_meta, "cache.k_meta", 3, "[num_blocks, block_size, num_kv_heads]");
+    PA_CHECK(cache.k_meta.shape[0] == nb && cache.k_meta.shape[1] == bs && cache.k_meta.shape[2] == hkv,
+             "cache.k_meta must have shape [", nb, ", ", bs, ", ", hkv, "], got ",
+             cache.k_meta.shape_string());
+    check_dtype(cache.k_meta, "cache.k_meta", DType::kFloat16);
+    check_device(cache.k_meta, "cache.k_meta", device);
+  }
+  PA_CHECK(cache.v_meta.data != nullptr, "a ", info.name,
+           " cache needs cache.v_meta: fp16 [num_blocks, block_size, num_kv_heads, 2], the value scale and "
+           "minimum");
+  check_rank(cache.v_meta, "cache.v_meta", 4, "[num_blocks, block_size, num_kv_heads, 2]");
+  PA_CHECK(cache.v_meta.shape[0] == nb && cache.v_meta.shape[1] == bs && cache.v_meta.shape[2] == hkv &&
+               cache.v_meta.shape[3] == 2,
+           "cache.v_meta must have shape [", nb, ", ", bs, ", ", hkv, ", 2], got ",
+           cache.v_meta.shape_string());
+  check_dtype(cache.v_meta, "cache.v_meta", DType::kFloat16);
+  check_device(cache.v_meta, "cache.v_meta", device);
+  check_inner_contiguous(cache.v_meta, "cache.v_meta");
+  PA_CHECK(bs >= 1 && bs <= kMaxBlockSize, "block_size ", bs, " is outside 1..", kMaxBlockSize);
+  PA_CHECK(hkv >= 1, "num_kv_heads must be >= 1, got ", hkv);
+  PA_CHECK(nb <= INT32_MAX, "num_blocks ", nb, " exceeds int32 block ids");
+
+  kernels::PagedKVArgs kv;
+  kv.k = plane_of(cache.k);
+  kv.v = plane_of(cache.v);
+  if (!fp8_keys) kv.k_meta = plane_of(cache.k_meta);
+  kv.v_meta = plane_of(cache.v_meta);
+  kv.num_blocks = static_cast<int32_t>(nb);
+  kv.block_size = static_cast<int32_t>(bs);
+  kv.page = kernels::FastDivmod(kv.block_size);
+  kv.num_kv_heads = static_cast<int32_t>(hkv);
+  kv.head_dim = static_cast<int32_t>(d);
+  kv.dtype = DType::kUInt8;
+  kv.tq_key_bits = info.key_bits;
+  kv.tq_value_bits = info.value_bits;
+  return kv;
+}
+
 kernels::PagedKVArgs check_cache(const PagedKVCache& cache, const Device& device) {
+  if (cache.tq) return check_turboquant_cache(cache, device);
   check_rank(cache.k, "cache.k", 4, "[num_blocks, block_size, num_kv_heads, head_dim]");
   check_rank(cache.v, "cache.v", 4, "[num_blocks, block_size, num_kv_heads, head_dim]");
   PA_CHECK(cache.k.shape == cache.v.shape, "cache.k ", cache.k.shape_string(), " and cache.v ",
@@ -167,9 +244,9 @@ AttentionProblem check_attention(const TensorView& query, const PagedKVCache& ca
       "query dtype must be fp32, fp16 or bf16, got ", dtype_name(query.dtype));
   PA_CHECK(out.dtype == query.dtype, "out dtype ", dtype_name(out.dtype), " must equal query dtype ",
            dtype_name(query.dtype));
-  PA_CHECK(p.kv.dtype == query.dtype || kv_format(p.kv.dtype).quantized(), "cache dtype ",
-           dtype_name(p.kv.dtype), " must equal query dtype ", dtype_name(query.dtype),
-           " or be a quantized format (fp8_e4m3, fp8_e5m2, int8)");
+  PA_CHECK(p.kv.dtype == query.dtype || kv_format(p.kv.dtype).quantized() || p.kv.tq_key_bits > 0,
+           "cache dtype ", dtype_name(p.kv.dtype), " must equal query dtype ", dtype_name(query.dtype),
+           " or be a quantized format (fp8_e4m3, fp8_e5m2, int8, TurboQuant)");
   PA_CHECK(query.shape[2] == cache.head_dim(), "query head_dim ", query.shape[2],
            " must equal cache head_dim ", cache.head_dim());
   PA_CHECK(query.shape == out.shape, "out shape ", out.shape_string(), " must equal query shape ",
@@ -300,9 +377,9 @@ WriteKVProblem check_write_kv(const TensorView& key, const TensorView& value, co
            dtype_name(key.dtype));
   PA_CHECK(key.dtype == DType::kFloat32 || key.dtype == DType::kFloat16 || key.dtype == DType::kBFloat16,
            "key dtype must be fp32, fp16 or bf16, got ", dtype_name(key.dtype));
-  PA_CHECK(p.kv.dtype == key.dtype || kv_format(p.kv.dtype).quantized(), "cache dtype ",
-           dtype_name(p.kv.dtype), " must equal key dtype ", dtype_name(key.dtype),
-           " or be a quantized format (fp8_e4m3, fp8_e5m2, int8)");
+  PA_CHECK(p.kv.dtype == key.dtype || kv_format(p.kv.dtype).quantized() || p.kv.tq_key_bits > 0,
+           "cache dtype ", dtype_name(p.kv.dtype), " must equal key dtype ", dtype_name(key.dtype),
+           " or be a quantized format (fp8_e4m3, fp8_e5m2, int8, TurboQuant)");
   PA_CHECK(key.shape[1] == cache.num_kv_heads() && key.shape[2] == cache.head_dim(),
            "key must have shape [num_tokens, num_kv_heads, head_dim] = [", key.shape[0], ", ",
            cache.num_kv_heads(), ", ", cache.head_dim(), "], got ", key.shape_string());

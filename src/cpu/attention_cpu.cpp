@@ -7,6 +7,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "cpu/parallel.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn::cpu {
 namespace {
@@ -65,6 +66,18 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
     const int64_t block = table[page];
     float* key = &keys[static_cast<size_t>(pos) * d];
     float* value = &values[static_cast<size_t>(pos) * d];
+    if (kv.tq_key_bits) {  // TurboQuant: the codes dequantized exactly as pagedattn/turboquant.h defines
+      const auto* k_codes = kv.k.at<uint8_t>(block, slot, kv_head);
+      if (kv.tq_key_bits == 8) {
+        for (int i = 0; i < d; ++i) key[i] = fp8e4m3_bits_to_float(k_codes[i]);
+      } else {
+        tq::dequantize_key(k_codes, *kv.k_meta.at<uint16_t>(block, slot, kv_head), d, kv.tq_key_bits, key);
+      }
+      const uint16_t* meta = kv.v_meta.at<uint16_t>(block, slot, kv_head);
+      tq::dequantize_value(kv.v.at<uint8_t>(block, slot, kv_head), meta[0], meta[1], d, kv.tq_value_bits,
+                           value);
+      continue;
+    }
     load_row(kv.k.data, kv.dtype, kv.k.offset(block, slot, kv_head), d, key);
     load_row(kv.v.data, kv.dtype, kv.v.offset(block, slot, kv_head), d, value);
     // fp8: one scale per tensor or head; int8: the token's scales from the metadata planes.

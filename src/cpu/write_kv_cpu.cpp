@@ -1,7 +1,8 @@
 // Scatter of new K/V rows into their cache slots, converting to the cache format: a plain conversion for the
 // float formats, value / scale for fp8 (rounded to nearest even, saturating), and for int8 a per-token scale
 // s = absmax / 127 with codes round(value / s) (symmetric; s = 0 for a zero vector; a NaN element makes s
-// NaN so the vector reads back as NaN; +-inf saturate to +-127 with s taken over the finite elements).
+// NaN so the vector reads back as NaN; +-inf saturate to +-127 with s taken over the finite elements); for
+// TurboQuant caches the quantizers of pagedattn/turboquant.h.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "cpu/cpu_backend.h"
 #include "cpu/parallel.h"
 #include "pagedattn/kv_format.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn::cpu {
 namespace {
@@ -48,6 +50,21 @@ float quantize_int8_row(const void* src, DType src_dtype, int64_t src_offset, in
   return scale;
 }
 
+// TurboQuant: one token and head of K and V into the code planes and their metadata.
+void write_turboquant(const kernels::PagedKVArgs& kv, const float* key, const float* value, int64_t block,
+                      int32_t slot, int32_t h) {
+  auto* k_codes = static_cast<uint8_t*>(const_cast<void*>(kv.k.data)) + kv.k.offset(block, slot, h);
+  if (kv.tq_key_bits == 8) {
+    for (int i = 0; i < kv.head_dim; ++i) k_codes[i] = float_to_fp8e4m3_bits(key[i]);
+  } else {
+    auto* norm = const_cast<uint16_t*>(kv.k_meta.at<uint16_t>(block, slot, h));
+    tq::quantize_key(key, kv.head_dim, kv.tq_key_bits, k_codes, norm);
+  }
+  auto* v_codes = static_cast<uint8_t*>(const_cast<void*>(kv.v.data)) + kv.v.offset(block, slot, h);
+  auto* meta = const_cast<uint16_t*>(kv.v_meta.at<uint16_t>(block, slot, h));  // scale, minimum
+  tq::quantize_value(value, kv.head_dim, kv.tq_value_bits, v_codes, &meta[0], &meta[1]);
+}
+
 }  // namespace
 
 void write_kv(const core::WriteKVProblem& p) {
@@ -59,10 +76,18 @@ void write_kv(const core::WriteKVProblem& p) {
     if (slot_id < 0) return;
     const int64_t block = slot_id / kv.block_size;
     const int32_t slot = static_cast<int32_t>(slot_id % kv.block_size);
-    std::vector<float> tmp(int8 ? kv.head_dim : 0);
+    std::vector<float> tmp(int8 || kv.tq_key_bits ? kv.head_dim : 0), tmp2(kv.tq_key_bits ? kv.head_dim : 0);
     for (int32_t h = 0; h < kv.num_kv_heads; ++h) {
       const int64_t k_src = t * s.key_stride_token + h * s.key_stride_head;
       const int64_t v_src = t * s.value_stride_token + h * s.value_stride_head;
+      if (kv.tq_key_bits) {
+        for (int i = 0; i < kv.head_dim; ++i) {
+          tmp[i] = load_as_float(s.key, s.src_dtype, k_src + i);
+          tmp2[i] = load_as_float(s.value, s.src_dtype, v_src + i);
+        }
+        write_turboquant(kv, tmp.data(), tmp2.data(), block, slot, h);
+        continue;
+      }
       if (int8) {
         auto* kd = static_cast<int8_t*>(const_cast<void*>(kv.k.data)) + kv.k.offset(block, slot, h);
         auto* vd = static_cast<int8_t*>(const_cast<void*>(kv.v.data)) + kv.v.offset(block, slot, h);

@@ -172,6 +172,9 @@ void check_aligned(const void* ptr, std::initializer_list<int64_t> strides, int 
 
 void write_kv(const core::WriteKVProblem& p, Stream stream_handle, bool validate_slots) {
   DeviceGuard guard(p.device.index);
+  PA_CHECK(p.kv.tq_key_bits == 0,
+           "TurboQuant caches run on the CPU backend in this build; their CUDA kernels "
+           "are not written yet");
   const bool quantized = kv_format(p.kv.dtype).quantized();
   PA_CHECK(
       quantized || (p.kv.dtype == p.src.src_dtype &&

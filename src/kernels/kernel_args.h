@@ -44,7 +44,11 @@ struct PagedKVArgs {
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
   FastDivmod page;                 // block_size as a fast divisor
-  DType dtype = DType::kBFloat16;  // the cache format (pagedattn/kv_format.h)
+  DType dtype = DType::kBFloat16;  // the cache format (pagedattn/kv_format.h); uint8 for TurboQuant
+  // TurboQuant caches (pagedattn/turboquant.h): key bits (8: fp8 e4m3 keys; 2-4: rotated codes with the norm
+  // n' in k_meta) and value bits (codes with fp16 scale and minimum in v_meta); 0 for every other format.
+  int32_t tq_key_bits = 0;
+  int32_t tq_value_bits = 0;
 
   /// Position pos of a sequence -> index into its block-table row and slot inside that block.
   PAGEDATTN_HD void locate(int32_t pos, int32_t& page_index, int32_t& slot) const {

@@ -1,5 +1,6 @@
 // TurboQuant presets, the rotation, bit packing and the exact per-vector quantizers (shared/TURBOQUANT.md).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -9,6 +10,9 @@
 #include "pagedattn/turboquant.h"
 
 namespace pagedattn::tq {
+namespace {
+constexpr int kMaxHeadDim = 256;  // the largest supported head dim (pagedattn/attention.h)
+}  // namespace
 
 PresetInfo preset_info(Preset p) {
   switch (p) {
@@ -153,7 +157,9 @@ void quantize_key(const float* k, int head_dim, int bits, uint8_t* codes, uint16
 
 void dequantize_key(const uint8_t* codes, uint16_t norm_fp16, int head_dim, int bits, float* k) {
   const Codebook& cb = codebook(head_dim, bits);
-  std::vector<uint8_t> idx(head_dim);
+  PA_CHECK(head_dim <= kMaxHeadDim, "TurboQuant head dims are at most ", kMaxHeadDim, ", got ", head_dim);
+  std::array<uint8_t, kMaxHeadDim> idx_buf;  // no allocation: the CPU backend calls this per cached token
+  const std::span<uint8_t> idx(idx_buf.data(), static_cast<size_t>(head_dim));
   unpack_codes(codes, bits, idx);
   const float n = fp16_bits_to_float(norm_fp16);
   for (int j = 0; j < head_dim; ++j) k[j] = cb.centroids[idx[j]];
@@ -193,7 +199,9 @@ void quantize_value(const float* v, int head_dim, int bits, uint8_t* codes, uint
 
 void dequantize_value(const uint8_t* codes, uint16_t scale_fp16, uint16_t min_fp16, int head_dim, int bits,
                       float* v) {
-  std::vector<uint8_t> q(head_dim);
+  PA_CHECK(head_dim <= kMaxHeadDim, "TurboQuant head dims are at most ", kMaxHeadDim, ", got ", head_dim);
+  std::array<uint8_t, kMaxHeadDim> q_buf;
+  const std::span<uint8_t> q(q_buf.data(), static_cast<size_t>(head_dim));
   unpack_codes(codes, bits, q);
   const float s = fp16_bits_to_float(scale_fp16), lo = fp16_bits_to_float(min_fp16);
   for (int j = 0; j < head_dim; ++j) v[j] = static_cast<float>(q[j]) * s + lo;
