@@ -12,12 +12,16 @@ import sys
 
 from . import _pagedattn as _C
 from ._util import Error, _scales, _tensor, current_stream
-from .plan import PagedKVCache, Plan
+from .plan import TURBOQUANT_PRESETS, PagedKVCache, Plan
 
 BlockManager = _C.BlockManager
+turboquant_codebook = _C.turboquant_codebook  # (head_dim, bits) -> centroids, midpoints, distortion
+turboquant_rotation = _C.turboquant_rotation  # head_dim -> Walsh-Hadamard block, signs, their seed
+turboquant_bytes = _C.turboquant_bytes        # (preset, head_dim) -> bytes per token and KV head, by plane
 
 __all__ = ["Error", "BlockManager", "PagedKVCache", "Plan", "info", "write_kv", "attention",
-           "attention_workspace_size", "current_stream"]
+           "attention_workspace_size", "current_stream", "TURBOQUANT_PRESETS", "turboquant_codebook",
+           "turboquant_rotation", "turboquant_bytes"]
 __version__ = _C.build_info()["version"]
 
 
@@ -34,35 +38,37 @@ def info() -> dict:
 
 
 def write_kv(key, value, slot_mapping, k_cache, v_cache, *, k_scale=None, v_scale=None, k_meta=None, v_meta=None,
-             validate: bool = True, stream: int | None = None):
+             validate: bool = True, stream: int | None = None, kv_format: str | None = None):
     """Writes key/value [num_tokens, num_kv_heads, head_dim] into the cache pools at slot_mapping (int64; -1 skips).
 
     The pools' dtype is the cache format: that of key (float16/bfloat16/float32), or a quantized one written
     with conversion: float8_e4m3fn / float8_e5m2 store value / scale (k_scale, v_scale: optional float32 [1] or
     [num_kv_heads], default 1.0; saturating); int8 stores codes with one float32 scale per token and KV head in
-    k_meta / v_meta [num_blocks, block_size, num_kv_heads] (required).
+    k_meta / v_meta [num_blocks, block_size, num_kv_heads] (required). kv_format names a TurboQuant preset
+    (its planes: see PagedKVCache).
     """
-    cache = PagedKVCache(k_cache, v_cache, k_scale=k_scale, v_scale=v_scale, k_meta=k_meta, v_meta=v_meta)
+    cache = PagedKVCache(k_cache, v_cache, k_scale=k_scale, v_scale=v_scale, k_meta=k_meta, v_meta=v_meta,
+                         format=kv_format)
     cache.write(key, value, slot_mapping, validate=validate, stream=stream)
 
 
 def attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, *,
                              max_query_len: int = -1, max_seq_len: int = -1, force_segments: int = 0,
-                             k_scale=None, v_scale=None, k_meta=None, v_meta=None) -> int:
+                             k_scale=None, v_scale=None, k_meta=None, v_meta=None, kv_format: str | None = None) -> int:
     """Bytes of device workspace that ``attention`` needs for this batch shape (0 on the CPU)."""
     for x, name in ((query, "query"), (k_cache, "k_cache"), (v_cache, "v_cache"), (block_tables, "block_tables"),
                     (seq_lens, "seq_lens"), (query_start_loc, "query_start_loc")):
         _tensor(x, name)
     return _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
                                        max_query_len, max_seq_len, force_segments,
-                                       **_scales(k_scale, v_scale, k_meta, v_meta))
+                                       **_scales(k_scale, v_scale, k_meta, v_meta), kv_format=kv_format or "")
 
 
 def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out=None, *, scale: float = 0.0,
               window_left: int = 0, softcap: float = 0.0, alibi_slopes=None, sinks=None, return_lse: bool = False,
               lse=None, workspace=None, max_query_len: int = -1, max_seq_len: int = -1, validate: bool = True,
               force_segments: int = 0, stream: int | None = None, k_scale=None, v_scale=None, k_meta=None,
-              v_meta=None):
+              v_meta=None, kv_format: str | None = None):
     """Causal attention of query [num_tokens, num_q_heads, head_dim] over the paged cache.
 
     k_cache/v_cache: [num_blocks, block_size, num_kv_heads, head_dim] (any strides, head_dim contiguous), of the
@@ -74,7 +80,8 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
     A convenience over Plan (plan, validate, run): a model that runs many layers over one batch makes a Plan
     once per step and calls Plan.run per layer.
     """
-    cache = PagedKVCache(k_cache, v_cache, k_scale=k_scale, v_scale=v_scale, k_meta=k_meta, v_meta=v_meta)
+    cache = PagedKVCache(k_cache, v_cache, k_scale=k_scale, v_scale=v_scale, k_meta=k_meta, v_meta=v_meta,
+                         format=kv_format)
     plan = Plan(query, cache, block_tables, seq_lens, query_start_loc, max_query_len=max_query_len,
                 max_seq_len=max_seq_len, window_left=window_left, force_segments=force_segments, validate=validate,
                 workspace=workspace, stream=stream)

@@ -23,15 +23,22 @@ from ._util import Error, _empty, _tensor, current_stream
 # The framework dtype names of each cache format (numpy has no bf16/fp8; torch has all of them).
 _TORCH_FORMATS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "fp8_e4m3": "float8_e4m3fn",
                   "fp8_e5m2": "float8_e5m2", "int8": "int8"}
+# TurboQuant presets (PagedKVCache(format=...), PagedKVCache.allocate(..., dtype=preset)).
+TURBOQUANT_PRESETS = ("tq_k8v4", "tq_k4v4", "tq_k3v4", "tq_k3v3")
 
 
 class PagedKVCache:
     """One layer's paged K/V cache: the K and V pools [num_blocks, block_size, num_kv_heads, head_dim] (any
     strides, head_dim contiguous) and the format's extra tensors: ``k_scale`` / ``v_scale`` (fp8, optional
     float32 [1] or [num_kv_heads]) or ``k_meta`` / ``v_meta`` (int8, float32 [num_blocks, block_size,
-    num_kv_heads], the per-token scales). The pools' dtype names the format."""
+    num_kv_heads], the per-token scales). The pools' dtype names the format.
 
-    def __init__(self, k_cache, v_cache, *, k_scale=None, v_scale=None, k_meta=None, v_meta=None):
+    TurboQuant caches (``format="tq_k8v4" | "tq_k4v4" | "tq_k3v4" | "tq_k3v3"``) are four planes: k and v uint8
+    code rows [num_blocks, block_size, num_kv_heads, code bytes], k_meta float16 key norms [num_blocks,
+    block_size, num_kv_heads] (none for tq_k8v4) and v_meta float16 [..., 2] (value scale, minimum); the head
+    dim comes from the query / key. ``allocate`` makes them; ``pagedattn.turboquant_bytes`` gives the sizes."""
+
+    def __init__(self, k_cache, v_cache, *, k_scale=None, v_scale=None, k_meta=None, v_meta=None, format=None):
         # Writability is checked by write(): attention only reads the cache (read-only arrays are fine there).
         _tensor(k_cache, "k_cache")
         _tensor(v_cache, "v_cache")
@@ -39,6 +46,7 @@ class PagedKVCache:
             _tensor(x, name, optional=True)
         self.k, self.v = k_cache, v_cache
         self.k_scale, self.v_scale, self.k_meta, self.v_meta = k_scale, v_scale, k_meta, v_meta
+        self.format = format
 
     @classmethod
     def allocate(cls, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int, dtype, device="cuda"):
@@ -47,9 +55,18 @@ class PagedKVCache:
         (1.0)."""
         import torch
 
+        if isinstance(dtype, str) and dtype.startswith("tq_"):  # a TurboQuant preset: four planes
+            b = _C.turboquant_bytes(dtype, head_dim)
+            rows = (num_blocks, block_size, num_kv_heads)
+            k = torch.zeros(rows + (b["key_codes"],), dtype=torch.uint8, device=device)
+            v = torch.zeros(rows + (b["value_codes"],), dtype=torch.uint8, device=device)
+            k_meta = torch.zeros(rows, dtype=torch.float16, device=device) if b["key_norm"] else None
+            v_meta = torch.zeros(rows + (2,), dtype=torch.float16, device=device)
+            return cls(k, v, k_meta=k_meta, v_meta=v_meta, format=dtype)
         if isinstance(dtype, str):
             if dtype not in _TORCH_FORMATS:
-                raise Error(f"unknown cache format '{dtype}'; expected one of {', '.join(_TORCH_FORMATS)}")
+                raise Error(f"unknown cache format '{dtype}'; expected one of "
+                            f"{', '.join(list(_TORCH_FORMATS) + list(TURBOQUANT_PRESETS))}")
             dtype = getattr(torch, _TORCH_FORMATS[dtype])
         shape = (num_blocks, block_size, num_kv_heads, head_dim)
         k = torch.empty(shape, dtype=dtype, device=device)
@@ -60,7 +77,8 @@ class PagedKVCache:
         return cls(k, v, **meta)
 
     def _planes(self) -> dict:
-        return dict(k_scale=self.k_scale, v_scale=self.v_scale, k_meta=self.k_meta, v_meta=self.v_meta)
+        return dict(k_scale=self.k_scale, v_scale=self.v_scale, k_meta=self.k_meta, v_meta=self.v_meta,
+                    kv_format=self.format or "")
 
     @property
     def num_blocks(self) -> int:
@@ -76,7 +94,8 @@ class PagedKVCache:
 
     @property
     def head_dim(self) -> int:
-        return int(self.k.shape[3])
+        """The vectors' head dim (for TurboQuant caches, known once a query or key has been seen: None before)."""
+        return None if self.format else int(self.k.shape[3])
 
     def write(self, key, value, slot_mapping, *, validate: bool = True, stream: int | None = None) -> None:
         """Writes key/value [num_tokens, num_kv_heads, head_dim] at slot_mapping (int64; -1 skips), quantizing
@@ -91,8 +110,9 @@ class PagedKVCache:
                     validate=validate, **self._planes())
 
     def __repr__(self) -> str:
+        fmt = self.format or str(self.k.dtype)
         return (f"PagedKVCache(num_blocks={self.num_blocks}, block_size={self.block_size}, "
-                f"num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, dtype={self.k.dtype})")
+                f"num_kv_heads={self.num_kv_heads}, format={fmt})")
 
 
 class Plan:

@@ -66,16 +66,25 @@ TensorView optional_view(const std::optional<A>& a, const char* name) {
   return a ? view(*a, name) : TensorView{};
 }
 
-// The cache: pools plus the format's optional scales (fp8) or metadata planes (int8).
-template <typename Pool, typename Meta>
+// The cache: pools plus the format's optional scales (fp8) or metadata planes (int8, TurboQuant). kv_format
+// names a TurboQuant preset ("tq_k4v4", ...; "" = the pools' dtype names the format); its head dim is the
+// query's or key's (the planes hold codes).
+template <typename Pool, typename Meta, typename Vec>
 PagedKVCache cache_view(const Pool& k_cache, const Pool& v_cache, const std::optional<Array>& k_scale,
                         const std::optional<Array>& v_scale, const std::optional<Meta>& k_meta,
-                        const std::optional<Meta>& v_meta) {
+                        const std::optional<Meta>& v_meta, const std::string& kv_format, const Vec& vectors) {
   PagedKVCache c(view(k_cache, "k_cache"), view(v_cache, "v_cache"));
   c.k_scale = optional_view(k_scale, "k_scale");
   c.v_scale = optional_view(v_scale, "v_scale");
   c.k_meta = optional_view(k_meta, "k_meta");
   c.v_meta = optional_view(v_meta, "v_meta");
+  if (!kv_format.empty()) {
+    c.tq = tq::parse_preset(kv_format);
+    PA_CHECK(vectors.ndim() == 3, "a ", kv_format,
+             " cache takes its head dim from the query / key, which must be ",
+             "[num_tokens, num_heads, head_dim]");
+    c.tq_head_dim = static_cast<int64_t>(vectors.shape(2));
+  }
   return c;
 }
 
@@ -131,30 +140,34 @@ NB_MODULE(_pagedattn, m) {
       "write_kv",
       [](const Array& key, const Array& value, const Array& slot_mapping, const OutArray& k_cache,
          const OutArray& v_cache, uintptr_t stream, bool validate, std::optional<Array> k_scale,
-         std::optional<Array> v_scale, std::optional<OutArray> k_meta, std::optional<OutArray> v_meta) {
-        const PagedKVCache cache = cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta);
+         std::optional<Array> v_scale, std::optional<OutArray> k_meta, std::optional<OutArray> v_meta,
+         const std::string& kv_format) {
+        const PagedKVCache cache =
+            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, key);
         nb::gil_scoped_release release;
         write_kv(view(key, "key"), view(value, "value"), view(slot_mapping, "slot_mapping"), cache,
                  to_stream(stream), validate);
       },
       "key"_a, "value"_a, "slot_mapping"_a, "k_cache"_a, "v_cache"_a, "stream"_a = 0, "validate"_a = true,
-      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(),
+      "kv_format"_a = "");
 
   m.def(
       "attention_workspace_size",
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
          const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
          int force_segments, std::optional<Array> k_scale, std::optional<Array> v_scale,
-         std::optional<Array> k_meta, std::optional<Array> v_meta) {
+         std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format) {
         AttentionParams p;
         p.force_segments = force_segments;
         return attention_workspace_size(
-            view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
+            view(query, "query"),
+            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
             batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len), p);
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "max_query_len"_a = -1, "max_seq_len"_a = -1, "force_segments"_a = 0, "k_scale"_a = nb::none(),
-      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(), "kv_format"_a = "");
 
   m.def(
       "attention",
@@ -163,7 +176,8 @@ NB_MODULE(_pagedattn, m) {
          int window_left, float softcap, std::optional<Array> alibi_slopes, std::optional<Array> sinks,
          std::optional<OutArray> lse, std::optional<OutArray> workspace, int max_query_len, int max_seq_len,
          bool validate, int force_segments, uintptr_t stream, std::optional<Array> k_scale,
-         std::optional<Array> v_scale, std::optional<Array> k_meta, std::optional<Array> v_meta) {
+         std::optional<Array> v_scale, std::optional<Array> k_meta, std::optional<Array> v_meta,
+         const std::string& kv_format) {
         // The workspace is raw bytes of any dtype; only its size and address matter.
         Workspace ws;
         if (workspace) {
@@ -172,7 +186,8 @@ NB_MODULE(_pagedattn, m) {
         }
         nb::gil_scoped_release release;
         attention(
-            view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
+            view(query, "query"),
+            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
             batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
             params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, validate, force_segments),
             view(out, "out"), ws, to_stream(stream));
@@ -181,7 +196,8 @@ NB_MODULE(_pagedattn, m) {
       "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
       "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
       "max_seq_len"_a = -1, "validate"_a = true, "force_segments"_a = 0, "stream"_a = 0,
-      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(),
+      "kv_format"_a = "");
 
   // Plan once per batch shape, run per layer (pagedattn/plan.h). The Python layer's Plan owns one of these
   // together with the batch tensors and the workspace.
@@ -195,17 +211,19 @@ NB_MODULE(_pagedattn, m) {
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
          const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
          int window_left, int force_segments, std::optional<Array> k_scale, std::optional<Array> v_scale,
-         std::optional<Array> k_meta, std::optional<Array> v_meta) {
+         std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format) {
         AttentionParams p;
         p.window_left = window_left;
         p.force_segments = force_segments;
         return plan_attention(
-            view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
+            view(query, "query"),
+            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
             batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len), p);
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "max_query_len"_a = -1, "max_seq_len"_a = -1, "window_left"_a = 0, "force_segments"_a = 0,
-      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+      "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(),
+      "kv_format"_a = "");
 
   m.def(
       "run_attention",
@@ -215,7 +233,7 @@ NB_MODULE(_pagedattn, m) {
          std::optional<Array> sinks, std::optional<OutArray> lse, std::optional<OutArray> workspace,
          int max_query_len, int max_seq_len, int force_segments, uintptr_t stream,
          std::optional<Array> k_scale, std::optional<Array> v_scale, std::optional<Array> k_meta,
-         std::optional<Array> v_meta) {
+         std::optional<Array> v_meta, const std::string& kv_format) {
         Workspace ws;
         if (workspace) {
           ws.data = workspace->data();
@@ -223,7 +241,8 @@ NB_MODULE(_pagedattn, m) {
         }
         nb::gil_scoped_release release;
         run_attention(
-            plan, view(query, "query"), cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta),
+            plan, view(query, "query"),
+            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
             batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
             params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, false, force_segments),
             view(out, "out"), ws, to_stream(stream));
@@ -232,15 +251,16 @@ NB_MODULE(_pagedattn, m) {
       "out"_a, "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
       "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
       "max_seq_len"_a = -1, "force_segments"_a = 0, "stream"_a = 0, "k_scale"_a = nb::none(),
-      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(), "kv_format"_a = "");
 
   m.def(
       "validate_batch",
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
          const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
          uintptr_t stream, std::optional<Array> k_scale, std::optional<Array> v_scale,
-         std::optional<Array> k_meta, std::optional<Array> v_meta) {
-        const PagedKVCache cache = cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta);
+         std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format) {
+        const PagedKVCache cache =
+            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query);
         const BatchDesc batch =
             batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len);
         const TensorView q = view(query, "query");
@@ -249,7 +269,45 @@ NB_MODULE(_pagedattn, m) {
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "max_query_len"_a = -1, "max_seq_len"_a = -1, "stream"_a = 0, "k_scale"_a = nb::none(),
-      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none());
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(), "kv_format"_a = "");
+
+  // TurboQuant's host data, for inspection (pagedattn/turboquant.h): the codebook of a head dim and bit
+  // width, the rotation's signs (from tq::kSignSeed), and each preset's bytes per token and KV head.
+  m.def(
+      "turboquant_codebook",
+      [](int head_dim, int bits) {
+        const tq::Codebook& cb = tq::codebook(head_dim, bits);
+        nb::dict d;
+        d["centroids"] = cb.centroids;
+        d["midpoints"] = cb.midpoints;
+        d["distortion"] = cb.distortion;
+        return d;
+      },
+      "head_dim"_a, "bits"_a);
+  m.def(
+      "turboquant_rotation",
+      [](int head_dim) {
+        const tq::Rotation& r = tq::rotation(head_dim);
+        nb::dict d;
+        d["block"] = r.block;
+        d["signs"] = std::vector<int>(r.signs.begin(), r.signs.end());
+        d["seed"] = tq::kSignSeed;
+        return d;
+      },
+      "head_dim"_a);
+  m.def(
+      "turboquant_bytes",
+      [](const std::string& preset, int head_dim) {
+        const tq::TokenBytes b = tq::token_bytes(tq::parse_preset(preset), head_dim);
+        nb::dict d;
+        d["key_codes"] = b.key_codes;
+        d["key_norm"] = b.key_norm;
+        d["value_codes"] = b.value_codes;
+        d["value_meta"] = b.value_meta;
+        d["total"] = b.total();
+        return d;
+      },
+      "preset"_a, "head_dim"_a);
 
   // Element conversions, exposed for the dtype tests (python/tests/test_dtype_tables.py checks them against
   // numpy's and ml_dtypes' tables): float32 values -> bit patterns of a float dtype, and back.
