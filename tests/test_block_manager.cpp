@@ -119,11 +119,17 @@ TEST(BlockManager, CapacityAndErrors) {
 }
 
 TEST(BlockManager, SizingFromByteBudget) {
-  KVCacheGeometry g{32, 8, 128, 16, DType::kBFloat16};
+  KVCacheGeometry g{32, 8, 128, 16, DType::kBFloat16, std::nullopt};
   EXPECT_EQ(g.bytes_per_block(), 2 * 32 * 16 * 8 * 128 * 2);
   EXPECT_EQ(g.blocks_for_budget(10 * g.bytes_per_block() + 5), 10);
   g.dtype = DType::kFloat8E4M3;
   EXPECT_EQ(g.blocks_for_budget(10 * 2 * 32 * 16 * 8 * 128), 10);
+  // int8: codes plus one fp32 scale per token and head in K and V.
+  g.dtype = DType::kInt8;
+  EXPECT_EQ(g.bytes_per_block(), 32 * 16 * 8 * 2 * (128 + 4));
+  // TurboQuant tq_k4v4: 134 bytes per token and KV head for K and V together (3.8x fewer than bf16's 512).
+  g.tq = tq::Preset::kK4V4;
+  EXPECT_EQ(g.bytes_per_block(), 32 * 16 * 8 * 134);
 }
 
 TEST(BatchBuilder, ChunkedAndDecodeRows) {

@@ -22,6 +22,7 @@
 
 #include "pagedattn/dtype.h"
 #include "pagedattn/kv_format.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn {
 
@@ -42,10 +43,13 @@ struct KVCacheGeometry {
   int64_t head_dim = 128;
   int64_t block_size = 16;
   DType dtype = DType::kBFloat16;  ///< the cache format (kv_format.h): data and metadata planes both count
+  std::optional<tq::Preset> tq;    ///< a TurboQuant cache (dtype is then ignored): all four planes count
 
   /// K and V of every layer for one block.
   int64_t bytes_per_block() const {
-    return num_layers * block_size * kv_bytes_per_token(dtype, num_kv_heads, head_dim);
+    const int64_t per_token = tq ? num_kv_heads * tq::token_bytes(*tq, static_cast<int>(head_dim)).total()
+                                 : kv_bytes_per_token(dtype, num_kv_heads, head_dim);
+    return num_layers * block_size * per_token;
   }
   /// The most blocks that fit in a budget of bytes.
   int64_t blocks_for_budget(size_t budget_bytes) const {

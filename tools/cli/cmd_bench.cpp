@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "pagedattn/error.h"
 #include "pagedattn/kv_format.h"
+#include "pagedattn/turboquant.h"
 #include "runner.h"
 
 namespace pagedattn::cli {
@@ -95,7 +96,12 @@ int run_bench(const BenchOptions& options) {
   auto runner = testing::make_runner(backend);
 
   testing::ProblemSpec base = base_spec();
-  base.cache_dtype = parse_dtype(options.kv_dtype);
+  if (options.kv_dtype.rfind("tq_", 0) == 0) {
+    base.tq = tq::parse_preset(options.kv_dtype);
+    base.cache_dtype = DType::kUInt8;
+  } else {
+    base.cache_dtype = parse_dtype(options.kv_dtype);
+  }
   std::printf("bench %s on %s: hq=%d hkv=%d hd=%d bs=%d %s queries, %s cache, median of %d\n", op.c_str(),
               backend.c_str(), base.num_q_heads, base.num_kv_heads, base.head_dim, base.block_size,
               std::string(dtype_name(base.dtype)).c_str(), options.kv_dtype.c_str(), reps);
@@ -107,6 +113,9 @@ int run_bench(const BenchOptions& options) {
     testing::ProblemSpec s = base;
     s.seq_lens = w.seq_lens;
     s.query_lens = w.query_lens;
+    const std::string unsupported = runner->unsupported(s);
+    PA_CHECK(unsupported.empty(), "bench: the ", backend, " backend cannot run a ", options.kv_dtype,
+             " cache here: ", unsupported);
     testing::HostProblem p = testing::make_problem(s);
     Row r{op, w.label};
     r.seconds = runner->time_attention(p, options.warmup, reps);
@@ -117,7 +126,8 @@ int run_bench(const BenchOptions& options) {
     const double esize = dtype_size(s.dtype);
     // Cache bytes as stored: data and metadata planes of the format.
     const double kv_token_bytes =
-        static_cast<double>(kv_bytes_per_token(s.cache_dtype, s.num_kv_heads, s.head_dim));
+        s.tq ? static_cast<double>(s.num_kv_heads * tq::token_bytes(*s.tq, s.head_dim).total())
+             : static_cast<double>(kv_bytes_per_token(s.cache_dtype, s.num_kv_heads, s.head_dim));
     for (size_t i = 0; i < s.seq_lens.size(); ++i) {
       const double len = s.seq_lens[i], q = s.query_lens[i];
       r.tokens += q;

@@ -4,14 +4,27 @@
 
 #include "commands.h"
 #include "pagedattn/info.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn::cli {
 
 int run_info() {
   const BuildInfo b = build_info();
   std::printf("pagedattn %s\n", b.version.c_str());
-  std::printf("cpu backend: yes (%u threads), K/V formats fp32 fp16 bf16 fp8_e4m3 fp8_e5m2 int8\n",
-              std::thread::hardware_concurrency());
+  std::printf(
+      "cpu backend: yes (%u threads), K/V formats fp32 fp16 bf16 fp8_e4m3 fp8_e5m2 int8 and TurboQuant\n",
+      std::thread::hardware_concurrency());
+  // TurboQuant: bytes per token and KV head at head dim 128 (bf16: 512), the key codebooks' distortion
+  // (E|x - x~|² of a unit vector), the rotation's sign seed.
+  std::printf("turboquant presets at head dim 128 (bytes per token and KV head, K + V; bf16 512):");
+  for (tq::Preset p : tq::kAllPresets) {
+    std::printf(" %s %d", tq::preset_info(p).name, tq::token_bytes(p, 128).total());
+  }
+  std::printf(
+      "\n  key codebook distortion at head dim 128: 2 bits %.4f, 3 bits %.4f, 4 bits %.5f; sign seed "
+      "0x%llx\n",
+      tq::codebook(128, 2).distortion, tq::codebook(128, 3).distortion, tq::codebook(128, 4).distortion,
+      static_cast<unsigned long long>(tq::kSignSeed));
   if (b.cuda) {
     std::printf("cuda backend: yes, archs %s, TMA decode kernel %s\n  head dims:", b.cuda_archs.c_str(),
                 b.cuda_tma ? "compiled" : "not compiled");
