@@ -28,7 +28,8 @@ if [[ "${QUICK:-0}" == 1 ]]; then
 fi
 extra=(-DPAGEDATTN_HEAD_DIMS="${PAGEDATTN_HEAD_DIMS:-}" -DPAGEDATTN_DTYPES="${PAGEDATTN_DTYPES:-}"
   -DPAGEDATTN_KV_FORMATS="${PAGEDATTN_KV_FORMATS:-}")
-if [[ ! -f /usr/share/cmake/CLI11/CLI11Config.cmake ]] && compgen -G ".deps/debs/*.deb" >/dev/null; then
+if { [[ ! -f /usr/share/cmake/CLI11/CLI11Config.cmake ]] || [[ ! -d /usr/share/cmake/nlohmann_json ]]; } &&
+  compgen -G ".deps/debs/*.deb" >/dev/null; then
   for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root; done
   extra+=(-DCMAKE_PREFIX_PATH="$PWD/.deps/root/usr")
 fi

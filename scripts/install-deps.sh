@@ -6,7 +6,7 @@
 #   scripts/install-deps.sh --if-missing  only what is not there yet (what run.sh and test.sh call)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(cmake ninja-build g++ libgtest-dev libgmock-dev libcli11-dev clang-format
+packages=(cmake ninja-build g++ libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev clang-format
           python3 python3-dev python3-venv)
 if [[ "${1:-}" == "--if-missing" ]]; then
   missing=()
