@@ -1,0 +1,51 @@
+// A Llama / Qwen3 forward pass on the CPU over the paged cache: the same per-step structure the GPU model
+// runner has (embedding, then per layer RMSNorm -> QKV -> [q/k norm] -> RoPE -> write_kv -> attention (one
+// plan per step, run per layer) -> O -> residual -> RMSNorm -> SwiGLU MLP -> residual; final norm; LM head on
+// each sequence's last token), in fp32. It runs tiny models in CI and is the engine's CPU backend.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/model_config.h"
+#include "engine/weights.h"
+#include "pagedattn/batch_builder.h"
+#include "pagedattn/paged_kv.h"
+
+namespace pagedattn::engine {
+
+/// RoPE inverse frequencies of a config (head_dim / 2 of them), with its scaling applied (llama3, linear).
+std::vector<float> rope_inv_freq(const ModelConfig& c);
+
+/// The paged K/V pools of every layer on the host: fp32 [num_blocks, block_size, num_kv_heads, head_dim].
+class HostKVCache {
+ public:
+  HostKVCache(const ModelConfig& c, int32_t num_blocks, int32_t block_size);
+  PagedKVCache layer(int64_t i);
+  int32_t num_blocks() const { return num_blocks_; }
+  int32_t block_size() const { return block_size_; }
+
+ private:
+  int32_t num_blocks_, block_size_;
+  int64_t kv_heads_, head_dim_;
+  std::vector<std::vector<float>> k_, v_;
+};
+
+class CpuModel {
+ public:
+  CpuModel(ModelConfig config, ModelWeightsF32 weights);
+  const ModelConfig& config() const { return config_; }
+
+  /// One step: tokens [batch.num_tokens()] at batch.positions, K/V written at batch.slot_mapping, attention
+  /// over the cache. Returns the logits of each sequence's last new token, [num_seqs, vocab] (a sequence with
+  /// no new token gets a row of NaN).
+  std::vector<float> forward(std::span<const int32_t> tokens, HostBatch& batch, HostKVCache& cache) const;
+
+ private:
+  ModelConfig config_;
+  ModelWeightsF32 w_;
+  std::vector<float> inv_freq_;
+};
+
+}  // namespace pagedattn::engine
