@@ -106,6 +106,15 @@ PagedKVCache HostKVCache::layer(int64_t i) {
                       TensorView::contiguous(v_[i].data(), DType::kFloat32, shape));
 }
 
+void HostKVCache::copy_block(int32_t src, int32_t dst) {
+  PA_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_, "copy_block: block ", src, " -> ",
+           dst, " outside the pool of ", num_blocks_);
+  const size_t block = static_cast<size_t>(block_size_) * kv_heads_ * head_dim_;
+  for (auto* planes : {&k_, &v_}) {
+    for (auto& p : *planes) std::copy_n(p.data() + src * block, block, p.data() + dst * block);
+  }
+}
+
 CpuModel::CpuModel(ModelConfig config, ModelWeightsF32 weights)
     : config_(std::move(config)), w_(std::move(weights)), inv_freq_(rope_inv_freq(config_)) {
   config_.validate();

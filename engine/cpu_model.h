@@ -23,6 +23,8 @@ class HostKVCache {
  public:
   HostKVCache(const ModelConfig& c, int32_t num_blocks, int32_t block_size);
   PagedKVCache layer(int64_t i);
+  /// Copies block src into dst in every layer's K and V (copy-on-write).
+  void copy_block(int32_t src, int32_t dst);
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
 

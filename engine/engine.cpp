@@ -1,0 +1,168 @@
+#include "engine/engine.h"
+
+#include <filesystem>
+#include <map>
+
+#include "pagedattn/error.h"
+
+namespace pagedattn::engine {
+
+CpuRunner::CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size)
+    : model_(config, std::move(weights)), cache_(config, num_blocks, block_size) {}
+
+std::vector<float> CpuRunner::forward(std::span<const int32_t> tokens, HostBatch& batch) {
+  return model_.forward(tokens, batch, cache_);
+}
+
+void CpuRunner::copy_blocks(std::span<const BlockCopy> copies) {
+  for (const BlockCopy& c : copies) cache_.copy_block(c.src, c.dst);
+}
+
+ModelConfig resolve_model(const EngineConfig& config) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(config.model))
+    return ModelConfig::from_file((fs::path(config.model) / "config.json").string());
+  return ModelConfig::preset(config.model);
+}
+
+namespace {
+
+std::unique_ptr<ModelRunner> make_cpu_runner(const EngineConfig& config, const ModelConfig& model) {
+  namespace fs = std::filesystem;
+  ModelWeightsF32 w = fs::is_directory(config.model)
+                          ? ModelWeightsF32::load(model, SafetensorsFolder(config.model))
+                          : ModelWeightsF32::random(model, config.weights_seed);
+  return std::make_unique<CpuRunner>(model, std::move(w), config.num_blocks, config.block_size);
+}
+
+SchedulerConfig scheduler_config(const EngineConfig& c, const ModelConfig& m) {
+  SchedulerConfig s;
+  s.max_num_seqs = c.max_num_seqs;
+  s.max_num_batched_tokens = c.max_num_batched_tokens;
+  s.max_model_len = c.max_model_len > 0 ? c.max_model_len : m.max_position_embeddings;
+  return s;
+}
+
+}  // namespace
+
+Engine::Engine(const EngineConfig& config) : Engine(config, resolve_model(config), nullptr) {}
+
+Engine::Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<ModelRunner> runner)
+    : config_(config),
+      model_(std::move(model)),
+      blocks_(config.num_blocks, config.block_size, config.enable_prefix_caching),
+      scheduler_(scheduler_config(config, model_), blocks_),
+      runner_(runner ? std::move(runner) : make_cpu_runner(config, model_)),
+      seeds_(config.seed) {
+  if (config_.max_model_len <= 0) config_.max_model_len = model_.max_position_embeddings;
+}
+
+double Engine::now() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+int64_t Engine::add_request(std::vector<int32_t> prompt, SamplingParams params) {
+  params.validate();
+  PA_CHECK(!prompt.empty(), "add_request: the prompt is empty");
+  PA_CHECK(static_cast<int64_t>(prompt.size()) < config_.max_model_len, "add_request: a prompt of ",
+           prompt.size(), " tokens leaves no room below max_model_len ", config_.max_model_len);
+  for (int32_t t : prompt) {
+    PA_CHECK(t >= 0 && t < model_.vocab_size, "add_request: token id ", t, " is outside the vocabulary of ",
+             model_.vocab_size);
+  }
+  auto r = std::make_unique<Request>();
+  r->id = next_id_++;
+  r->prompt = std::move(prompt);
+  r->params = std::move(params);
+  r->rng.seed(r->params.seed >= 0 ? static_cast<uint64_t>(r->params.seed) : seeds_());
+  r->arrival_s = now();
+  stats_.prompt_tokens += static_cast<int64_t>(r->prompt.size());
+  scheduler_.add(std::move(r));
+  return next_id_ - 1;
+}
+
+std::vector<RequestOutput> Engine::step() {
+  const double t0 = now();
+  std::vector<BlockCopy> copies;
+  const std::vector<ScheduledItem> items = scheduler_.schedule(copies);
+  std::vector<int32_t> sampled(items.size(), -1);
+  double model_s = 0;
+  if (!items.empty()) {
+    if (!copies.empty()) runner_->copy_blocks(copies);
+    std::vector<BatchItem> batch_items;
+    std::vector<int32_t> tokens;
+    for (const ScheduledItem& it : items) {
+      batch_items.push_back({it.request->id, it.num_new_tokens});
+      const int64_t first = blocks_.num_computed_tokens(it.request->id);
+      for (int64_t t = first; t < first + it.num_new_tokens; ++t) tokens.push_back(it.request->token(t));
+    }
+    HostBatch batch = build_batch(blocks_, batch_items);
+    const double m0 = now();
+    const std::vector<float> logits = runner_->forward(tokens, batch);
+    model_s = now() - m0;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!items[i].samples) continue;
+      const std::span<const float> row(logits.data() + static_cast<int64_t>(i) * model_.vocab_size,
+                                       static_cast<size_t>(model_.vocab_size));
+      sampled[i] = sample_token(row, items[i].request->params, items[i].request->rng);
+    }
+  }
+  std::vector<RequestOutput> out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].samples) ++stats_.generated_tokens;
+  }
+  // Outputs of requests that produced a token (collected before complete() moves finished ones out).
+  std::map<int64_t, size_t> index;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!items[i].samples) continue;
+    index[items[i].request->id] = out.size();
+    out.push_back({items[i].request->id, {}, FinishReason::kNone, {}});
+  }
+  std::vector<std::unique_ptr<Request>> done =
+      scheduler_.complete(items, sampled, now(), model_.eos_token_ids);
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].samples) out[index[items[i].request->id]].tokens = items[i].request->output;
+  }
+  for (auto& r : done) {
+    auto it = index.find(r->id);
+    if (it == index.end()) {
+      index[r->id] = out.size();
+      out.push_back({r->id, r->output, r->finish, r->finish_detail});
+    } else {
+      out[it->second].tokens = r->output;
+      out[it->second].finish = r->finish;
+      out[it->second].finish_detail = r->finish_detail;
+    }
+    finished_.push_back(std::move(r));
+  }
+  stats_.model_seconds += model_s;
+  stats_.host_seconds += now() - t0 - model_s;
+  return out;
+}
+
+std::vector<RequestOutput> Engine::generate(const std::vector<std::vector<int32_t>>& prompts,
+                                            const SamplingParams& params) {
+  std::vector<int64_t> ids;
+  for (const auto& p : prompts) ids.push_back(add_request(p, params));
+  std::map<int64_t, RequestOutput> results;
+  while (has_unfinished()) {
+    for (auto& o : step()) {
+      if (o.finish != FinishReason::kNone) results[o.id] = std::move(o);
+    }
+  }
+  std::vector<RequestOutput> out;
+  for (int64_t id : ids) out.push_back(results[id]);
+  return out;
+}
+
+std::vector<std::unique_ptr<Request>> Engine::take_finished() {
+  return std::exchange(finished_, {});
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s = stats_;
+  s.scheduler = scheduler_.stats();
+  return s;
+}
+
+}  // namespace pagedattn::engine

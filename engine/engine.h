@@ -1,0 +1,107 @@
+// The engine: requests in, tokens out. One step = schedule (continuous batching over the block manager),
+// apply copy-on-write copies, run the model over the step's flattened batch, sample, complete. The model
+// runs behind ModelRunner (the CPU runner here; the GPU runner plugs in the same way).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_model.h"
+#include "engine/model_config.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "pagedattn/block_manager.h"
+
+namespace pagedattn::engine {
+
+/// What runs the model for the engine: one forward over a step's batch (logits of each sequence's last new
+/// token, [num_seqs, vocab]) and the block copies of copy-on-write.
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+  virtual std::vector<float> forward(std::span<const int32_t> tokens, HostBatch& batch) = 0;
+  virtual void copy_blocks(std::span<const BlockCopy> copies) = 0;
+};
+
+/// The CPU runner: CpuModel over host fp32 pools.
+class CpuRunner final : public ModelRunner {
+ public:
+  CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size);
+  std::vector<float> forward(std::span<const int32_t> tokens, HostBatch& batch) override;
+  void copy_blocks(std::span<const BlockCopy> copies) override;
+
+ private:
+  CpuModel model_;
+  HostKVCache cache_;
+};
+
+struct EngineConfig {
+  std::string model = "tiny-llama";  ///< a Hugging Face model folder, or a preset name (random weights)
+  uint64_t weights_seed = 0;         ///< random weights of a preset
+  int32_t block_size = 16;
+  int32_t num_blocks = 256;  ///< KV pool blocks (every layer)
+  int max_num_seqs = 256;
+  int64_t max_num_batched_tokens = 8192;
+  int64_t max_model_len = 0;  ///< 0: the model's max_position_embeddings
+  bool enable_prefix_caching = true;
+  uint64_t seed = 0;  ///< the seed of requests that bring none
+};
+
+struct RequestOutput {
+  int64_t id = 0;
+  std::vector<int32_t> tokens;  ///< every token generated so far
+  FinishReason finish = FinishReason::kNone;
+  std::string finish_detail;
+};
+
+struct EngineStats {
+  SchedulerStats scheduler;
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  double model_seconds = 0;  ///< inside ModelRunner::forward
+  double host_seconds = 0;   ///< scheduling, batch building, sampling
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineConfig& config);
+  /// The engine with a runner of the caller's (tests; the GPU runner).
+  Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<ModelRunner> runner);
+
+  /// Queues a request; returns its id. The prompt must be non-empty and shorter than max_model_len.
+  int64_t add_request(std::vector<int32_t> prompt, SamplingParams params);
+  /// One step; returns the requests that produced a token or finished in it.
+  std::vector<RequestOutput> step();
+  bool has_unfinished() const { return !scheduler_.idle(); }
+  /// Runs prompts to completion; outputs in prompt order.
+  std::vector<RequestOutput> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                      const SamplingParams& params);
+  /// Finished requests (with their timing), in finishing order; cleared by take_finished().
+  std::vector<std::unique_ptr<Request>> take_finished();
+
+  const ModelConfig& model_config() const { return model_; }
+  const BlockManager& blocks() const { return blocks_; }
+  EngineStats stats() const;
+
+ private:
+  double now() const;
+  EngineConfig config_;
+  ModelConfig model_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::mt19937_64 seeds_;
+  int64_t next_id_ = 0;
+  std::vector<std::unique_ptr<Request>> finished_;
+  EngineStats stats_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+/// The model config of EngineConfig::model (a folder's config.json, or a preset).
+ModelConfig resolve_model(const EngineConfig& config);
+
+}  // namespace pagedattn::engine

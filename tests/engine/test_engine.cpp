@@ -1,0 +1,207 @@
+// The engine end to end on the CPU with tiny models: sampling rules, greedy generations that must not depend
+// on batching, chunking, preemption or prefix-cache hits, scheduler properties under random load, and bad
+// requests refused without disturbing the others.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+
+#include "engine/engine.h"
+#include "test_util.h"
+
+namespace pagedattn::engine {
+namespace {
+
+TEST(Sampler, GreedyTopKTopPAndSeeds) {
+  std::vector<float> logits = {0.1f, 2.0f, 2.0f, -1.0f, 1.5f};
+  std::mt19937_64 rng(1);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  EXPECT_EQ(sample_token(logits, greedy, rng), 1);  // the lowest id among ties
+  SamplingParams top1;
+  top1.top_k = 1;
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(sample_token(logits, top1, rng), 1);
+  // top_p small enough keeps only the two best (ids 1, 2: 2 x 0.35 of the mass); the draws cover both.
+  SamplingParams nucleus;
+  nucleus.top_p = 0.5f;
+  std::set<int32_t> seen;
+  for (int i = 0; i < 200; ++i) seen.insert(sample_token(logits, nucleus, rng));
+  EXPECT_EQ(seen, (std::set<int32_t>{1, 2}));
+  // Frequencies follow softmax(logits / T).
+  SamplingParams warm;
+  warm.temperature = 0.7f;
+  std::vector<int> count(5, 0);
+  std::mt19937_64 r2(7);
+  const int n = 40000;
+  for (int i = 0; i < n; ++i) ++count[static_cast<size_t>(sample_token(logits, warm, r2))];
+  double z = 0;
+  for (float l : logits) z += std::exp(l / 0.7);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double p = std::exp(logits[i] / 0.7) / z;
+    EXPECT_NEAR(count[i] / static_cast<double>(n), p, 4 * std::sqrt(p * (1 - p) / n) + 1e-3) << i;
+  }
+  // The same seed gives the same draws.
+  std::mt19937_64 a(99), b(99);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(sample_token(logits, warm, a), sample_token(logits, warm, b));
+  SamplingParams bad;
+  bad.top_p = 0;
+  EXPECT_ERROR_CONTAINS(bad.validate(), "top_p must be in (0, 1]");
+}
+
+EngineConfig tiny(const char* model, int32_t blocks, int64_t budget) {
+  EngineConfig c;
+  c.model = model;
+  c.weights_seed = 3;
+  c.block_size = 8;
+  c.num_blocks = blocks;
+  c.max_num_batched_tokens = budget;
+  c.max_num_seqs = 8;
+  return c;
+}
+
+std::vector<int32_t> random_prompt(std::mt19937_64& rng, int len) {
+  std::vector<int32_t> p(len);
+  for (auto& t : p) t = static_cast<int32_t>(rng() % 512);
+  return p;
+}
+
+// Greedy tokens of each prompt, run alone in a roomy engine: the reference for every batching variant.
+std::vector<std::vector<int32_t>> alone(const char* model, const std::vector<std::vector<int32_t>>& prompts,
+                                        const SamplingParams& p) {
+  std::vector<std::vector<int32_t>> out;
+  for (const auto& prompt : prompts) {
+    Engine e(tiny(model, 256, 4096));
+    out.push_back(e.generate({prompt}, p)[0].tokens);
+  }
+  return out;
+}
+
+// Batched with a small token budget (chunked prefill mixed with decodes) and a pool small enough to force
+// preemptions; shared prompt prefixes hit the prefix cache. Every request gets exactly the tokens it gets
+// alone, the pool is whole again at the end, and both preemption and prefix hits happened.
+TEST(Engine, BatchingChunkingPreemptionAndPrefixHitsDoNotChangeTokens) {
+  for (const char* model : {"tiny-llama", "tiny-qwen3"}) {
+    SCOPED_TRACE(model);
+    std::mt19937_64 rng(test::run_seed());
+    const std::vector<int32_t> shared = random_prompt(rng, 24);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 8; ++i) {
+      std::vector<int32_t> p = i % 2 ? shared : std::vector<int32_t>{};
+      const auto tail = random_prompt(rng, 5 + static_cast<int>(rng() % 30));
+      p.insert(p.end(), tail.begin(), tail.end());
+      prompts.push_back(p);
+    }
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    greedy.max_tokens = 12;
+    greedy.ignore_eos = true;
+    const auto want = alone(model, prompts, greedy);
+    Engine e(tiny(model, 18, 24));  // 18 blocks of 8: far less than 8 requests need at once
+    const auto got = e.generate(prompts, greedy);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(got[i].tokens, want[i]) << "request " << i;
+      EXPECT_EQ(got[i].finish, FinishReason::kLength);
+    }
+    const EngineStats s = e.stats();
+    EXPECT_GT(s.scheduler.preemptions, 0);
+    EXPECT_GT(s.scheduler.prefix_hit_tokens, 0);
+    EXPECT_EQ(e.blocks().num_free_blocks(), e.blocks().num_blocks());
+    EXPECT_EQ(s.generated_tokens, 8 * 12);
+  }
+}
+
+// Random arrivals, lengths, budgets and pool sizes: every request finishes with exactly max_tokens tokens
+// (ignore_eos), greedy tokens match the request alone, no block leaks.
+TEST(Engine, RandomLoadProperties) {
+  std::mt19937_64 rng(test::run_seed());
+  for (int round = 0; round < 4; ++round) {
+    const int32_t blocks = 12 + static_cast<int32_t>(rng() % 40);
+    const int64_t budget = 8 + static_cast<int64_t>(rng() % 64);
+    SCOPED_TRACE(testing::Message() << "blocks " << blocks << " budget " << budget);
+    Engine e(tiny("tiny-llama", blocks, budget));
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    greedy.ignore_eos = true;
+    std::map<int64_t, std::pair<std::vector<int32_t>, int>> sent;  // id -> prompt, max_tokens
+    std::map<int64_t, std::vector<int32_t>> finished;
+    int arrivals = 0;
+    while (arrivals < 10 || e.has_unfinished()) {
+      if (arrivals < 10 && rng() % 3 == 0) {  // a new request between steps
+        SamplingParams p = greedy;
+        p.max_tokens = 1 + static_cast<int>(rng() % 10);
+        auto prompt = random_prompt(rng, 1 + static_cast<int>(rng() % 40));
+        sent[e.add_request(prompt, p)] = {prompt, p.max_tokens};
+        ++arrivals;
+      }
+      for (const auto& o : e.step()) {
+        if (o.finish != FinishReason::kNone) {
+          ASSERT_EQ(finished.count(o.id), 0u);
+          finished[o.id] = o.tokens;
+        }
+      }
+    }
+    ASSERT_EQ(finished.size(), sent.size());
+    for (const auto& [id, req] : sent) {
+      EXPECT_EQ(static_cast<int>(finished[id].size()), req.second) << "request " << id;
+      SamplingParams p = greedy;
+      p.max_tokens = req.second;
+      EXPECT_EQ(finished[id], alone("tiny-llama", {req.first}, p)[0]) << "request " << id;
+    }
+    EXPECT_EQ(e.blocks().num_free_blocks(), e.blocks().num_blocks());
+  }
+}
+
+TEST(Engine, StopsOnEosAndStopTokensAndRefusesWhatCannotFit) {
+  Engine eng(tiny("tiny-llama", 6, 64));  // 6 blocks of 8 = 48 tokens
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.max_tokens = 5;
+  std::mt19937_64 rng(1);
+  const auto prompt = random_prompt(rng, 10);
+  const auto first = eng.generate({prompt}, greedy)[0].tokens;
+  ASSERT_EQ(first.size(), 5u);
+  // Stop on the third token it would produce: it is emitted, then the request finishes.
+  SamplingParams stop = greedy;
+  stop.stop_token_ids = {first[2]};
+  const auto stopped = eng.generate({prompt}, stop)[0];
+  EXPECT_EQ(stopped.finish, FinishReason::kStop);
+  EXPECT_EQ(stopped.tokens, std::vector<int32_t>(first.begin(), first.begin() + 3));
+  // A prompt longer than the whole pool is refused with a reason; the other request still completes.
+  const int64_t big = eng.add_request(random_prompt(rng, 60), greedy);
+  const int64_t ok = eng.add_request(prompt, greedy);
+  std::map<int64_t, RequestOutput> done;
+  while (eng.has_unfinished()) {
+    for (auto& o : eng.step()) {
+      if (o.finish != FinishReason::kNone) done[o.id] = o;
+    }
+  }
+  EXPECT_EQ(done[big].finish, FinishReason::kAborted);
+  EXPECT_NE(done[big].finish_detail.find("needs 8 blocks; the pool has 6"), std::string::npos);
+  EXPECT_EQ(done[ok].tokens, first);
+  EXPECT_ERROR_CONTAINS(eng.add_request({}, greedy), "the prompt is empty");
+  EXPECT_ERROR_CONTAINS(eng.add_request({600}, greedy), "token id 600 is outside the vocabulary of 512");
+}
+
+// A checkpoint folder serves like the preset it was saved from.
+TEST(Engine, ServesAModelFolder) {
+  const ModelConfig c = ModelConfig::preset("tiny-qwen3");
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("pagedattn_engine_" + std::to_string(test::run_seed()));
+  ModelConfig f32 = c;
+  f32.dtype = DType::kFloat32;  // exact weights, so both engines compute the same
+  save_checkpoint(dir.string(), f32, ModelWeightsF32::random(c, 3));
+  EngineConfig from_folder = tiny(dir.string().c_str(), 64, 256);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.max_tokens = 6;
+  std::mt19937_64 rng(2);
+  const auto prompt = random_prompt(rng, 15);
+  EXPECT_EQ(Engine(from_folder).generate({prompt}, greedy)[0].tokens,
+            Engine(tiny("tiny-qwen3", 64, 256)).generate({prompt}, greedy)[0].tokens);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace pagedattn::engine
