@@ -25,7 +25,44 @@ struct BenchOptions {
   int warmup = 2;
 };
 
+struct EngineOptions {
+  std::string model = "tiny-llama";  // a Hugging Face folder or a preset (random weights)
+  int block_size = 16;
+  int num_blocks = 0;  // 0: enough for the run (bench-engine) or 1024 (generate)
+  int max_num_seqs = 256;
+  int64_t max_num_batched_tokens = 8192;
+  int64_t max_model_len = 0;
+  bool no_prefix_caching = false;
+  uint64_t seed = 0;
+};
+
+struct SamplingOptions {
+  float temperature = 1.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  int64_t seed = -1;
+  int max_tokens = 16;
+  bool ignore_eos = false;
+};
+
+struct GenerateOptions {
+  EngineOptions engine;
+  SamplingOptions sampling;
+  std::vector<std::string> prompt_ids;  // each "1,2,3"
+};
+
+struct BenchEngineOptions {
+  EngineOptions engine;
+  SamplingOptions sampling;
+  int input_len = 128, output_len = 64, num_prompts = 16;
+  double random_range_ratio = 0.0;
+  bool enforce_eager = false;
+  std::string output_json;
+};
+
 int run_info();
+int run_generate(const GenerateOptions& options);
+int run_bench_engine(const BenchEngineOptions& options);
 int run_check(const CheckOptions& options);
 int run_bench(const BenchOptions& options);
 

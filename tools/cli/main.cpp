@@ -91,21 +91,95 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
 
+  // The engine's commands (flags of the benchmark as in `vllm bench throughput`).
+  auto engine_flags = [](CLI::App* cmd, EngineOptions& e) {
+    cmd->add_option("--model", e.model,
+                    "a Hugging Face model folder, or a preset with random weights (qwen3-0.6b, "
+                    "llama-3.1-8b, llama-2-7b, llama-2-13b, tiny-llama, tiny-qwen3)")
+        ->capture_default_str();
+    cmd->add_option("--block-size", e.block_size, "KV block size in tokens")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    cmd->add_option("--num-blocks", e.num_blocks, "KV pool blocks (0: enough for the run)")
+        ->check(CLI::Range(0, 1 << 30));
+    cmd->add_option("--max-num-seqs", e.max_num_seqs, "most requests per step")
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    cmd->add_option("--max-num-batched-tokens", e.max_num_batched_tokens,
+                    "token budget of a step (chunked prefill)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+        ->capture_default_str();
+    cmd->add_option("--max-model-len", e.max_model_len, "longest sequence (0: the model's)")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+    cmd->add_flag("--no-enable-prefix-caching", e.no_prefix_caching, "turn prefix caching off");
+    cmd->add_option("--seed", e.seed, "seed of the workload and of requests without one")
+        ->capture_default_str();
+  };
+  auto sampling_flags = [](CLI::App* cmd, SamplingOptions& s) {
+    cmd->add_option("--temperature", s.temperature, "0 = greedy")
+        ->check(CLI::Range(0.0f, 100.0f))
+        ->capture_default_str();
+    cmd->add_option("--top-k", s.top_k, "0 = off")->check(CLI::Range(0, 1 << 30));
+    cmd->add_option("--top-p", s.top_p, "1 = off")->check(CLI::Range(1e-6f, 1.0f));
+  };
+  GenerateOptions generate;
+  CLI::App* generate_cmd =
+      app.add_subcommand("generate", "generate tokens for prompts given as token ids (CPU runner)");
+  engine_flags(generate_cmd, generate.engine);
+  sampling_flags(generate_cmd, generate.sampling);
+  generate_cmd
+      ->add_option("--prompt-ids", generate.prompt_ids, "a prompt as comma-separated token ids (repeatable)")
+      ->required();
+  generate_cmd->add_option("--max-tokens", generate.sampling.max_tokens, "tokens to generate at most")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  generate_cmd->add_option("--sampling-seed", generate.sampling.seed, "the requests' sampling seed");
+  generate_cmd->add_flag("--ignore-eos", generate.sampling.ignore_eos, "generate past EOS");
+  BenchEngineOptions bench_engine;
+  CLI::App* bench_engine_cmd = app.add_subcommand(
+      "bench-engine",
+      "offline throughput of the engine: random prompts, ignore_eos (flags as vllm bench throughput)");
+  engine_flags(bench_engine_cmd, bench_engine.engine);
+  sampling_flags(bench_engine_cmd, bench_engine.sampling);
+  bench_engine_cmd->add_option("--input-len", bench_engine.input_len, "prompt tokens")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  bench_engine_cmd->add_option("--output-len", bench_engine.output_len, "output tokens")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  bench_engine_cmd->add_option("--num-prompts", bench_engine.num_prompts, "requests")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  bench_engine_cmd
+      ->add_option("--random-range-ratio", bench_engine.random_range_ratio,
+                   "lengths uniform in [len (1 - r), len (1 + r)]")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  bench_engine_cmd->add_flag("--enforce-eager", bench_engine.enforce_eager,
+                             "no CUDA graphs (the CPU runner is always eager)");
+  bench_engine_cmd->add_option("--output-json", bench_engine.output_json,
+                               "write the results as JSON to this file");
+
   CLI::App* help = app.add_subcommand("help", "this help, or a command's: pagedattn help <command>");
   std::string help_topic;
   help->add_option("command", help_topic, "command to describe")
-      ->check(CLI::IsMember({"info", "check", "bench", "help"}));
+      ->check(CLI::IsMember({"info", "check", "bench", "generate", "bench-engine", "help"}));
 
   if (argc == 1) {
-    std::fputs("pagedattn: a command is required: info, check, bench or help (see 'pagedattn --help')\n",
-               stderr);
+    std::fputs(
+        "pagedattn: a command is required: info, check, bench, generate, bench-engine or help (see "
+        "'pagedattn --help')\n",
+        stderr);
     return kUsageError;
   }
   const std::string first = argv[1];
-  const bool known = first == "info" || first == "check" || first == "bench" || first == "help";
+  const bool known = first == "info" || first == "check" || first == "bench" || first == "generate" ||
+                     first == "bench-engine" || first == "help";
   if (!known && !first.starts_with('-')) {
-    std::fprintf(stderr, "pagedattn: unknown command '%s'; expected info, check, bench or help\n",
-                 first.c_str());
+    std::fprintf(
+        stderr,
+        "pagedattn: unknown command '%s'; expected info, check, bench, generate, bench-engine or help\n",
+        first.c_str());
     return kUsageError;
   }
   try {
@@ -142,6 +216,11 @@ int main(int argc, char** argv) {
     if (info->parsed()) return run_info();
     if (check_cmd->parsed()) return run_check(check);
     if (bench_cmd->parsed()) return run_bench(bench);
+    if (generate_cmd->parsed()) {
+      if (generate.engine.num_blocks == 0) generate.engine.num_blocks = 1024;
+      return run_generate(generate);
+    }
+    if (bench_engine_cmd->parsed()) return run_bench_engine(bench_engine);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

@@ -1,0 +1,178 @@
+// `pagedattn generate` and `pagedattn bench-engine`: the engine from the command line (flags of the benchmark
+// named as in `vllm bench throughput`). The model is a Hugging Face folder or a preset with random weights.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "engine/engine.h"
+#include "pagedattn/error.h"
+
+namespace pagedattn::cli {
+namespace {
+
+engine::SamplingParams sampling(const SamplingOptions& s) {
+  engine::SamplingParams p;
+  p.temperature = s.temperature;
+  p.top_k = s.top_k;
+  p.top_p = s.top_p;
+  p.seed = s.seed;
+  p.max_tokens = s.max_tokens;
+  p.ignore_eos = s.ignore_eos;
+  return p;
+}
+
+engine::EngineConfig engine_config(const EngineOptions& e) {
+  engine::EngineConfig c;
+  c.model = e.model;
+  c.block_size = e.block_size;
+  c.num_blocks = e.num_blocks;
+  c.max_num_seqs = e.max_num_seqs;
+  c.max_num_batched_tokens = e.max_num_batched_tokens;
+  c.max_model_len = e.max_model_len;
+  c.enable_prefix_caching = !e.no_prefix_caching;
+  c.seed = e.seed;
+  return c;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double at = p / 100.0 * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(at);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (at - static_cast<double>(lo)) * (v[hi] - v[lo]);
+}
+
+}  // namespace
+
+int run_generate(const GenerateOptions& o) {
+  engine::Engine e(engine_config(o.engine));
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string& text : o.prompt_ids) {
+    std::vector<int32_t> ids;
+    size_t at = 0;
+    while (at < text.size()) {
+      const size_t comma = std::min(text.find(',', at), text.size());
+      const std::string item = text.substr(at, comma - at);
+      PA_CHECK(!item.empty() && item.find_first_not_of("0123456789") == std::string::npos, "--prompt-ids '",
+               text, "': expected comma-separated token ids");
+      ids.push_back(std::stoi(item));
+      at = comma + 1;
+    }
+    prompts.push_back(std::move(ids));
+  }
+  const auto outputs = e.generate(prompts, sampling(o.sampling));
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    std::printf("prompt %zu (%zu tokens) -> %s:", i, prompts[i].size(),
+                engine::finish_reason_name(outputs[i].finish));
+    for (int32_t t : outputs[i].tokens) std::printf(" %d", t);
+    if (!outputs[i].finish_detail.empty()) std::printf(" (%s)", outputs[i].finish_detail.c_str());
+    std::printf("\n");
+  }
+  return 0;
+}
+
+int run_bench_engine(const BenchEngineOptions& o) {
+  engine::EngineConfig config = engine_config(o.engine);
+  const engine::ModelConfig model = engine::resolve_model(config);
+  // Prompt and output lengths uniform in [len (1 - r), len (1 + r)], token ids uniform over the vocabulary.
+  std::mt19937_64 rng(o.engine.seed);
+  auto length = [&](int len) {
+    const int lo = std::max(1, static_cast<int>(std::floor(len * (1 - o.random_range_ratio))));
+    const int hi = std::max(lo, static_cast<int>(std::ceil(len * (1 + o.random_range_ratio))));
+    return std::uniform_int_distribution<int>(lo, hi)(rng);
+  };
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int> outs;
+  int64_t need_tokens = 0;
+  for (int i = 0; i < o.num_prompts; ++i) {
+    std::vector<int32_t> p(static_cast<size_t>(length(o.input_len)));
+    for (auto& t : p) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(model.vocab_size));
+    outs.push_back(length(o.output_len));
+    need_tokens += static_cast<int64_t>(p.size()) + outs.back() + config.block_size;
+    prompts.push_back(std::move(p));
+  }
+  if (config.num_blocks <= 0) {  // enough for every request at once
+    config.num_blocks = static_cast<int32_t>(need_tokens / config.block_size + 1);
+  }
+  engine::Engine e(config, model, nullptr);
+  std::fprintf(
+      stderr,
+      "bench-engine: %s, %d prompts (input %d, output %d, range ratio %.2f), KV pool %d blocks of %d "
+      "(%lld tokens), max_num_seqs %d, max_num_batched_tokens %lld, %s\n",
+      o.engine.model.c_str(), o.num_prompts, o.input_len, o.output_len, o.random_range_ratio,
+      config.num_blocks, config.block_size, static_cast<long long>(config.num_blocks) * config.block_size,
+      config.max_num_seqs, static_cast<long long>(config.max_num_batched_tokens),
+      o.enforce_eager ? "eager" : "eager (CPU runner)");
+  engine::SamplingParams p = sampling(o.sampling);
+  p.ignore_eos = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < o.num_prompts; ++i) {
+    p.max_tokens = outs[static_cast<size_t>(i)];
+    e.add_request(prompts[static_cast<size_t>(i)], p);
+  }
+  int done = 0;
+  while (e.has_unfinished()) {
+    for (const auto& out : e.step()) {
+      if (out.finish == engine::FinishReason::kNone) continue;
+      ++done;
+      const int width = 30, filled = width * done / o.num_prompts;
+      std::fprintf(stderr, "\r[%s%s] %d/%d requests", std::string(static_cast<size_t>(filled), '#').c_str(),
+                   std::string(static_cast<size_t>(width - filled), '-').c_str(), done, o.num_prompts);
+    }
+  }
+  std::fprintf(stderr, "\n");
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<double> ttft, tpot, e2e;
+  int64_t out_tokens = 0, in_tokens = 0;
+  int aborted = 0;
+  for (const auto& r : e.take_finished()) {
+    if (r->finish == engine::FinishReason::kAborted) {
+      ++aborted;
+      continue;
+    }
+    in_tokens += static_cast<int64_t>(r->prompt.size());
+    out_tokens += static_cast<int64_t>(r->output.size());
+    ttft.push_back(r->first_token_s - r->arrival_s);
+    e2e.push_back(r->finish_s - r->arrival_s);
+    if (r->output.size() > 1)
+      tpot.push_back((e2e.back() - ttft.back()) / static_cast<double>(r->output.size() - 1));
+  }
+  const engine::EngineStats s = e.stats();
+  std::printf("requests %d (aborted %d), wall %.3f s\n", o.num_prompts, aborted, wall);
+  std::printf("throughput: %.2f requests/s, %.1f output tok/s, %.1f total tok/s\n", o.num_prompts / wall,
+              static_cast<double>(out_tokens) / wall, static_cast<double>(in_tokens + out_tokens) / wall);
+  std::printf("TTFT ms p50 %.2f p99 %.2f | TPOT ms p50 %.3f p99 %.3f | E2E ms p50 %.2f p99 %.2f\n",
+              1e3 * percentile(ttft, 50), 1e3 * percentile(ttft, 99), 1e3 * percentile(tpot, 50),
+              1e3 * percentile(tpot, 99), 1e3 * percentile(e2e, 50), 1e3 * percentile(e2e, 99));
+  std::printf(
+      "steps %lld, preemptions %lld, prefix-cache hit tokens %lld, model %.3f s, host %.3f s (%.1f%% of the "
+      "run)\n",
+      static_cast<long long>(s.scheduler.steps), static_cast<long long>(s.scheduler.preemptions),
+      static_cast<long long>(s.scheduler.prefix_hit_tokens), s.model_seconds, s.host_seconds,
+      100.0 * s.host_seconds / wall);
+  if (!o.output_json.empty()) {
+    std::ofstream f(o.output_json);
+    PA_CHECK(f.good(), "--output-json ", o.output_json, ": cannot write the file");
+    f << "{\"model\": \"" << o.engine.model << "\", \"num_prompts\": " << o.num_prompts
+      << ", \"input_len\": " << o.input_len << ", \"output_len\": " << o.output_len
+      << ", \"elapsed_time\": " << wall << ", \"requests_per_second\": " << o.num_prompts / wall
+      << ", \"output_tokens_per_second\": " << static_cast<double>(out_tokens) / wall
+      << ", \"tokens_per_second\": " << static_cast<double>(in_tokens + out_tokens) / wall
+      << ", \"ttft_p50_ms\": " << 1e3 * percentile(ttft, 50)
+      << ", \"ttft_p99_ms\": " << 1e3 * percentile(ttft, 99)
+      << ", \"tpot_p50_ms\": " << 1e3 * percentile(tpot, 50)
+      << ", \"e2e_p50_ms\": " << 1e3 * percentile(e2e, 50)
+      << ", \"e2e_p99_ms\": " << 1e3 * percentile(e2e, 99) << ", \"preemptions\": " << s.scheduler.preemptions
+      << ", \"host_fraction\": " << s.host_seconds / wall << "}\n";
+  }
+  return aborted == 0 ? 0 : 1;
+}
+
+}  // namespace pagedattn::cli
