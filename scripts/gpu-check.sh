@@ -32,6 +32,7 @@ if { [[ ! -f /usr/share/cmake/CLI11/CLI11Config.cmake ]] || [[ ! -d /usr/share/c
   compgen -G ".deps/debs/*.deb" >/dev/null; then
   for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root; done
   extra+=(-DCMAKE_PREFIX_PATH="$PWD/.deps/root/usr")
+  export CMAKE_PREFIX_PATH="$PWD/.deps/root/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"  # the pip build too
 fi
 env_log="$logs/environment.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$env_log"

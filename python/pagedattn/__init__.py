@@ -12,6 +12,7 @@ import sys
 
 from . import _pagedattn as _C
 from ._util import Error, _scales, _tensor, current_stream
+from .llm import LLM, RequestOutput, SamplingParams
 from .plan import TURBOQUANT_PRESETS, PagedKVCache, Plan
 
 BlockManager = _C.BlockManager
@@ -19,7 +20,7 @@ turboquant_codebook = _C.turboquant_codebook  # (head_dim, bits) -> centroids, m
 turboquant_rotation = _C.turboquant_rotation  # head_dim -> Walsh-Hadamard block, signs, their seed
 turboquant_bytes = _C.turboquant_bytes        # (preset, head_dim) -> bytes per token and KV head, by plane
 
-__all__ = ["Error", "BlockManager", "PagedKVCache", "Plan", "info", "write_kv", "attention",
+__all__ = ["Error", "BlockManager", "LLM", "SamplingParams", "RequestOutput", "PagedKVCache", "Plan", "info", "write_kv", "attention",
            "attention_workspace_size", "current_stream", "TURBOQUANT_PRESETS", "turboquant_codebook",
            "turboquant_rotation", "turboquant_bytes"]
 __version__ = _C.build_info()["version"]

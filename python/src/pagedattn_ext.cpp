@@ -16,6 +16,9 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 namespace pagedattn::python {
+#ifdef PAGEDATTN_WITH_ENGINE
+void bind_engine(nb::module_& m);  // engine_ext.cpp
+#endif
 namespace {
 
 using Array = nb::ndarray<nb::ro>;  // an input: any framework, device and strides; read-only arrays accepted
@@ -135,6 +138,9 @@ NB_MODULE(_pagedattn, m) {
   using namespace pagedattn::python;
   m.doc() = "pagedattn: attention over a paged KV cache (C++/CUDA core)";
   nb::exception<Error>(m, "Error", PyExc_ValueError);
+#ifdef PAGEDATTN_WITH_ENGINE
+  bind_engine(m);
+#endif
 
   m.def(
       "write_kv",

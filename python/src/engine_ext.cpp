@@ -1,0 +1,82 @@
+// The engine in the Python extension (pagedattn.LLM sits on it): an Engine object with add_request / step.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include "engine/engine.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace pagedattn::python {
+
+void bind_engine(nb::module_& m) {
+  using engine::Engine;
+  nb::class_<Engine>(m, "Engine")
+      .def(
+          "__init__",
+          [](Engine* self, const std::string& model, int block_size, int num_blocks, int max_num_seqs,
+             int64_t max_num_batched_tokens, int64_t max_model_len, bool enable_prefix_caching, uint64_t seed,
+             uint64_t weights_seed) {
+            engine::EngineConfig c;
+            c.model = model;
+            c.block_size = block_size;
+            c.num_blocks = num_blocks;
+            c.max_num_seqs = max_num_seqs;
+            c.max_num_batched_tokens = max_num_batched_tokens;
+            c.max_model_len = max_model_len;
+            c.enable_prefix_caching = enable_prefix_caching;
+            c.seed = seed;
+            c.weights_seed = weights_seed;
+            new (self) Engine(c);
+          },
+          "model"_a, "block_size"_a = 16, "num_blocks"_a = 1024, "max_num_seqs"_a = 256,
+          "max_num_batched_tokens"_a = 8192, "max_model_len"_a = 0, "enable_prefix_caching"_a = true,
+          "seed"_a = 0, "weights_seed"_a = 0)
+      .def(
+          "add_request",
+          [](Engine& e, std::vector<int32_t> prompt, float temperature, int top_k, float top_p, int64_t seed,
+             int max_tokens, bool ignore_eos, std::vector<int32_t> stop_token_ids) {
+            engine::SamplingParams p;
+            p.temperature = temperature;
+            p.top_k = top_k;
+            p.top_p = top_p;
+            p.seed = seed;
+            p.max_tokens = max_tokens;
+            p.ignore_eos = ignore_eos;
+            p.stop_token_ids = std::move(stop_token_ids);
+            return e.add_request(std::move(prompt), std::move(p));
+          },
+          "prompt"_a, "temperature"_a = 1.0f, "top_k"_a = 0, "top_p"_a = 1.0f, "seed"_a = -1,
+          "max_tokens"_a = 16, "ignore_eos"_a = false, "stop_token_ids"_a = std::vector<int32_t>{})
+      .def("step",
+           [](Engine& e) {
+             std::vector<std::tuple<int64_t, std::vector<int32_t>, std::string, std::string>> out;
+             {
+               nb::gil_scoped_release release;
+               for (auto& o : e.step()) {
+                 out.emplace_back(o.id, std::move(o.tokens), engine::finish_reason_name(o.finish),
+                                  o.finish_detail);
+               }
+             }
+             return out;
+           })
+      .def("has_unfinished", &Engine::has_unfinished)
+      .def_prop_ro("vocab_size", [](const Engine& e) { return e.model_config().vocab_size; })
+      .def_prop_ro("eos_token_ids", [](const Engine& e) { return e.model_config().eos_token_ids; })
+      .def("stats", [](const Engine& e) {
+        const engine::EngineStats s = e.stats();
+        nb::dict d;
+        d["steps"] = s.scheduler.steps;
+        d["preemptions"] = s.scheduler.preemptions;
+        d["prefix_hit_tokens"] = s.scheduler.prefix_hit_tokens;
+        d["prompt_tokens"] = s.prompt_tokens;
+        d["generated_tokens"] = s.generated_tokens;
+        d["model_seconds"] = s.model_seconds;
+        d["host_seconds"] = s.host_seconds;
+        return d;
+      });
+}
+
+}  // namespace pagedattn::python
