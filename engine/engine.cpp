@@ -1,5 +1,8 @@
 #include "engine/engine.h"
 
+#include <algorithm>
+#include <climits>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 
@@ -16,6 +19,16 @@ std::vector<float> CpuRunner::forward(std::span<const int32_t> tokens, HostBatch
 
 void CpuRunner::copy_blocks(std::span<const BlockCopy> copies) {
   for (const BlockCopy& c : copies) cache_.copy_block(c.src, c.dst);
+}
+
+KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size) {
+  KVCacheGeometry g;
+  g.num_layers = model.num_layers;
+  g.num_kv_heads = model.num_kv_heads;
+  g.head_dim = model.head_dim;
+  g.block_size = block_size;
+  g.dtype = DType::kFloat32;  // the CPU runner's pools
+  return g;
 }
 
 ModelConfig resolve_model(const EngineConfig& config) {
@@ -35,6 +48,19 @@ std::unique_ptr<ModelRunner> make_cpu_runner(const EngineConfig& config, const M
   return std::make_unique<CpuRunner>(model, std::move(w), config.num_blocks, config.block_size);
 }
 
+// num_blocks from the byte budget when it is not given.
+EngineConfig sized(EngineConfig c, const ModelConfig& m) {
+  if (c.num_blocks <= 0) {
+    PA_CHECK(c.kv_cache_bytes > 0, "the engine needs num_blocks or kv_cache_bytes for its KV pool");
+    const int64_t blocks = kv_geometry(m, c.block_size).blocks_for_budget(c.kv_cache_bytes);
+    PA_CHECK(blocks >= 1, "kv_cache_bytes ", c.kv_cache_bytes, " holds no block of ",
+             kv_geometry(m, c.block_size).bytes_per_block(), " bytes (", c.block_size, " tokens across ",
+             m.num_layers, " layers)");
+    c.num_blocks = static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));
+  }
+  return c;
+}
+
 SchedulerConfig scheduler_config(const EngineConfig& c, const ModelConfig& m) {
   SchedulerConfig s;
   s.max_num_seqs = c.max_num_seqs;
@@ -48,13 +74,28 @@ SchedulerConfig scheduler_config(const EngineConfig& c, const ModelConfig& m) {
 Engine::Engine(const EngineConfig& config) : Engine(config, resolve_model(config), nullptr) {}
 
 Engine::Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<ModelRunner> runner)
-    : config_(config),
+    : config_(sized(config, model)),
       model_(std::move(model)),
-      blocks_(config.num_blocks, config.block_size, config.enable_prefix_caching),
-      scheduler_(scheduler_config(config, model_), blocks_),
-      runner_(runner ? std::move(runner) : make_cpu_runner(config, model_)),
+      blocks_(config_.num_blocks, config_.block_size, config_.enable_prefix_caching),
+      scheduler_(scheduler_config(config_, model_), blocks_),
+      runner_(runner ? std::move(runner) : make_cpu_runner(config_, model_)),
       seeds_(config.seed) {
   if (config_.max_model_len <= 0) config_.max_model_len = model_.max_position_embeddings;
+}
+
+std::string Engine::capacity_summary() const {
+  const int64_t tokens = static_cast<int64_t>(config_.num_blocks) * config_.block_size;
+  const double mib = static_cast<double>(kv_geometry(model_, config_.block_size).bytes_per_block()) *
+                     config_.num_blocks / (1 << 20);
+  char line[256];
+  std::snprintf(
+      line, sizeof(line),
+      "KV cache: %d blocks of %d tokens = %lld tokens (%.1f MiB); maximum concurrency for %lld tokens per "
+      "request: %.2fx",
+      config_.num_blocks, config_.block_size, static_cast<long long>(tokens), mib,
+      static_cast<long long>(config_.max_model_len),
+      static_cast<double>(tokens) / static_cast<double>(config_.max_model_len));
+  return line;
 }
 
 double Engine::now() const {

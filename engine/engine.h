@@ -43,7 +43,8 @@ struct EngineConfig {
   std::string model = "tiny-llama";  ///< a Hugging Face model folder, or a preset name (random weights)
   uint64_t weights_seed = 0;         ///< random weights of a preset
   int32_t block_size = 16;
-  int32_t num_blocks = 256;  ///< KV pool blocks (every layer)
+  int32_t num_blocks = 256;   ///< KV pool blocks (every layer); 0: sized from kv_cache_bytes
+  size_t kv_cache_bytes = 0;  ///< with num_blocks = 0: the pool takes this many bytes (all layers, K and V)
   int max_num_seqs = 256;
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 0;  ///< 0: the model's max_position_embeddings
@@ -84,6 +85,9 @@ class Engine {
   std::vector<std::unique_ptr<Request>> take_finished();
 
   const ModelConfig& model_config() const { return model_; }
+  /// One line as vLLM logs it at startup: KV capacity in tokens and the concurrency it allows at
+  /// max_model_len.
+  std::string capacity_summary() const;
   const BlockManager& blocks() const { return blocks_; }
   EngineStats stats() const;
 
@@ -103,5 +107,7 @@ class Engine {
 
 /// The model config of EngineConfig::model (a folder's config.json, or a preset).
 ModelConfig resolve_model(const EngineConfig& config);
+/// The geometry of the CPU runner's pools (fp32) for a model: what one block costs across all layers.
+KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size);
 
 }  // namespace pagedattn::engine

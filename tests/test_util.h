@@ -24,14 +24,15 @@ inline uint64_t run_seed() {
 
 }  // namespace pagedattn::test
 
-/// Expects `stmt` to throw pagedattn::Error whose message contains `fragment`.
-#define EXPECT_ERROR_CONTAINS(stmt, fragment)                                         \
-  do {                                                                                \
-    try {                                                                             \
-      stmt;                                                                           \
-      ADD_FAILURE() << "expected pagedattn::Error containing \"" << fragment << "\""; \
-    } catch (const ::pagedattn::Error& e) {                                           \
-      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)              \
-          << "message: " << e.what() << "\nexpected to contain: " << fragment;        \
-    }                                                                                 \
+/// Expects `stmt` to throw pagedattn::Error whose message contains `fragment` (the caught error's name cannot
+/// shadow the caller's locals).
+#define EXPECT_ERROR_CONTAINS(stmt, fragment)                                                \
+  do {                                                                                       \
+    try {                                                                                    \
+      stmt;                                                                                  \
+      ADD_FAILURE() << "expected pagedattn::Error containing \"" << fragment << "\"";        \
+    } catch (const ::pagedattn::Error& expected_error_) {                                    \
+      EXPECT_NE(std::string(expected_error_.what()).find(fragment), std::string::npos)       \
+          << "message: " << expected_error_.what() << "\nexpected to contain: " << fragment; \
+    }                                                                                        \
   } while (0)

@@ -154,34 +154,51 @@ TEST(Engine, RandomLoadProperties) {
 }
 
 TEST(Engine, StopsOnEosAndStopTokensAndRefusesWhatCannotFit) {
-  Engine eng(tiny("tiny-llama", 6, 64));  // 6 blocks of 8 = 48 tokens
+  Engine e(tiny("tiny-llama", 6, 64));  // 6 blocks of 8 = 48 tokens
   SamplingParams greedy;
   greedy.temperature = 0;
   greedy.max_tokens = 5;
   std::mt19937_64 rng(1);
   const auto prompt = random_prompt(rng, 10);
-  const auto first = eng.generate({prompt}, greedy)[0].tokens;
+  const auto first = e.generate({prompt}, greedy)[0].tokens;
   ASSERT_EQ(first.size(), 5u);
   // Stop on the third token it would produce: it is emitted, then the request finishes.
   SamplingParams stop = greedy;
   stop.stop_token_ids = {first[2]};
-  const auto stopped = eng.generate({prompt}, stop)[0];
+  const auto stopped = e.generate({prompt}, stop)[0];
   EXPECT_EQ(stopped.finish, FinishReason::kStop);
   EXPECT_EQ(stopped.tokens, std::vector<int32_t>(first.begin(), first.begin() + 3));
   // A prompt longer than the whole pool is refused with a reason; the other request still completes.
-  const int64_t big = eng.add_request(random_prompt(rng, 60), greedy);
-  const int64_t ok = eng.add_request(prompt, greedy);
+  const int64_t big = e.add_request(random_prompt(rng, 60), greedy);
+  const int64_t ok = e.add_request(prompt, greedy);
   std::map<int64_t, RequestOutput> done;
-  while (eng.has_unfinished()) {
-    for (auto& o : eng.step()) {
+  while (e.has_unfinished()) {
+    for (auto& o : e.step()) {
       if (o.finish != FinishReason::kNone) done[o.id] = o;
     }
   }
   EXPECT_EQ(done[big].finish, FinishReason::kAborted);
   EXPECT_NE(done[big].finish_detail.find("needs 8 blocks; the pool has 6"), std::string::npos);
   EXPECT_EQ(done[ok].tokens, first);
-  EXPECT_ERROR_CONTAINS(eng.add_request({}, greedy), "the prompt is empty");
-  EXPECT_ERROR_CONTAINS(eng.add_request({600}, greedy), "token id 600 is outside the vocabulary of 512");
+  EXPECT_ERROR_CONTAINS(e.add_request({}, greedy), "the prompt is empty");
+  EXPECT_ERROR_CONTAINS(e.add_request({600}, greedy), "token id 600 is outside the vocabulary of 512");
+}
+
+// The pool sized from a byte budget, and the startup line vLLM users expect.
+TEST(Engine, PoolFromByteBudgetAndCapacityLine) {
+  EngineConfig c = tiny("tiny-llama", 0, 64);
+  const KVCacheGeometry g = kv_geometry(ModelConfig::preset("tiny-llama"), 8);
+  EXPECT_EQ(g.bytes_per_block(), 2 * 8 * 2 * 2 * 64 * 4);  // layers x tokens x K,V x heads x dim x fp32
+  c.kv_cache_bytes = 10 * static_cast<size_t>(g.bytes_per_block()) + 100;
+  c.max_model_len = 32;
+  Engine e(c);
+  EXPECT_EQ(e.blocks().num_blocks(), 10);
+  EXPECT_EQ(
+      e.capacity_summary(),
+      "KV cache: 10 blocks of 8 tokens = 80 tokens (0.2 MiB); maximum concurrency for 32 tokens per request: "
+      "2.50x");
+  c.kv_cache_bytes = 100;
+  EXPECT_ERROR_CONTAINS(Engine{c}, "kv_cache_bytes 100 holds no block of 16384 bytes");
 }
 
 // A checkpoint folder serves like the preset it was saved from.

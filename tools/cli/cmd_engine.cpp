@@ -53,6 +53,7 @@ double percentile(std::vector<double> v, double p) {
 
 int run_generate(const GenerateOptions& o) {
   engine::Engine e(engine_config(o.engine));
+  std::fprintf(stderr, "%s\n", e.capacity_summary().c_str());
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& text : o.prompt_ids) {
     std::vector<int32_t> ids;
@@ -102,6 +103,7 @@ int run_bench_engine(const BenchEngineOptions& o) {
     config.num_blocks = static_cast<int32_t>(need_tokens / config.block_size + 1);
   }
   engine::Engine e(config, model, nullptr);
+  std::fprintf(stderr, "%s\n", e.capacity_summary().c_str());
   std::fprintf(
       stderr,
       "bench-engine: %s, %d prompts (input %d, output %d, range ratio %.2f), KV pool %d blocks of %d "
