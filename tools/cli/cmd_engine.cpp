@@ -52,8 +52,7 @@ double percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int run_generate(const GenerateOptions& o) {
-  engine::Engine e(engine_config(o.engine));
-  std::fprintf(stderr, "%s\n", e.capacity_summary().c_str());
+  // The prompts first: a malformed one is reported before any work (loading a model can take a while).
   std::vector<std::vector<int32_t>> prompts;
   for (const std::string& text : o.prompt_ids) {
     std::vector<int32_t> ids;
@@ -61,13 +60,15 @@ int run_generate(const GenerateOptions& o) {
     while (at < text.size()) {
       const size_t comma = std::min(text.find(',', at), text.size());
       const std::string item = text.substr(at, comma - at);
-      PA_CHECK(!item.empty() && item.find_first_not_of("0123456789") == std::string::npos, "--prompt-ids '",
-               text, "': expected comma-separated token ids");
+      PA_CHECK(!item.empty() && item.size() < 10 && item.find_first_not_of("0123456789") == std::string::npos,
+               "--prompt-ids '", text, "': expected comma-separated token ids");
       ids.push_back(std::stoi(item));
       at = comma + 1;
     }
     prompts.push_back(std::move(ids));
   }
+  engine::Engine e(engine_config(o.engine));
+  std::fprintf(stderr, "%s\n", e.capacity_summary().c_str());
   const auto outputs = e.generate(prompts, sampling(o.sampling));
   for (size_t i = 0; i < outputs.size(); ++i) {
     std::printf("prompt %zu (%zu tokens) -> %s:", i, prompts[i].size(),
