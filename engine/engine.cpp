@@ -61,11 +61,22 @@ EngineConfig sized(EngineConfig c, const ModelConfig& m) {
   return c;
 }
 
+int64_t max_model_len_of(const EngineConfig& c, const ModelConfig& m) {
+  return c.max_model_len > 0 ? c.max_model_len : m.max_position_embeddings;
+}
+
+BlockManager make_blocks(const EngineConfig& c, const ModelConfig& m) {
+  if (c.kv_layout == "contiguous")
+    return BlockManager::contiguous(c.num_blocks, c.block_size, max_model_len_of(c, m));
+  PA_CHECK(c.kv_layout == "paged", "kv_layout '", c.kv_layout, "' is not one of paged, contiguous");
+  return BlockManager(c.num_blocks, c.block_size, c.enable_prefix_caching);
+}
+
 SchedulerConfig scheduler_config(const EngineConfig& c, const ModelConfig& m) {
   SchedulerConfig s;
   s.max_num_seqs = c.max_num_seqs;
   s.max_num_batched_tokens = c.max_num_batched_tokens;
-  s.max_model_len = c.max_model_len > 0 ? c.max_model_len : m.max_position_embeddings;
+  s.max_model_len = max_model_len_of(c, m);
   return s;
 }
 
@@ -76,7 +87,7 @@ Engine::Engine(const EngineConfig& config) : Engine(config, resolve_model(config
 Engine::Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<ModelRunner> runner)
     : config_(sized(config, model)),
       model_(std::move(model)),
-      blocks_(config_.num_blocks, config_.block_size, config_.enable_prefix_caching),
+      blocks_(make_blocks(config_, model_)),
       scheduler_(scheduler_config(config_, model_), blocks_),
       runner_(runner ? std::move(runner) : make_cpu_runner(config_, model_)),
       seeds_(config.seed) {

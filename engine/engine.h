@@ -49,6 +49,9 @@ struct EngineConfig {
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 0;  ///< 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
+  /// "paged" (the default), or "contiguous": the traditional cache that reserves max_model_len tokens of
+  /// consecutive blocks per request at admission (the source documents' comparison; same kernels).
+  std::string kv_layout = "paged";
   uint64_t seed = 0;  ///< the seed of requests that bring none
 };
 

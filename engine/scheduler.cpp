@@ -99,6 +99,7 @@ std::vector<ScheduledItem> Scheduler::schedule(std::vector<BlockCopy>& copies) {
   }
   ++stats_.steps;
   for (const auto& it : items) stats_.scheduled_tokens += it.num_new_tokens;
+  stats_.max_running = std::max<int64_t>(stats_.max_running, static_cast<int64_t>(running_.size()));
   return items;
 }
 

@@ -58,6 +58,7 @@ struct SchedulerStats {
   int64_t preemptions = 0;
   int64_t prefix_hit_tokens = 0;  ///< prompt tokens whose KV came from the prefix cache
   int64_t scheduled_tokens = 0;
+  int64_t max_running = 0;  ///< the most requests running at once (the admitted concurrency)
 };
 
 class Scheduler {

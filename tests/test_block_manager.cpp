@@ -132,6 +132,33 @@ TEST(BlockManager, SizingFromByteBudget) {
   EXPECT_EQ(g.bytes_per_block(), 32 * 16 * 8 * 134);
 }
 
+// The contiguous layout: each sequence holds one run of consecutive blocks for its whole reservation; a pool
+// fragmented by a freed run in the middle still serves a request that fits there; prefix caching and fork are
+// off.
+TEST(BlockManager, ContiguousReservations) {
+  BlockManager m = BlockManager::contiguous(10, 4, 12);  // 3 blocks per sequence
+  EXPECT_EQ(m.reserve_tokens_per_seq(), 12);
+  EXPECT_FALSE(m.prefix_caching());
+  EXPECT_EQ(m.allocate(1, iota_tokens(5)), 0);
+  EXPECT_EQ(m.allocate(2, iota_tokens(5)), 0);  // the same tokens: no prefix sharing
+  EXPECT_EQ(m.allocate(3, iota_tokens(1)), 0);
+  EXPECT_EQ(std::vector<int32_t>(m.block_table(2).begin(), m.block_table(2).end()),
+            (std::vector<int32_t>{3, 4, 5}));
+  EXPECT_EQ(m.num_free_blocks(), 1);
+  EXPECT_FALSE(m.can_allocate(1));
+  EXPECT_TRUE(m.can_append(1, 7));
+  EXPECT_FALSE(m.can_append(1, 8));  // past the reservation
+  EXPECT_TRUE(m.append(1, iota_tokens(7)).empty());
+  m.free(2);
+  EXPECT_TRUE(m.can_allocate(12));
+  EXPECT_FALSE(m.can_allocate(13));
+  m.allocate(4, iota_tokens(2));
+  EXPECT_EQ(m.block_table(4)[0], 3);
+  EXPECT_ERROR_CONTAINS(m.fork(1, 9), "a contiguous cache cannot fork");
+  EXPECT_ERROR_CONTAINS(m.allocate(5, iota_tokens(13)),
+                        "longer than the contiguous cache's reservation of 12");
+}
+
 TEST(BatchBuilder, ChunkedAndDecodeRows) {
   BlockManager m(16, 4);
   m.allocate(1, iota_tokens(10));

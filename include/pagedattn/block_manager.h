@@ -60,6 +60,13 @@ struct KVCacheGeometry {
 class BlockManager {
  public:
   BlockManager(int32_t num_blocks, int32_t block_size, bool enable_prefix_caching = true);
+  /// The traditional contiguous cache, for comparison: every sequence reserves one run of consecutive blocks
+  /// for reserve_tokens_per_seq tokens (a model's max_model_len) when it is allocated, and keeps it until it
+  /// is freed. No prefix caching, no fork; appends never need a block. The same kernels read it (its block
+  /// table is the run).
+  static BlockManager contiguous(int32_t num_blocks, int32_t block_size, int64_t reserve_tokens_per_seq);
+  /// 0 for the paged cache; else the tokens each sequence reserves (contiguous()).
+  int64_t reserve_tokens_per_seq() const { return reserve_tokens_; }
 
   int32_t num_blocks() const { return static_cast<int32_t>(blocks_.size()); }
   int32_t block_size() const { return block_size_; }
@@ -75,8 +82,9 @@ class BlockManager {
 
   /// Blocks needed to hold num_tokens tokens.
   int64_t blocks_for_tokens(int64_t num_tokens) const { return (num_tokens + block_size_ - 1) / block_size_; }
-  /// True if a new sequence of num_tokens tokens fits for sure (prefix hits can only lower the need).
-  bool can_allocate(int64_t num_tokens) const { return blocks_for_tokens(num_tokens) <= num_free_blocks(); }
+  /// True if a new sequence of num_tokens tokens fits for sure (prefix hits can only lower the need;
+  /// contiguous: a free run of reserved blocks exists).
+  bool can_allocate(int64_t num_tokens) const;
   /// True if num_tokens more tokens (copy-on-write included) fit for sequence seq.
   bool can_append(SeqId seq, int64_t num_tokens) const;
 
@@ -138,6 +146,9 @@ class BlockManager {
 
   const Sequence& get(SeqId seq) const;
   Sequence& get(SeqId seq);
+  /// Contiguous layout: the first block of a free run of `count` blocks, or -1.
+  int32_t find_free_run(int64_t count) const;
+  int64_t reserve_tokens_ = 0;
   int32_t take_free_block();
   void release_block(int32_t block);
   std::optional<int32_t> lookup_cached(uint64_t parent_hash, uint64_t hash,

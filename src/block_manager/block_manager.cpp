@@ -36,6 +36,29 @@ BlockManager::BlockManager(int32_t num_blocks, int32_t block_size, bool enable_p
     free_uncached_.push_back(b);  // pop_back hands out 0, 1, 2, ...
 }
 
+BlockManager BlockManager::contiguous(int32_t num_blocks, int32_t block_size,
+                                      int64_t reserve_tokens_per_seq) {
+  PA_CHECK(reserve_tokens_per_seq >= 1,
+           "BlockManager: a contiguous cache reserves >= 1 token per sequence, got ", reserve_tokens_per_seq);
+  BlockManager m(num_blocks, block_size, /*enable_prefix_caching=*/false);
+  m.reserve_tokens_ = reserve_tokens_per_seq;
+  return m;
+}
+
+bool BlockManager::can_allocate(int64_t num_tokens) const {
+  if (reserve_tokens_ == 0) return blocks_for_tokens(num_tokens) <= num_free_blocks();
+  return num_tokens <= reserve_tokens_ && find_free_run(blocks_for_tokens(reserve_tokens_)) >= 0;
+}
+
+int32_t BlockManager::find_free_run(int64_t count) const {
+  int64_t run = 0;
+  for (int32_t b = 0; b < num_blocks(); ++b) {
+    run = blocks_[b].ref == 0 ? run + 1 : 0;
+    if (run == count) return static_cast<int32_t>(b - count + 1);
+  }
+  return -1;
+}
+
 const BlockManager::Sequence& BlockManager::get(SeqId seq) const {
   auto it = seqs_.find(seq);
   PA_CHECK(it != seqs_.end(), "BlockManager: unknown sequence ", seq);
@@ -111,10 +134,27 @@ void BlockManager::acquire_cached(int32_t id) {
 int64_t BlockManager::allocate(SeqId seq, std::span<const TokenId> prompt) {
   PA_CHECK(!contains(seq), "BlockManager: sequence ", seq, " is already allocated");
   const int64_t n = static_cast<int64_t>(prompt.size());
-  PA_CHECK(can_allocate(n), "BlockManager: a prompt of ", n, " tokens needs ", blocks_for_tokens(n),
-           " blocks but only ", num_free_blocks(), " are free");
+  PA_CHECK(reserve_tokens_ == 0 || n <= reserve_tokens_, "BlockManager: a prompt of ", n,
+           " tokens is longer than the contiguous cache's reservation of ", reserve_tokens_);
+  PA_CHECK(can_allocate(n), "BlockManager: a prompt of ", n, " tokens needs ",
+           blocks_for_tokens(reserve_tokens_ > 0 ? reserve_tokens_ : n),
+           reserve_tokens_ > 0 ? " consecutive" : "", " blocks but only ", num_free_blocks(), " are free");
   Sequence s;
   s.tokens.assign(prompt.begin(), prompt.end());
+  if (reserve_tokens_ > 0) {
+    // The whole reservation at once, as consecutive blocks: the contiguous cache's table is that run.
+    const int64_t count = blocks_for_tokens(reserve_tokens_);
+    const int32_t first = find_free_run(count);
+    for (int32_t b = first; b < first + count; ++b) {
+      blocks_[b].ref = 1;
+      s.table.push_back(b);
+    }
+    free_uncached_.erase(std::remove_if(free_uncached_.begin(), free_uncached_.end(),
+                                        [&](int32_t b) { return b >= first && b < first + count; }),
+                         free_uncached_.end());
+    seqs_.emplace(seq, std::move(s));
+    return 0;
+  }
   uint64_t parent = 0;
   if (prefix_caching_) {
     // Only blocks that end before the last prompt token may hit: the model must compute at least that token.
@@ -138,6 +178,7 @@ int64_t BlockManager::allocate(SeqId seq, std::span<const TokenId> prompt) {
 
 bool BlockManager::can_append(SeqId seq, int64_t num_tokens) const {
   const Sequence& s = get(seq);
+  if (reserve_tokens_ > 0) return static_cast<int64_t>(s.tokens.size()) + num_tokens <= reserve_tokens_;
   const int64_t have = static_cast<int64_t>(s.tokens.size());
   int64_t need = blocks_for_tokens(have + num_tokens) - static_cast<int64_t>(s.table.size());
   const bool tail_partial = have % block_size_ != 0;
@@ -150,6 +191,10 @@ std::vector<BlockCopy> BlockManager::append(SeqId seq, std::span<const TokenId> 
            " tokens to sequence ", seq, " needs more blocks than the ", num_free_blocks(), " free");
   Sequence& s = get(seq);
   std::vector<BlockCopy> copies;
+  if (reserve_tokens_ > 0) {  // the reservation already holds them
+    s.tokens.insert(s.tokens.end(), tokens.begin(), tokens.end());
+    return copies;
+  }
   for (TokenId t : tokens) {
     const int64_t pos = static_cast<int64_t>(s.tokens.size());
     if (pos % block_size_ == 0) {
@@ -169,6 +214,7 @@ std::vector<BlockCopy> BlockManager::append(SeqId seq, std::span<const TokenId> 
 
 void BlockManager::fork(SeqId parent, SeqId child) {
   PA_CHECK(!contains(child), "BlockManager: fork target ", child, " already exists");
+  PA_CHECK(reserve_tokens_ == 0, "BlockManager: a contiguous cache cannot fork (sequences share no blocks)");
   const Sequence& p = get(parent);
   PA_CHECK(p.computed == static_cast<int64_t>(p.tokens.size()), "BlockManager: fork of sequence ", parent,
            " with uncomputed tokens (", p.computed, " of ", p.tokens.size(),

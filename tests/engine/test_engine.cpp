@@ -184,6 +184,29 @@ TEST(Engine, StopsOnEosAndStopTokensAndRefusesWhatCannotFit) {
   EXPECT_ERROR_CONTAINS(e.add_request({600}, greedy), "token id 600 is outside the vocabulary of 512");
 }
 
+// The traditional contiguous cache on the same engine and kernels: the same greedy tokens as paged, but each
+// request reserves max_model_len at admission, so a pool admits fewer at once (the documents' comparison).
+TEST(Engine, ContiguousLayoutSameTokensLowerConcurrency) {
+  std::mt19937_64 rng(test::run_seed());
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 6; ++i) prompts.push_back(random_prompt(rng, 10 + static_cast<int>(rng() % 10)));
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.max_tokens = 8;
+  greedy.ignore_eos = true;
+  EngineConfig paged = tiny("tiny-llama", 24, 256), contiguous = paged;
+  paged.max_model_len = contiguous.max_model_len = 64;  // 8 blocks of 8 per contiguous request
+  contiguous.kv_layout = "contiguous";
+  Engine p(paged), c(contiguous);
+  const auto a = p.generate(prompts, greedy), b = c.generate(prompts, greedy);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(a[i].tokens, b[i].tokens) << i;
+  EXPECT_EQ(c.stats().scheduler.max_running, 3);  // 24 blocks / 8 per reservation
+  EXPECT_EQ(p.stats().scheduler.max_running, 6);  // each needs at most 4 blocks: all fit
+  EXPECT_EQ(c.blocks().num_free_blocks(), 24);
+  contiguous.kv_layout = "striped";
+  EXPECT_ERROR_CONTAINS(Engine{contiguous}, "kv_layout 'striped' is not one of paged, contiguous");
+}
+
 // The pool sized from a byte budget, and the startup line vLLM users expect.
 TEST(Engine, PoolFromByteBudgetAndCapacityLine) {
   EngineConfig c = tiny("tiny-llama", 0, 64);

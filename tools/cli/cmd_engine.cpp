@@ -36,6 +36,7 @@ engine::EngineConfig engine_config(const EngineOptions& e) {
   c.max_num_batched_tokens = e.max_num_batched_tokens;
   c.max_model_len = e.max_model_len;
   c.enable_prefix_caching = !e.no_prefix_caching;
+  c.kv_layout = e.kv_layout;
   c.seed = e.seed;
   return c;
 }
@@ -155,11 +156,12 @@ int run_bench_engine(const BenchEngineOptions& o) {
               1e3 * percentile(ttft, 50), 1e3 * percentile(ttft, 99), 1e3 * percentile(tpot, 50),
               1e3 * percentile(tpot, 99), 1e3 * percentile(e2e, 50), 1e3 * percentile(e2e, 99));
   std::printf(
-      "steps %lld, preemptions %lld, prefix-cache hit tokens %lld, model %.3f s, host %.3f s (%.1f%% of the "
-      "run)\n",
-      static_cast<long long>(s.scheduler.steps), static_cast<long long>(s.scheduler.preemptions),
-      static_cast<long long>(s.scheduler.prefix_hit_tokens), s.model_seconds, s.host_seconds,
-      100.0 * s.host_seconds / wall);
+      "steps %lld, most requests at once %lld, preemptions %lld, prefix-cache hit tokens %lld, model %.3f s, "
+      "host "
+      "%.3f s (%.1f%% of the run)\n",
+      static_cast<long long>(s.scheduler.steps), static_cast<long long>(s.scheduler.max_running),
+      static_cast<long long>(s.scheduler.preemptions), static_cast<long long>(s.scheduler.prefix_hit_tokens),
+      s.model_seconds, s.host_seconds, 100.0 * s.host_seconds / wall);
   if (!o.output_json.empty()) {
     std::ofstream f(o.output_json);
     PA_CHECK(f.good(), "--output-json ", o.output_json, ": cannot write the file");
@@ -172,8 +174,10 @@ int run_bench_engine(const BenchEngineOptions& o) {
       << ", \"ttft_p99_ms\": " << 1e3 * percentile(ttft, 99)
       << ", \"tpot_p50_ms\": " << 1e3 * percentile(tpot, 50)
       << ", \"e2e_p50_ms\": " << 1e3 * percentile(e2e, 50)
-      << ", \"e2e_p99_ms\": " << 1e3 * percentile(e2e, 99) << ", \"preemptions\": " << s.scheduler.preemptions
-      << ", \"host_fraction\": " << s.host_seconds / wall << "}\n";
+      << ", \"e2e_p99_ms\": " << 1e3 * percentile(e2e, 99) << ", \"kv_layout\": \"" << o.engine.kv_layout
+      << "\", \"max_concurrency\": " << s.scheduler.max_running
+      << ", \"preemptions\": " << s.scheduler.preemptions << ", \"host_fraction\": " << s.host_seconds / wall
+      << "}\n";
   }
   return aborted == 0 ? 0 : 1;
 }

@@ -33,6 +33,7 @@ struct EngineOptions {
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 0;
   bool no_prefix_caching = false;
+  std::string kv_layout = "paged";  // paged | contiguous
   uint64_t seed = 0;
 };
 

@@ -112,6 +112,10 @@ int main(int argc, char** argv) {
     cmd->add_option("--max-model-len", e.max_model_len, "longest sequence (0: the model's)")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
     cmd->add_flag("--no-enable-prefix-caching", e.no_prefix_caching, "turn prefix caching off");
+    cmd->add_option("--kv-layout", e.kv_layout,
+                    "paged, or contiguous: max_model_len reserved per request at admission")
+        ->check(CLI::IsMember({"paged", "contiguous"}))
+        ->capture_default_str();
     cmd->add_option("--seed", e.seed, "seed of the workload and of requests without one")
         ->capture_default_str();
   };
