@@ -89,7 +89,7 @@ TEST(Engine, BatchingChunkingPreemptionAndPrefixHitsDoNotChangeTokens) {
     std::vector<std::vector<int32_t>> prompts;
     for (int i = 0; i < 8; ++i) {
       std::vector<int32_t> p = i % 2 ? shared : std::vector<int32_t>{};
-      const auto tail = random_prompt(rng, 5 + static_cast<int>(rng() % 30));
+      const auto tail = random_prompt(rng, 10 + static_cast<int>(rng() % 25));
       p.insert(p.end(), tail.begin(), tail.end());
       prompts.push_back(p);
     }
@@ -98,7 +98,7 @@ TEST(Engine, BatchingChunkingPreemptionAndPrefixHitsDoNotChangeTokens) {
     greedy.max_tokens = 12;
     greedy.ignore_eos = true;
     const auto want = alone(model, prompts, greedy);
-    Engine e(tiny(model, 18, 24));  // 18 blocks of 8: far less than 8 requests need at once
+    Engine e(tiny(model, 12, 24));  // 12 blocks of 8: far less than 8 requests need at once
     const auto got = e.generate(prompts, greedy);
     for (size_t i = 0; i < prompts.size(); ++i) {
       EXPECT_EQ(got[i].tokens, want[i]) << "request " << i;
