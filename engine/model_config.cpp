@@ -79,8 +79,16 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   PA_CHECK(!optional<bool>(j, "mlp_bias", false), "config.json: mlp_bias = true is not supported");
   const std::string act = optional<std::string>(j, "hidden_act", "silu");
   PA_CHECK(act == "silu", "config.json: hidden_act \"", act, "\" is not supported; expected silu");
-  if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null()) {
-    const json& r = j.at("rope_scaling");
+  // transformers 5 keeps RoPE in "rope_parameters" (rope_theta and the scaling together); earlier versions in
+  // "rope_theta" and "rope_scaling".
+  const char* rope_field = j.contains("rope_parameters") && !j.at("rope_parameters").is_null()
+                               ? "rope_parameters"
+                               : "rope_scaling";
+  if (j.contains("rope_parameters") && j.at("rope_parameters").is_object()) {
+    c.rope_theta = optional<double>(j.at("rope_parameters"), "rope_theta", c.rope_theta);
+  }
+  if (j.contains(rope_field) && !j.at(rope_field).is_null()) {
+    const json& r = j.at(rope_field);
     const std::string kind =
         optional<std::string>(r, "rope_type", optional<std::string>(r, "type", "default"));
     if (kind == "llama3" || kind == "linear") {

@@ -5,6 +5,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "engine/engine.h"
+#include "engine/scorer.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -12,6 +13,19 @@ using namespace nb::literals;
 namespace pagedattn::python {
 
 void bind_engine(nb::module_& m) {
+  // One sequence through the CPU model with the paged cache: logits after each feed (parity tests).
+  nb::class_<engine::SequenceScorer>(m, "SequenceScorer")
+      .def(
+          "__init__",
+          [](engine::SequenceScorer* self, const std::string& model, int max_tokens, uint64_t weights_seed) {
+            new (self) engine::SequenceScorer(engine::make_scorer(model, max_tokens, weights_seed));
+          },
+          "model"_a, "max_tokens"_a = 4096, "weights_seed"_a = 0)
+      .def(
+          "feed", [](engine::SequenceScorer& s, std::vector<int32_t> tokens) { return s.feed(tokens); },
+          "tokens"_a)
+      .def_prop_ro("length", &engine::SequenceScorer::length);
+
   using engine::Engine;
   nb::class_<Engine>(m, "Engine")
       .def(

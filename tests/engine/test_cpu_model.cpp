@@ -8,6 +8,7 @@
 #include <random>
 
 #include "engine/cpu_model.h"
+#include "engine/scorer.h"
 #include "pagedattn/batch_builder.h"
 #include "pagedattn/block_manager.h"
 #include "test_util.h"
@@ -208,6 +209,26 @@ TEST(CpuModel, RopeScalingMatchesTheDefinition) {
   EXPECT_NEAR(f.back(), std::pow(500000.0, -126.0 / 128) / 8, 1e-12);
   c.rope_scaling = {"linear", 4.0, 1, 4, 8192};
   EXPECT_NEAR(rope_inv_freq(c)[3], std::pow(500000.0, -6.0 / 128) / 4, 1e-7 * 0.136);  // fp32 rounding
+}
+
+// The scorer (what the transformers parity test drives): prompt, then single tokens, each against the dense
+// reference.
+TEST(CpuModel, SequenceScorerFollowsTheReference) {
+  const ModelConfig c = ModelConfig::preset("tiny-qwen3");
+  const ModelWeightsF32 w = ModelWeightsF32::random(c, 8);
+  SequenceScorer s(c, w, 64, 16);
+  std::mt19937_64 rng(test::run_seed());
+  std::vector<int32_t> tokens = random_tokens(rng, 20, static_cast<int>(c.vocab_size));
+  std::vector<float> got = s.feed(tokens);
+  for (int step = 0; step < 3; ++step) {
+    const Vec want = reference_logits(c, w, tokens);
+    EXPECT_LT(rel_error(got.data(), &want[(tokens.size() - 1) * c.vocab_size], c.vocab_size), 1e-4);
+    const int32_t next = static_cast<int32_t>(rng() % c.vocab_size);
+    tokens.push_back(next);
+    got = s.feed(std::vector<int32_t>{next});
+  }
+  EXPECT_EQ(s.length(), 23);
+  EXPECT_ERROR_CONTAINS(s.feed(random_tokens(rng, 50, 512)), "SequenceScorer: past its 64 tokens");
 }
 
 TEST(CpuModel, BadTokenIsAnError) {

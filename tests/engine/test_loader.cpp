@@ -47,6 +47,25 @@ TEST(ModelConfig, ParsesLlamaAndMatchesItsPreset) {
   EXPECT_NEAR(static_cast<double>(ModelConfig::preset("llama-2-13b").num_parameters()), 13.0e9, 0.05e9);
 }
 
+// transformers 5 writes RoPE as "rope_parameters" (theta and scaling in one object).
+TEST(ModelConfig, ReadsTransformers5RopeParameters) {
+  std::string v5 = kLlama31;
+  const size_t a = v5.find("\"rope_theta\": 500000.0,");
+  v5.erase(a, std::string("\"rope_theta\": 500000.0,").size());
+  const size_t b = v5.find("\"rope_scaling\": {");
+  v5.replace(b, std::string("\"rope_scaling\": {").size(),
+             "\"rope_parameters\": {\"rope_theta\": 500000.0, ");
+  const ModelConfig c = ModelConfig::from_json(v5);
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  EXPECT_EQ(c.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.rope_scaling.factor, 8.0);
+  const ModelConfig plain = ModelConfig::from_json(
+      R"({"model_type": "qwen3", "vocab_size": 64, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+          "num_attention_heads": 1, "head_dim": 64, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}})");
+  EXPECT_EQ(plain.rope_theta, 1e6);
+  EXPECT_EQ(plain.rope_scaling.type, "none");
+}
+
 TEST(ModelConfig, ErrorsNameTheField) {
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json("{"), "config.json is not valid JSON");
   EXPECT_ERROR_CONTAINS(ModelConfig::from_json(R"({"model_type": "gpt2"})"),
