@@ -159,32 +159,18 @@ std::vector<RequestOutput> Engine::step() {
       sampled[i] = sample_token(row, items[i].request->params, items[i].request->rng);
     }
   }
-  std::vector<RequestOutput> out;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (items[i].samples) ++stats_.generated_tokens;
-  }
-  // Outputs of requests that produced a token (collected before complete() moves finished ones out).
-  std::map<int64_t, size_t> index;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (!items[i].samples) continue;
-    index[items[i].request->id] = out.size();
-    out.push_back({items[i].request->id, {}, FinishReason::kNone, {}});
-  }
   std::vector<std::unique_ptr<Request>> done =
       scheduler_.complete(items, sampled, now(), model_.eos_token_ids);
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (items[i].samples) out[index[items[i].request->id]].tokens = items[i].request->output;
+  // Every request that drew a token (finished ones now live in `done`, so the items' pointers stay valid),
+  // then the ones refused at admission.
+  std::vector<RequestOutput> out;
+  for (const ScheduledItem& it : items) {
+    if (!it.samples) continue;
+    ++stats_.generated_tokens;
+    out.push_back({it.request->id, it.request->output, it.request->finish, it.request->finish_detail});
   }
   for (auto& r : done) {
-    auto it = index.find(r->id);
-    if (it == index.end()) {
-      index[r->id] = out.size();
-      out.push_back({r->id, r->output, r->finish, r->finish_detail});
-    } else {
-      out[it->second].tokens = r->output;
-      out[it->second].finish = r->finish;
-      out[it->second].finish_detail = r->finish_detail;
-    }
+    if (r->finish == FinishReason::kAborted) out.push_back({r->id, r->output, r->finish, r->finish_detail});
     finished_.push_back(std::move(r));
   }
   stats_.model_seconds += model_s;

@@ -34,8 +34,9 @@ SequenceScorer make_scorer(const std::string& model, int32_t max_tokens, uint64_
   EngineConfig c;
   c.model = model;
   const ModelConfig config = resolve_model(c);
-  ModelWeightsF32 w = std::filesystem::is_directory(model) ? ModelWeightsF32::load(config, SafetensorsFolder(model))
-                                                          : ModelWeightsF32::random(config, weights_seed);
+  ModelWeightsF32 w = std::filesystem::is_directory(model)
+                          ? ModelWeightsF32::load(config, SafetensorsFolder(model))
+                          : ModelWeightsF32::random(config, weights_seed);
   return SequenceScorer(config, std::move(w), max_tokens);
 }
 

@@ -12,7 +12,8 @@ namespace pagedattn::engine {
 
 class SequenceScorer {
  public:
-  SequenceScorer(const ModelConfig& config, ModelWeightsF32 weights, int32_t max_tokens, int32_t block_size = 16);
+  SequenceScorer(const ModelConfig& config, ModelWeightsF32 weights, int32_t max_tokens,
+                 int32_t block_size = 16);
   /// Appends tokens to the sequence and returns the logits after its last token, [vocab].
   std::vector<float> feed(std::span<const int32_t> tokens);
   int64_t length() const { return blocks_.contains(0) ? blocks_.num_tokens(0) : 0; }

@@ -548,23 +548,10 @@ std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
       }
     }
   }
-  // Focused groups: the quantized formats (both query dtypes, GQA 1/5/6/8, page sizes 1/7/16/128, both
-  // layouts, tensor and head scales, the variants) and fp32.
-  const DType quantized[] = {DType::kFloat8E4M3, DType::kFloat8E5M2, DType::kInt8};
-  const int q_ratios[] = {1, 5, 6, 8};
-  const int q_block_sizes[] = {1, 7, 16, 128};
-  for (int k = 0; k < (quick ? 6 : 42); ++k) {
-    ProblemSpec s;
-    s.head_dim = head_dims_full[k % kNumHeadDims];
-    s.num_kv_heads = 1 + k % 2;
-    s.num_q_heads = q_ratios[k % 4] * s.num_kv_heads;
-    s.block_size = q_block_sizes[(k / 3) % 4];
-    s.dtype = (k / 2) % 2 ? DType::kFloat16 : DType::kBFloat16;
-    s.cache_dtype = quantized[k % 3];
-    s.head_scales = (k / 6) % 2;
-    s.hnd_layout = (k / 4) % 2;
-    s.strided = k % 5 == 0;
-    switch (k % 6) {
+  // The focused format groups' common tail: one attention variant (1 window, 2 soft-cap + sinks, 3 ALiBi +
+  // LSE, else plain), a seed, and a batch of the case's kind.
+  auto add_format_case = [&](ProblemSpec s, int variant, int k, const std::string& group) {
+    switch (variant) {
       case 1:
         s.window_left = 1 + static_cast<int>(rng() % 40);
         break;
@@ -581,7 +568,25 @@ std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
     s.seed = rng();
     const BatchKind kind = kinds[k % 4];
     draw_batch(s, kind, primes[k % 7], kind == BatchKind::kDecode ? 300 : 150, rng);
-    cases.push_back({std::string(dtype_name(s.cache_dtype)) + " cache", s});
+    cases.push_back({group, s});
+  };
+  // Focused groups: the quantized formats (both query dtypes, GQA 1/5/6/8, page sizes 1/7/16/128, both
+  // layouts, tensor and head scales, the variants) and fp32.
+  const DType quantized[] = {DType::kFloat8E4M3, DType::kFloat8E5M2, DType::kInt8};
+  const int q_ratios[] = {1, 5, 6, 8};
+  const int q_block_sizes[] = {1, 7, 16, 128};
+  for (int k = 0; k < (quick ? 6 : 42); ++k) {
+    ProblemSpec s;
+    s.head_dim = head_dims_full[k % kNumHeadDims];
+    s.num_kv_heads = 1 + k % 2;
+    s.num_q_heads = q_ratios[k % 4] * s.num_kv_heads;
+    s.block_size = q_block_sizes[(k / 3) % 4];
+    s.dtype = (k / 2) % 2 ? DType::kFloat16 : DType::kBFloat16;
+    s.cache_dtype = quantized[k % 3];
+    s.head_scales = (k / 6) % 2;
+    s.hnd_layout = (k / 4) % 2;
+    s.strided = k % 5 == 0;
+    add_format_case(s, k % 6, k, std::string(dtype_name(s.cache_dtype)) + " cache");
   }
   for (int k = 0; k < (quick ? 2 : 6); ++k) {
     ProblemSpec s;
@@ -607,24 +612,7 @@ std::vector<GridCase> attention_grid(bool quick, uint64_t seed) {
     s.cache_dtype = DType::kUInt8;
     s.hnd_layout = (k / 5) % 2;
     s.strided = k % 7 == 3;
-    switch (k % 5) {
-      case 1:
-        s.window_left = 1 + static_cast<int>(rng() % 40);
-        break;
-      case 2:
-        s.softcap = 15.0f;
-        s.sinks = true;
-        break;
-      case 3:
-        s.alibi = s.lse = true;
-        break;
-      default:
-        break;
-    }
-    s.seed = rng();
-    const BatchKind kind = kinds[k % 4];
-    draw_batch(s, kind, primes[k % 7], kind == BatchKind::kDecode ? 300 : 150, rng);
-    cases.push_back({std::string(tq::preset_info(*s.tq).name) + " cache", s});
+    add_format_case(s, k % 5, k, std::string(tq::preset_info(*s.tq).name) + " cache");
   }
   return cases;
 }
