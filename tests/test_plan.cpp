@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "pagedattn/plan.h"
+#include "pagedattn/workspace.h"
 #include "problem.h"
 #include "test_util.h"
 
@@ -102,6 +103,30 @@ TEST(Plan, ValidateBatchChecksContents) {
   validate_batch(p.query(), p.cache(), p.batch());
   p.block_tables[0] = static_cast<int32_t>(p.num_blocks);  // sequence 0's first page: outside the pool
   EXPECT_ERROR_CONTAINS(validate_batch(p.query(), p.cache(), p.batch()), "outside the pool");
+}
+
+// One workspace for all layers and steps: sized from the declared plans, locked, then every step's plan
+// either fits or is a clear error (the CPU's plans need no bytes; declared byte needs stand in for GPU
+// plans).
+TEST(Plan, WorkspaceReservationChecksEveryStep) {
+  auto p = testing::make_problem(spec_of(DType::kBFloat16, 3));
+  const AttentionPlan plan = plan_attention(p.query(), p.cache(), p.batch(), p.params());
+  WorkspaceReservation r;
+  r.declare(plan);
+  r.declare_bytes(1000);
+  EXPECT_EQ(r.bytes(), 1024u);
+  r.lock();
+  r.declare_bytes(512);  // within the reservation: fine after the lock
+  EXPECT_ERROR_CONTAINS(r.declare_bytes(5000),
+                        "locked at 1024 bytes; a declaration of 5000 bytes after the lock");
+  std::vector<unsigned char> memory(r.bytes());
+  const Workspace w = r.for_plan(plan, {memory.data(), memory.size()});
+  EXPECT_EQ(w.data, memory.data());
+  run_attention(plan, p.query(), p.cache(), p.batch(), p.params(), p.output(), w);
+  EXPECT_ERROR_CONTAINS(r.for_plan(plan, {memory.data(), 100}), "the workspace allocation has 100 bytes");
+  WorkspaceReservation none;
+  none.lock();
+  EXPECT_EQ(none.for_plan(plan, {}).bytes, 0u);  // a CPU plan needs nothing
 }
 
 TEST(Plan, ContextsDescribeTheirDevice) {

@@ -11,3 +11,4 @@
 #include "pagedattn/paged_kv.h"
 #include "pagedattn/plan.h"
 #include "pagedattn/tensor.h"
+#include "pagedattn/workspace.h"

@@ -12,6 +12,8 @@
 
 #include "pagedattn/info.h"
 #include "pagedattn/kv_format.h"
+#include "pagedattn/plan.h"
+#include "pagedattn/workspace.h"
 #include "problem.h"
 #include "runner.h"
 #include "test_util.h"
@@ -557,6 +559,48 @@ TEST(CudaAttention, OnePlanRunsEveryLayerLikeTheFlatOp) {
       EXPECT_TRUE(testing::compare(layers[2], testing::dense_reference(layers[2]), kTolerance).ok);
     }
   SKIP_IF_NONE_RAN(ran);
+}
+
+// The workspace reservation on the GPU: a split decode needs partials; reserved for a 2D step and locked, the
+// split step is refused with both sizes named, and reserved for it, it runs.
+TEST(CudaAttention, WorkspaceReservationRefusesAnUndeclaredLargerStep) {
+  REQUIRE_GPU();
+  testing::ProblemSpec s;
+  s.head_dim = 128;
+  s.num_q_heads = 8;
+  s.num_kv_heads = 2;
+  s.seq_lens = {3000, 20};
+  s.query_lens = {1, 1};
+  s.seed = 4;
+  SKIP_UNLESS_COMPILED(s);
+  testing::HostProblem p = testing::make_problem(s);
+  // Metadata only: plans read shapes, so device views of null data would do; host views name the CPU device,
+  // so give them a CUDA device to plan for the GPU.
+  auto on_gpu = [](TensorView t) {
+    t.device = Device::cuda(0);
+    return t;
+  };
+  PagedKVCache cache = p.cache();
+  cache.k = on_gpu(cache.k);
+  cache.v = on_gpu(cache.v);
+  BatchDesc batch = p.batch();
+  batch.block_tables = on_gpu(batch.block_tables);
+  batch.seq_lens = on_gpu(batch.seq_lens);
+  batch.query_start_loc = on_gpu(batch.query_start_loc);
+  AttentionParams two_d = p.params(), split = p.params();
+  two_d.force_segments = 1;
+  split.force_segments = 8;
+  const AttentionPlan small = plan_attention(on_gpu(p.query()), cache, batch, two_d);
+  const AttentionPlan big = plan_attention(on_gpu(p.query()), cache, batch, split);
+  ASSERT_GT(big.workspace_bytes(), small.workspace_bytes());
+  WorkspaceReservation r;
+  r.declare(small);
+  r.lock();
+  EXPECT_ERROR_CONTAINS(r.for_plan(big, {nullptr, r.bytes()}), "bytes of workspace but");
+  WorkspaceReservation ok;
+  ok.declare(small);
+  ok.declare(big);
+  EXPECT_GE(ok.bytes(), big.workspace_bytes());
 }
 
 // write_kv on the GPU over the write_kv grid (the cases its formats cover): every written element as the
