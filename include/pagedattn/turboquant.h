@@ -84,6 +84,9 @@ void unpack_codes(const uint8_t* packed, int bits, std::span<uint8_t> codes);
 /// 65504: a key longer than fp16's range keeps its direction and takes the largest representable norm; NaN
 /// coordinates give index 0 and a NaN norm, so the key's scores are NaN as they would be in a bf16 cache).
 void quantize_key(const float* k, int head_dim, int bits, uint8_t* codes, uint16_t* norm_fp16);
+/// The key in the rotated domain, n' c[idx] (so that <q, k~> = <R q, n' c[idx]>: attention rotates each query
+/// once instead of every key).
+void rotated_key(const uint8_t* codes, uint16_t norm_fp16, int head_dim, int bits, float* y);
 /// The dequantized key k~ = n' Rᵀ c[idx].
 void dequantize_key(const uint8_t* codes, uint16_t norm_fp16, int head_dim, int bits, float* k);
 

@@ -12,7 +12,8 @@ void WorkspaceReservation::declare(const AttentionPlan& plan) {
 
 void WorkspaceReservation::declare_bytes(size_t bytes) {
   PA_CHECK(!locked_ || bytes <= bytes_, "WorkspaceReservation: locked at ", this->bytes(),
-           " bytes; a declaration of ", bytes, " bytes after the lock would need a new allocation (declare the "
+           " bytes; a declaration of ", bytes,
+           " bytes after the lock would need a new allocation (declare the "
            "largest step before locking)");
   bytes_ = std::max(bytes_, bytes);
 }
@@ -21,8 +22,8 @@ Workspace WorkspaceReservation::for_plan(const AttentionPlan& plan, Workspace me
   PA_CHECK(plan.workspace_bytes() <= bytes(), "this step needs ", plan.workspace_bytes(),
            " bytes of workspace but ", bytes(), " were reserved", locked_ ? " and locked" : "",
            ": declare its plan (the largest step shape) before allocating");
-  PA_CHECK(memory.bytes >= bytes(), "the workspace allocation has ", memory.bytes, " bytes; the reservation is ",
-           bytes(), " (allocate WorkspaceReservation::bytes())");
+  PA_CHECK(memory.bytes >= bytes(), "the workspace allocation has ", memory.bytes,
+           " bytes; the reservation is ", bytes(), " (allocate WorkspaceReservation::bytes())");
   return {memory.data, memory.bytes};
 }
 

@@ -66,12 +66,14 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
     const int64_t block = table[page];
     float* key = &keys[static_cast<size_t>(pos) * d];
     float* value = &values[static_cast<size_t>(pos) * d];
-    if (kv.tq_key_bits) {  // TurboQuant: the codes dequantized exactly as pagedattn/turboquant.h defines
+    if (kv.tq_key_bits) {  // TurboQuant (pagedattn/turboquant.h)
       const auto* k_codes = kv.k.at<uint8_t>(block, slot, kv_head);
       if (kv.tq_key_bits == 8) {
         for (int i = 0; i < d; ++i) key[i] = fp8e4m3_bits_to_float(k_codes[i]);
       } else {
-        tq::dequantize_key(k_codes, *kv.k_meta.at<uint16_t>(block, slot, kv_head), d, kv.tq_key_bits, key);
+        // Kept in the rotated domain, n' c[idx]: the queries are rotated once instead (<q, n' Rᵀ c> =
+        // n' <R q, c>), which saves a Walsh–Hadamard transform per cached key.
+        tq::rotated_key(k_codes, *kv.k_meta.at<uint16_t>(block, slot, kv_head), d, kv.tq_key_bits, key);
       }
       const uint16_t* meta = kv.v_meta.at<uint16_t>(block, slot, kv_head);
       tq::dequantize_value(kv.v.at<uint8_t>(block, slot, kv_head), meta[0], meta[1], d, kv.tq_value_bits,
@@ -89,6 +91,7 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
       for (int i = 0; i < d; ++i) value[i] *= vs;
   }
 
+  const bool rotated_keys = kv.tq_key_bits > 0 && kv.tq_key_bits < 8;
   std::vector<float> q(d), acc(d), logits(seq_len);
   for (int32_t j = 0; j < query_len; ++j) {
     const int64_t row = q_begin + j;
@@ -97,6 +100,7 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
     for (int g = 0; g < a.group_size; ++g) {
       const int32_t head = kv_head * a.group_size + g;
       load_row(a.q, a.q_dtype, row * a.q_stride_token + head * a.q_stride_head, d, q.data());
+      if (rotated_keys) tq::rotation(d).apply(q.data(), q.data());
       float max_logit = -std::numeric_limits<float>::infinity();
       for (int32_t k = first; k <= pos; ++k) {
         float s = dot(q.data(), &keys[static_cast<size_t>(k) * d], d) * a.scale;

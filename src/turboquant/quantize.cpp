@@ -155,16 +155,19 @@ void quantize_key(const float* k, int head_dim, int bits, uint8_t* codes, uint16
   *norm_fp16 = norm_to_fp16(static_cast<float>(n / std::sqrt(cnorm)));
 }
 
-void dequantize_key(const uint8_t* codes, uint16_t norm_fp16, int head_dim, int bits, float* k) {
+void rotated_key(const uint8_t* codes, uint16_t norm_fp16, int head_dim, int bits, float* y) {
   const Codebook& cb = codebook(head_dim, bits);
   PA_CHECK(head_dim <= kMaxHeadDim, "TurboQuant head dims are at most ", kMaxHeadDim, ", got ", head_dim);
   std::array<uint8_t, kMaxHeadDim> idx_buf;  // no allocation: the CPU backend calls this per cached token
   const std::span<uint8_t> idx(idx_buf.data(), static_cast<size_t>(head_dim));
   unpack_codes(codes, bits, idx);
   const float n = fp16_bits_to_float(norm_fp16);
-  for (int j = 0; j < head_dim; ++j) k[j] = cb.centroids[idx[j]];
-  rotation(head_dim).apply_transpose(k, k);
-  for (int j = 0; j < head_dim; ++j) k[j] *= n;
+  for (int j = 0; j < head_dim; ++j) y[j] = n * cb.centroids[idx[j]];
+}
+
+void dequantize_key(const uint8_t* codes, uint16_t norm_fp16, int head_dim, int bits, float* k) {
+  rotated_key(codes, norm_fp16, head_dim, bits, k);
+  rotation(head_dim).apply_transpose(k, k);  // linear: the norm may scale before the rotation
 }
 
 void quantize_value(const float* v, int head_dim, int bits, uint8_t* codes, uint16_t* scale_fp16,
