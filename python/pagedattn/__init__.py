@@ -19,6 +19,8 @@ BlockManager = _C.BlockManager
 turboquant_codebook = _C.turboquant_codebook  # (head_dim, bits) -> centroids, midpoints, distortion
 turboquant_rotation = _C.turboquant_rotation  # head_dim -> Walsh-Hadamard block, signs, their seed
 turboquant_bytes = _C.turboquant_bytes        # (preset, head_dim) -> bytes per token and KV head, by plane
+if hasattr(_C, "save_random_checkpoint"):
+    save_random_checkpoint = _C.save_random_checkpoint  # (folder, preset, weights_seed, dtype): a HF model folder
 
 __all__ = ["Error", "BlockManager", "LLM", "SamplingParams", "RequestOutput", "PagedKVCache", "Plan", "info", "write_kv", "attention",
            "attention_workspace_size", "current_stream", "TURBOQUANT_PRESETS", "turboquant_codebook",

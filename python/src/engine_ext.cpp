@@ -13,6 +13,19 @@ using namespace nb::literals;
 namespace pagedattn::python {
 
 void bind_engine(nb::module_& m) {
+  // A Hugging Face model folder with random weights of a preset (config.json + model.safetensors), as
+  // vLLM's dummy weights but on disk: for tests and for trying the loader.
+  m.def(
+      "save_random_checkpoint",
+      [](const std::string& folder, const std::string& preset, uint64_t weights_seed,
+         const std::string& dtype) {
+        engine::ModelConfig c = engine::ModelConfig::preset(preset);
+        const engine::ModelWeightsF32 w = engine::ModelWeightsF32::random(c, weights_seed);
+        c.dtype = parse_dtype(dtype);
+        engine::save_checkpoint(folder, c, w);
+      },
+      "folder"_a, "preset"_a, "weights_seed"_a = 0, "dtype"_a = "bf16");
+
   // One sequence through the CPU model with the paged cache: logits after each feed (parity tests).
   nb::class_<engine::SequenceScorer>(m, "SequenceScorer")
       .def(

@@ -35,3 +35,21 @@ def test_errors():
         llm.generate([[100000]])
     with pytest.raises(pagedattn.Error, match="unknown model preset"):
         pagedattn.LLM("no-such-model")
+
+
+def test_model_folder_and_text_prompts(tmp_path):
+    """A saved random checkpoint serves like its preset; with a tokenizer.json (and `tokenizers`), text prompts
+    work and outputs carry text."""
+    folder = str(tmp_path / "tiny")
+    pagedattn.save_random_checkpoint(folder, "tiny-llama", weights_seed=0, dtype="fp32")
+    greedy = pagedattn.SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
+    assert (pagedattn.LLM(folder).generate([[3, 4, 5]], greedy)[0].token_ids ==
+            pagedattn.LLM("tiny-llama").generate([[3, 4, 5]], greedy)[0].token_ids)
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {f"w{i}": i for i in range(512)}
+    vocab["[UNK]"] = 0
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(folder + "/tokenizer.json")
+    out = pagedattn.LLM(folder).generate(["w3 w4 w5"], greedy)[0]
+    assert out.prompt_token_ids == [3, 4, 5] and out.text is not None and len(out.token_ids) == 5
