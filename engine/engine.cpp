@@ -7,6 +7,9 @@
 #include <map>
 
 #include "pagedattn/error.h"
+#ifdef PAGEDATTN_ENGINE_CUDA
+#include "engine/cuda/cuda_runner.h"
+#endif
 
 namespace pagedattn::engine {
 
@@ -40,12 +43,23 @@ ModelConfig resolve_model(const EngineConfig& config) {
 
 namespace {
 
-std::unique_ptr<ModelRunner> make_cpu_runner(const EngineConfig& config, const ModelConfig& model) {
+std::unique_ptr<ModelRunner> make_runner(const EngineConfig& config, const ModelConfig& model) {
   namespace fs = std::filesystem;
   ModelWeightsF32 w = fs::is_directory(config.model)
                           ? ModelWeightsF32::load(model, SafetensorsFolder(config.model))
                           : ModelWeightsF32::random(model, config.weights_seed);
-  return std::make_unique<CpuRunner>(model, std::move(w), config.num_blocks, config.block_size);
+  if (config.device == "cpu")
+    return std::make_unique<CpuRunner>(model, std::move(w), config.num_blocks, config.block_size);
+  PA_CHECK(config.device == "cuda" || config.device.rfind("cuda:", 0) == 0, "device '", config.device,
+           "' is not cpu, cuda or cuda:N");
+  const int index = config.device == "cuda" ? 0 : std::stoi(config.device.substr(5));
+#ifdef PAGEDATTN_ENGINE_CUDA
+  return make_cuda_runner(model, w, config.num_blocks, config.block_size, index);
+#else
+  PA_CHECK(false, "device ", config.device, " (", index,
+           "): this build of the engine has no CUDA runner "
+           "(configure with -DPAGEDATTN_CUDA=ON)");
+#endif
 }
 
 // num_blocks from the byte budget when it is not given.
@@ -89,7 +103,7 @@ Engine::Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<Mo
       model_(std::move(model)),
       blocks_(make_blocks(config_, model_)),
       scheduler_(scheduler_config(config_, model_), blocks_),
-      runner_(runner ? std::move(runner) : make_cpu_runner(config_, model_)),
+      runner_(runner ? std::move(runner) : make_runner(config_, model_)),
       seeds_(config.seed) {
   if (config_.max_model_len <= 0) config_.max_model_len = model_.max_position_embeddings;
 }

@@ -52,6 +52,8 @@ struct EngineConfig {
   /// "paged" (the default), or "contiguous": the traditional cache that reserves max_model_len tokens of
   /// consecutive blocks per request at admission (the source documents' comparison; same kernels).
   std::string kv_layout = "paged";
+  /// "cpu" (the CPU runner, fp32) or "cuda:N" / "cuda" (the CUDA runner on device N, bf16; a CUDA build).
+  std::string device = "cpu";
   uint64_t seed = 0;  ///< the seed of requests that bring none
 };
 

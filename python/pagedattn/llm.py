@@ -5,7 +5,8 @@
     outs[0].token_ids, outs[0].text, outs[0].finish_reason
 
 Prompts are token-id lists, or strings when the model folder has a tokenizer.json and the `tokenizers` package is
-installed (then outputs carry text too). The engine runs on its CPU runner today (see README, Engine).
+installed (then outputs carry text too). device="cpu" runs the fp32 CPU runner, "cuda" the bf16 CUDA runner
+(CUDA builds).
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ class RequestOutput:
 class LLM:
     def __init__(self, model: str, *, block_size: int = 16, num_blocks: int = 1024, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 8192, max_model_len: int = 0, enable_prefix_caching: bool = True,
-                 seed: int = 0, weights_seed: int = 0):
+                 seed: int = 0, weights_seed: int = 0, device: str = "cpu", kv_layout: str = "paged"):
         if not hasattr(_C, "Engine"):
             raise Error("this build of pagedattn has no engine (configured with PAGEDATTN_BUILD_ENGINE=OFF)")
         self._engine = _C.Engine(model, block_size=block_size, num_blocks=num_blocks, max_num_seqs=max_num_seqs,
                                  max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-                                 enable_prefix_caching=enable_prefix_caching, seed=seed, weights_seed=weights_seed)
+                                 enable_prefix_caching=enable_prefix_caching, seed=seed, weights_seed=weights_seed,
+                                 device=device, kv_layout=kv_layout)
         self.tokenizer = None
         tok = os.path.join(model, "tokenizer.json")
         if os.path.isdir(model) and os.path.exists(tok):

@@ -45,7 +45,7 @@ void bind_engine(nb::module_& m) {
           "__init__",
           [](Engine* self, const std::string& model, int block_size, int num_blocks, int max_num_seqs,
              int64_t max_num_batched_tokens, int64_t max_model_len, bool enable_prefix_caching, uint64_t seed,
-             uint64_t weights_seed) {
+             uint64_t weights_seed, const std::string& device, const std::string& kv_layout) {
             engine::EngineConfig c;
             c.model = model;
             c.block_size = block_size;
@@ -56,6 +56,8 @@ void bind_engine(nb::module_& m) {
             c.enable_prefix_caching = enable_prefix_caching;
             c.seed = seed;
             c.weights_seed = weights_seed;
+            c.device = device;
+            c.kv_layout = kv_layout;
             new (self) Engine(c);
           },
           "model"_a, "block_size"_a = 16, "num_blocks"_a = 1024, "max_num_seqs"_a = 256,

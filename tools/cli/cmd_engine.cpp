@@ -37,6 +37,7 @@ engine::EngineConfig engine_config(const EngineOptions& e) {
   c.max_model_len = e.max_model_len;
   c.enable_prefix_caching = !e.no_prefix_caching;
   c.kv_layout = e.kv_layout;
+  c.device = e.device;
   c.seed = e.seed;
   return c;
 }
@@ -113,7 +114,7 @@ int run_bench_engine(const BenchEngineOptions& o) {
       o.engine.model.c_str(), o.num_prompts, o.input_len, o.output_len, o.random_range_ratio,
       config.num_blocks, config.block_size, static_cast<long long>(config.num_blocks) * config.block_size,
       config.max_num_seqs, static_cast<long long>(config.max_num_batched_tokens),
-      o.enforce_eager ? "eager" : "eager (CPU runner)");
+      o.enforce_eager ? "eager" : "eager (CUDA graphs not yet)");
   engine::SamplingParams p = sampling(o.sampling);
   p.ignore_eos = true;
   const auto t0 = std::chrono::steady_clock::now();

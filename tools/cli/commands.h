@@ -34,6 +34,7 @@ struct EngineOptions {
   int64_t max_model_len = 0;
   bool no_prefix_caching = false;
   std::string kv_layout = "paged";  // paged | contiguous
+  std::string device = "cpu";       // cpu | cuda | cuda:N
   uint64_t seed = 0;
 };
 
