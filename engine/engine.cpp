@@ -24,13 +24,13 @@ void CpuRunner::copy_blocks(std::span<const BlockCopy> copies) {
   for (const BlockCopy& c : copies) cache_.copy_block(c.src, c.dst);
 }
 
-KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size) {
+KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size, const std::string& device) {
   KVCacheGeometry g;
   g.num_layers = model.num_layers;
   g.num_kv_heads = model.num_kv_heads;
   g.head_dim = model.head_dim;
   g.block_size = block_size;
-  g.dtype = DType::kFloat32;  // the CPU runner's pools
+  g.dtype = device == "cpu" ? DType::kFloat32 : DType::kBFloat16;  // the runners' pools
   return g;
 }
 
@@ -66,10 +66,10 @@ std::unique_ptr<ModelRunner> make_runner(const EngineConfig& config, const Model
 EngineConfig sized(EngineConfig c, const ModelConfig& m) {
   if (c.num_blocks <= 0) {
     PA_CHECK(c.kv_cache_bytes > 0, "the engine needs num_blocks or kv_cache_bytes for its KV pool");
-    const int64_t blocks = kv_geometry(m, c.block_size).blocks_for_budget(c.kv_cache_bytes);
+    const int64_t blocks = kv_geometry(m, c.block_size, c.device).blocks_for_budget(c.kv_cache_bytes);
     PA_CHECK(blocks >= 1, "kv_cache_bytes ", c.kv_cache_bytes, " holds no block of ",
-             kv_geometry(m, c.block_size).bytes_per_block(), " bytes (", c.block_size, " tokens across ",
-             m.num_layers, " layers)");
+             kv_geometry(m, c.block_size, c.device).bytes_per_block(), " bytes (", c.block_size,
+             " tokens across ", m.num_layers, " layers)");
     c.num_blocks = static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));
   }
   return c;
@@ -110,8 +110,9 @@ Engine::Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<Mo
 
 std::string Engine::capacity_summary() const {
   const int64_t tokens = static_cast<int64_t>(config_.num_blocks) * config_.block_size;
-  const double mib = static_cast<double>(kv_geometry(model_, config_.block_size).bytes_per_block()) *
-                     config_.num_blocks / (1 << 20);
+  const double mib =
+      static_cast<double>(kv_geometry(model_, config_.block_size, config_.device).bytes_per_block()) *
+      config_.num_blocks / (1 << 20);
   char line[256];
   std::snprintf(
       line, sizeof(line),
@@ -214,6 +215,9 @@ std::vector<std::unique_ptr<Request>> Engine::take_finished() {
 EngineStats Engine::stats() const {
   EngineStats s = stats_;
   s.scheduler = scheduler_.stats();
+  s.num_blocks = blocks_.num_blocks();
+  s.free_blocks = blocks_.num_free_blocks();
+  s.block_bytes = kv_geometry(model_, config_.block_size, config_.device).bytes_per_block();
   return s;
 }
 

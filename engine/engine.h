@@ -68,8 +68,10 @@ struct EngineStats {
   SchedulerStats scheduler;
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
-  double model_seconds = 0;  ///< inside ModelRunner::forward
-  double host_seconds = 0;   ///< scheduling, batch building, sampling
+  double model_seconds = 0;                 ///< inside ModelRunner::forward
+  double host_seconds = 0;                  ///< scheduling, batch building, sampling
+  int64_t num_blocks = 0, free_blocks = 0;  ///< the KV pool now
+  int64_t block_bytes = 0;                  ///< one block across all layers, K and V
 };
 
 class Engine {
@@ -112,7 +114,8 @@ class Engine {
 
 /// The model config of EngineConfig::model (a folder's config.json, or a preset).
 ModelConfig resolve_model(const EngineConfig& config);
-/// The geometry of the CPU runner's pools (fp32) for a model: what one block costs across all layers.
-KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size);
+/// The geometry of a runner's pools for a model (fp32 on the CPU runner, bf16 on the CUDA runner): what one
+/// block costs across all layers.
+KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size, const std::string& device = "cpu");
 
 }  // namespace pagedattn::engine

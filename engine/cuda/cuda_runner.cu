@@ -16,16 +16,16 @@
 namespace pagedattn::engine {
 namespace {
 
-#define RUNNER_CUDA(call)                                                                        \
-  do {                                                                                           \
-    const cudaError_t e_ = (call);                                                               \
-    PA_CHECK(e_ == cudaSuccess, "CUDA runner: ", #call, " failed: ", cudaGetErrorString(e_));   \
+#define RUNNER_CUDA(call)                                                                     \
+  do {                                                                                        \
+    const cudaError_t e_ = (call);                                                            \
+    PA_CHECK(e_ == cudaSuccess, "CUDA runner: ", #call, " failed: ", cudaGetErrorString(e_)); \
   } while (0)
-#define RUNNER_CUBLAS(call)                                                                     \
-  do {                                                                                          \
-    const cublasStatus_t s_ = (call);                                                           \
+#define RUNNER_CUBLAS(call)                                                                  \
+  do {                                                                                       \
+    const cublasStatus_t s_ = (call);                                                        \
     PA_CHECK(s_ == CUBLAS_STATUS_SUCCESS, "CUDA runner: ", #call, " failed: cuBLAS status ", \
-             static_cast<int>(s_));                                                             \
+             static_cast<int>(s_));                                                          \
   } while (0)
 
 // Device memory owned by the runner.
@@ -67,7 +67,8 @@ DeviceArray<__nv_bfloat16>* upload_bf16(std::vector<std::unique_ptr<DeviceArray<
   return keep.back().get();
 }
 
-DeviceArray<float>* upload_f32(std::vector<std::unique_ptr<DeviceArray<float>>>& keep, const std::vector<float>& v) {
+DeviceArray<float>* upload_f32(std::vector<std::unique_ptr<DeviceArray<float>>>& keep,
+                               const std::vector<float>& v) {
   keep.push_back(std::make_unique<DeviceArray<float>>(v.size()));
   RUNNER_CUDA(cudaMemcpy(keep.back()->get(), v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
   return keep.back().get();
@@ -76,12 +77,14 @@ DeviceArray<float>* upload_f32(std::vector<std::unique_ptr<DeviceArray<float>>>&
 template <typename T>
 void to_device(DeviceArray<T>& d, const std::vector<T>& h, cudaStream_t stream) {
   d.resize(h.size());
-  if (!h.empty()) RUNNER_CUDA(cudaMemcpyAsync(d.get(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+  if (!h.empty())
+    RUNNER_CUDA(cudaMemcpyAsync(d.get(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
 }
 
 class CudaRunner final : public ModelRunner {
  public:
-  CudaRunner(const ModelConfig& c, const ModelWeightsF32& w, int32_t num_blocks, int32_t block_size, int device)
+  CudaRunner(const ModelConfig& c, const ModelWeightsF32& w, int32_t num_blocks, int32_t block_size,
+             int device)
       : c_(c), device_(device), num_blocks_(num_blocks), block_size_(block_size) {
     RUNNER_CUDA(cudaSetDevice(device));
     RUNNER_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -96,7 +99,7 @@ class CudaRunner final : public ModelRunner {
       Layer L;
       L.qkv = upload_bf16(bf16_, {&l.q_proj, &l.k_proj, &l.v_proj});  // [(hq + 2 hkv) d, hidden]
       L.o = upload_bf16(bf16_, {&l.o_proj});
-      L.gate_up = upload_bf16(bf16_, {&l.gate_proj, &l.up_proj});    // [2 inter, hidden]
+      L.gate_up = upload_bf16(bf16_, {&l.gate_proj, &l.up_proj});  // [2 inter, hidden]
       L.down = upload_bf16(bf16_, {&l.down_proj});
       L.input_norm = upload_f32(f32_, l.input_norm);
       L.post_norm = upload_f32(f32_, l.post_norm);
@@ -141,14 +144,16 @@ class CudaRunner final : public ModelRunner {
 
     const Device dev = Device::cuda(device_);
     BatchDesc desc;
-    desc.block_tables = TensorView::contiguous(tables_.get(), DType::kInt32, {seqs, batch.max_blocks_per_seq}, dev);
+    desc.block_tables =
+        TensorView::contiguous(tables_.get(), DType::kInt32, {seqs, batch.max_blocks_per_seq}, dev);
     desc.seq_lens = TensorView::contiguous(lens_.get(), DType::kInt32, {seqs}, dev);
     desc.query_start_loc = TensorView::contiguous(qsl_.get(), DType::kInt32, {seqs + 1}, dev);
     const BatchDesc host_desc = batch.desc();  // the host hints (max query / sequence length)
     desc.max_query_len = host_desc.max_query_len;
     desc.max_seq_len = host_desc.max_seq_len;
     const TensorView q = TensorView::strided(qkv_.get(), DType::kBFloat16, {n, hq, d}, {width, d, 1}, dev);
-    const TensorView k = TensorView::strided(qkv_.get() + hq * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
+    const TensorView k =
+        TensorView::strided(qkv_.get() + hq * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
     const TensorView v =
         TensorView::strided(qkv_.get() + (hq + hkv) * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
     const TensorView o = TensorView::contiguous(attn_.get(), DType::kBFloat16, {n, hq, d}, dev);
@@ -166,15 +171,16 @@ class CudaRunner final : public ModelRunner {
       cuda::add_rms_norm(x_.get(), l == 0 ? nullptr : delta_.get(), L.input_norm->get(), n, h,
                          static_cast<float>(c_.rms_norm_eps), normed_.get(), stream_);
       gemm(normed_.get(), n, h, L.qkv->get(), width, qkv_.get());
-      cuda::qk_norm_rope(qkv_.get(), width, n, static_cast<int>(hq), static_cast<int>(hkv), static_cast<int>(d),
-                         positions_.get(), inv_freq_->get(), L.q_norm ? L.q_norm->get() : nullptr,
-                         L.k_norm ? L.k_norm->get() : nullptr, static_cast<float>(c_.rms_norm_eps), stream_);
+      cuda::qk_norm_rope(qkv_.get(), width, n, static_cast<int>(hq), static_cast<int>(hkv),
+                         static_cast<int>(d), positions_.get(), inv_freq_->get(),
+                         L.q_norm ? L.q_norm->get() : nullptr, L.k_norm ? L.k_norm->get() : nullptr,
+                         static_cast<float>(c_.rms_norm_eps), stream_);
       const PagedKVCache kv = cache(l);
       write_kv(k, v, slots, kv, stream, /*validate_slots=*/false);
       run_attention(plan, q, kv, desc, params, o, ws, stream);
       gemm(attn_.get(), n, hq * d, L.o->get(), h, delta_.get());
-      cuda::add_rms_norm(x_.get(), delta_.get(), L.post_norm->get(), n, h, static_cast<float>(c_.rms_norm_eps),
-                         normed_.get(), stream_);
+      cuda::add_rms_norm(x_.get(), delta_.get(), L.post_norm->get(), n, h,
+                         static_cast<float>(c_.rms_norm_eps), normed_.get(), stream_);
       gemm(normed_.get(), n, h, L.gate_up->get(), 2 * inter, gate_up_.get());
       cuda::silu_and_mul(gate_up_.get(), n, inter, act_.get(), stream_);
       gemm(act_.get(), n, inter, L.down->get(), h, delta_.get());
@@ -186,10 +192,12 @@ class CudaRunner final : public ModelRunner {
     const float one = 1.0f, zero = 0.0f;
     RUNNER_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(c_.vocab_size), seqs,
                                static_cast<int>(h), &one, lm_head_->get(), CUDA_R_16BF, static_cast<int>(h),
-                               picked_.get(), CUDA_R_16BF, static_cast<int>(h), &zero, logits_.get(), CUDA_R_32F,
-                               static_cast<int>(c_.vocab_size), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                               picked_.get(), CUDA_R_16BF, static_cast<int>(h), &zero, logits_.get(),
+                               CUDA_R_32F, static_cast<int>(c_.vocab_size), CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
     std::vector<float> out(static_cast<size_t>(seqs) * c_.vocab_size);
-    RUNNER_CUDA(cudaMemcpyAsync(out.data(), logits_.get(), out.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    RUNNER_CUDA(cudaMemcpyAsync(out.data(), logits_.get(), out.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                stream_));
     RUNNER_CUDA(cudaStreamSynchronize(stream_));
     for (int32_t s = 0; s < seqs; ++s) {  // a sequence without new tokens has no logits
       if (batch.query_start_loc[s + 1] == batch.query_start_loc[s]) {
@@ -233,9 +241,9 @@ class CudaRunner final : public ModelRunner {
     if (n == 0) return;
     const float one = 1.0f, zero = 0.0f;
     RUNNER_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n),
-                               static_cast<int>(in), &one, w, CUDA_R_16BF, static_cast<int>(in), x, CUDA_R_16BF,
-                               static_cast<int>(in), &zero, y, CUDA_R_16BF, static_cast<int>(out), CUBLAS_COMPUTE_32F,
-                               CUBLAS_GEMM_DEFAULT));
+                               static_cast<int>(in), &one, w, CUDA_R_16BF, static_cast<int>(in), x,
+                               CUDA_R_16BF, static_cast<int>(in), &zero, y, CUDA_R_16BF,
+                               static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   ModelConfig c_;

@@ -42,13 +42,15 @@ __global__ void add_rms_norm_kernel(float* x, const __nv_bfloat16* delta, const 
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss, scratch) / static_cast<float>(hidden) + eps);
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[t * hidden + i] = __float2bfloat16(row[i] * inv * weight[i]);
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
+    out[t * hidden + i] = __float2bfloat16(row[i] * inv * weight[i]);
 }
 
 // One warp per (token, head); head_dim <= 256, so a lane holds at most 8 values.
 __global__ void qk_norm_rope_kernel(__nv_bfloat16* qkv, int64_t row_stride, int64_t n, int num_q_heads,
-                                    int num_kv_heads, int head_dim, const int32_t* positions, const float* inv_freq,
-                                    const float* q_norm, const float* k_norm, float eps) {
+                                    int num_kv_heads, int head_dim, const int32_t* positions,
+                                    const float* inv_freq, const float* q_norm, const float* k_norm,
+                                    float eps) {
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   const int heads = num_q_heads + num_kv_heads;
@@ -88,7 +90,8 @@ __global__ void qk_norm_rope_kernel(__nv_bfloat16* qkv, int64_t row_stride, int6
   }
 }
 
-__global__ void silu_and_mul_kernel(const __nv_bfloat16* gate_up, int64_t n, int64_t inter, __nv_bfloat16* out) {
+__global__ void silu_and_mul_kernel(const __nv_bfloat16* gate_up, int64_t n, int64_t inter,
+                                    __nv_bfloat16* out) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * inter) return;
   const int64_t t = idx / inter, i = idx % inter;
@@ -97,7 +100,8 @@ __global__ void silu_and_mul_kernel(const __nv_bfloat16* gate_up, int64_t n, int
   out[idx] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
 }
 
-__global__ void gather_rows_kernel(const __nv_bfloat16* rows, const int32_t* index, int64_t width, __nv_bfloat16* out) {
+__global__ void gather_rows_kernel(const __nv_bfloat16* rows, const int32_t* index, int64_t width,
+                                   __nv_bfloat16* out) {
   const int64_t s = blockIdx.x;
   const __nv_bfloat16* src = rows + static_cast<int64_t>(index[s]) * width;
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) out[s * width + i] = src[i];
@@ -112,34 +116,36 @@ void embed_tokens(const __nv_bfloat16* embed, const int32_t* tokens, int64_t n, 
   check_launch("embed_kernel");
 }
 
-void add_rms_norm(float* x, const __nv_bfloat16* delta, const float* weight, int64_t n, int64_t hidden, float eps,
-                  __nv_bfloat16* out, cudaStream_t stream) {
+void add_rms_norm(float* x, const __nv_bfloat16* delta, const float* weight, int64_t n, int64_t hidden,
+                  float eps, __nv_bfloat16* out, cudaStream_t stream) {
   if (n == 0) return;
   add_rms_norm_kernel<<<static_cast<unsigned>(n), 256, 0, stream>>>(x, delta, weight, hidden, eps, out);
   check_launch("add_rms_norm_kernel");
 }
 
-void qk_norm_rope(__nv_bfloat16* qkv, int64_t row_stride, int64_t n, int num_q_heads, int num_kv_heads, int head_dim,
-                  const int32_t* positions, const float* inv_freq, const float* q_norm, const float* k_norm,
-                  float eps, cudaStream_t stream) {
-  PA_CHECK(head_dim <= 256 && head_dim % 2 == 0, "qk_norm_rope: head_dim ", head_dim, " must be even and <= 256");
+void qk_norm_rope(__nv_bfloat16* qkv, int64_t row_stride, int64_t n, int num_q_heads, int num_kv_heads,
+                  int head_dim, const int32_t* positions, const float* inv_freq, const float* q_norm,
+                  const float* k_norm, float eps, cudaStream_t stream) {
+  PA_CHECK(head_dim <= 256 && head_dim % 2 == 0, "qk_norm_rope: head_dim ", head_dim,
+           " must be even and <= 256");
   const int64_t warps = n * (num_q_heads + num_kv_heads);
   if (warps == 0) return;
   const unsigned blocks = static_cast<unsigned>((warps * 32 + 255) / 256);
-  qk_norm_rope_kernel<<<blocks, 256, 0, stream>>>(qkv, row_stride, n, num_q_heads, num_kv_heads, head_dim, positions,
-                                                  inv_freq, q_norm, k_norm, eps);
+  qk_norm_rope_kernel<<<blocks, 256, 0, stream>>>(qkv, row_stride, n, num_q_heads, num_kv_heads, head_dim,
+                                                  positions, inv_freq, q_norm, k_norm, eps);
   check_launch("qk_norm_rope_kernel");
 }
 
-void silu_and_mul(const __nv_bfloat16* gate_up, int64_t n, int64_t inter, __nv_bfloat16* out, cudaStream_t stream) {
+void silu_and_mul(const __nv_bfloat16* gate_up, int64_t n, int64_t inter, __nv_bfloat16* out,
+                  cudaStream_t stream) {
   const int64_t total = n * inter;
   if (total == 0) return;
   silu_and_mul_kernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, stream>>>(gate_up, n, inter, out);
   check_launch("silu_and_mul_kernel");
 }
 
-void gather_rows(const __nv_bfloat16* rows, const int32_t* index, int64_t count, int64_t width, __nv_bfloat16* out,
-                 cudaStream_t stream) {
+void gather_rows(const __nv_bfloat16* rows, const int32_t* index, int64_t count, int64_t width,
+                 __nv_bfloat16* out, cudaStream_t stream) {
   if (count == 0) return;
   gather_rows_kernel<<<static_cast<unsigned>(count), 256, 0, stream>>>(rows, index, width, out);
   check_launch("gather_rows_kernel");

@@ -62,7 +62,7 @@ void bind_engine(nb::module_& m) {
           },
           "model"_a, "block_size"_a = 16, "num_blocks"_a = 1024, "max_num_seqs"_a = 256,
           "max_num_batched_tokens"_a = 8192, "max_model_len"_a = 0, "enable_prefix_caching"_a = true,
-          "seed"_a = 0, "weights_seed"_a = 0)
+          "seed"_a = 0, "weights_seed"_a = 0, "device"_a = "cpu", "kv_layout"_a = "paged")
       .def(
           "add_request",
           [](Engine& e, std::vector<int32_t> prompt, float temperature, int top_k, float top_p, int64_t seed,
@@ -104,6 +104,10 @@ void bind_engine(nb::module_& m) {
         d["generated_tokens"] = s.generated_tokens;
         d["model_seconds"] = s.model_seconds;
         d["host_seconds"] = s.host_seconds;
+        d["max_running"] = s.scheduler.max_running;
+        d["num_blocks"] = s.num_blocks;
+        d["free_blocks"] = s.free_blocks;
+        d["block_bytes"] = s.block_bytes;
         return d;
       });
 }

@@ -68,9 +68,9 @@ TEST(EngineCuda, GreedyTokensMatchTheCpuRunnerUntilANearTie) {
   }
 }
 
-// On the GPU a request's greedy tokens alone and inside a batch: the kernels and GEMM algorithms may differ with
-// the batch's shape (tile shapes, split counts, cuBLAS's choice per size), so bits may differ and a near-tie
-// may break differently; until the first divergence tokens agree, and divergences stay rare.
+// On the GPU a request's greedy tokens alone and inside a batch: the kernels and GEMM algorithms may differ
+// with the batch's shape (tile shapes, split counts, cuBLAS's choice per size), so bits may differ and a
+// near-tie may break differently; until the first divergence tokens agree, and divergences stay rare.
 TEST(EngineCuda, BatchingDoesNotChangeTokens) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA runner or no GPU";
   std::mt19937_64 rng(test::run_seed());
@@ -98,7 +98,8 @@ TEST(EngineCuda, BatchingDoesNotChangeTokens) {
 }
 
 TEST(EngineCuda, DeviceNamesAreChecked) {
-  EXPECT_ERROR_CONTAINS(Engine(config("tiny-llama", "tpu", 8, 64)), "device 'tpu' is not cpu, cuda or cuda:N");
+  EXPECT_ERROR_CONTAINS(Engine(config("tiny-llama", "tpu", 8, 64)),
+                        "device 'tpu' is not cpu, cuda or cuda:N");
 }
 
 }  // namespace
