@@ -6,6 +6,7 @@
 
 #include "pagedattn/attention.h"
 #include "pagedattn/error.h"
+#include "pagedattn/kv_format.h"
 #include "pagedattn/plan.h"
 
 namespace pagedattn::engine {
@@ -90,28 +91,68 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
   return f;
 }
 
-HostKVCache::HostKVCache(const ModelConfig& c, int32_t num_blocks, int32_t block_size)
+HostKVCache::HostKVCache(const ModelConfig& c, int32_t num_blocks, int32_t block_size,
+                         const std::string& format)
     : num_blocks_(num_blocks), block_size_(block_size), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
-  const size_t n = static_cast<size_t>(num_blocks) * block_size * kv_heads_ * head_dim_;
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    k_.emplace_back(n,
-                    std::numeric_limits<float>::quiet_NaN());  // unwritten slots are NaN: reading one shows
-    v_.emplace_back(n, std::numeric_limits<float>::quiet_NaN());
+  const int64_t d = head_dim_;
+  k_meta_ = v_meta_ = {DType::kFloat32, -1, {}};  // inner -1: the plane is absent
+  if (format.rfind("tq_", 0) == 0) {
+    tq_ = tq::parse_preset(format);
+    const tq::TokenBytes b = tq::token_bytes(*tq_, static_cast<int>(d));
+    k_ = {DType::kUInt8, b.key_codes, {}};
+    v_ = {DType::kUInt8, b.value_codes, {}};
+    if (b.key_norm) k_meta_ = {DType::kFloat16, 0, {}};
+    v_meta_ = {DType::kFloat16, 2, {}};
+  } else {
+    const DType t = parse_dtype(format);
+    PA_CHECK(
+        t == DType::kFloat32 || kv_format(t).quantized(), "KV cache format '", format,
+        "': the CPU runner computes in fp32, so its cache is fp32 or a quantized format (fp8_e4m3, fp8_e5m2, "
+        "int8, tq_k8v4, tq_k4v4, tq_k3v4, tq_k3v3)");
+    k_ = v_ = {t, d, {}};
+    if (kv_format(t).scales == KVScales::kToken) k_meta_ = v_meta_ = {DType::kFloat32, 0, {}};
+  }
+  const size_t rows = static_cast<size_t>(num_blocks) * block_size * kv_heads_;
+  for (Plane* p : {&k_, &v_, &k_meta_, &v_meta_}) {
+    if (p->inner < 0) continue;
+    const size_t bytes = rows * static_cast<size_t>(std::max<int64_t>(p->inner, 1)) * dtype_size(p->dtype);
+    // Unwritten float slots are NaN (0xff bytes) so that reading one shows; codes are whatever 0xff decodes
+    // to.
+    for (int64_t l = 0; l < c.num_layers; ++l) p->layers.emplace_back(bytes, uint8_t{0xff});
   }
 }
 
+int64_t HostKVCache::bytes_per_token_layer() const {
+  int64_t total = 0;
+  for (const Plane* p : {&k_, &v_, &k_meta_, &v_meta_}) {
+    if (p->inner >= 0) total += kv_heads_ * std::max<int64_t>(p->inner, 1) * dtype_size(p->dtype);
+  }
+  return total;
+}
+
 PagedKVCache HostKVCache::layer(int64_t i) {
-  const std::initializer_list<int64_t> shape = {num_blocks_, block_size_, kv_heads_, head_dim_};
-  return PagedKVCache(TensorView::contiguous(k_[i].data(), DType::kFloat32, shape),
-                      TensorView::contiguous(v_[i].data(), DType::kFloat32, shape));
+  auto view = [&](Plane& p) {
+    if (p.inner < 0) return TensorView{};
+    void* data = p.layers[static_cast<size_t>(i)].data();
+    return p.inner == 0
+               ? TensorView::contiguous(data, p.dtype, {num_blocks_, block_size_, kv_heads_})
+               : TensorView::contiguous(data, p.dtype, {num_blocks_, block_size_, kv_heads_, p.inner});
+  };
+  if (tq_) return PagedKVCache::turboquant(*tq_, head_dim_, view(k_), view(k_meta_), view(v_), view(v_meta_));
+  PagedKVCache c(view(k_), view(v_));
+  c.k_meta = view(k_meta_);
+  c.v_meta = view(v_meta_);
+  return c;
 }
 
 void HostKVCache::copy_block(int32_t src, int32_t dst) {
   PA_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_, "copy_block: block ", src, " -> ",
            dst, " outside the pool of ", num_blocks_);
-  const size_t block = static_cast<size_t>(block_size_) * kv_heads_ * head_dim_;
-  for (auto* planes : {&k_, &v_}) {
-    for (auto& p : *planes) std::copy_n(p.data() + src * block, block, p.data() + dst * block);
+  for (Plane* p : {&k_, &v_, &k_meta_, &v_meta_}) {
+    if (p->inner < 0) continue;
+    const size_t block =
+        static_cast<size_t>(block_size_) * kv_heads_ * std::max<int64_t>(p->inner, 1) * dtype_size(p->dtype);
+    for (auto& layer : p->layers) std::copy_n(layer.data() + src * block, block, layer.data() + dst * block);
   }
 }
 

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/model_config.h"
@@ -18,20 +20,31 @@ namespace pagedattn::engine {
 /// RoPE inverse frequencies of a config (head_dim / 2 of them), with its scaling applied (llama3, linear).
 std::vector<float> rope_inv_freq(const ModelConfig& c);
 
-/// The paged K/V pools of every layer on the host: fp32 [num_blocks, block_size, num_kv_heads, head_dim].
+/// The paged K/V cache of every layer on the host, in any format the CPU backend reads: "fp32" (the default),
+/// "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8" (with its scale planes) or a TurboQuant preset "tq_k4v4",
+/// ... (codes, norms, value scales). Each plane is [num_blocks, block_size, num_kv_heads, inner] bytes.
 class HostKVCache {
  public:
-  HostKVCache(const ModelConfig& c, int32_t num_blocks, int32_t block_size);
+  HostKVCache(const ModelConfig& c, int32_t num_blocks, int32_t block_size,
+              const std::string& format = "fp32");
   PagedKVCache layer(int64_t i);
-  /// Copies block src into dst in every layer's K and V (copy-on-write).
+  /// Copies block src into dst in every layer's planes (copy-on-write).
   void copy_block(int32_t src, int32_t dst);
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
+  /// Bytes of one token of one layer, every plane (K and V).
+  int64_t bytes_per_token_layer() const;
 
  private:
+  struct Plane {
+    DType dtype;
+    int64_t inner;  // elements per (block, slot, head); 0: a rank-3 plane of one element
+    std::vector<std::vector<uint8_t>> layers;
+  };
   int32_t num_blocks_, block_size_;
   int64_t kv_heads_, head_dim_;
-  std::vector<std::vector<float>> k_, v_;
+  std::optional<tq::Preset> tq_;
+  Plane k_, v_, k_meta_, v_meta_;
 };
 
 class CpuModel {

@@ -13,8 +13,9 @@
 
 namespace pagedattn::engine {
 
-CpuRunner::CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size)
-    : model_(config, std::move(weights)), cache_(config, num_blocks, block_size) {}
+CpuRunner::CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size,
+                     const std::string& kv_format)
+    : model_(config, std::move(weights)), cache_(config, num_blocks, block_size, kv_format) {}
 
 std::vector<float> CpuRunner::forward(std::span<const int32_t> tokens, HostBatch& batch) {
   return model_.forward(tokens, batch, cache_);
@@ -24,13 +25,19 @@ void CpuRunner::copy_blocks(std::span<const BlockCopy> copies) {
   for (const BlockCopy& c : copies) cache_.copy_block(c.src, c.dst);
 }
 
-KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size, const std::string& device) {
+KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size, const std::string& device,
+                            const std::string& kv_cache_dtype) {
   KVCacheGeometry g;
   g.num_layers = model.num_layers;
   g.num_kv_heads = model.num_kv_heads;
   g.head_dim = model.head_dim;
   g.block_size = block_size;
-  g.dtype = device == "cpu" ? DType::kFloat32 : DType::kBFloat16;  // the runners' pools
+  g.dtype = device == "cpu" ? DType::kFloat32 : DType::kBFloat16;  // the runners' own pools
+  if (kv_cache_dtype.rfind("tq_", 0) == 0) {
+    g.tq = tq::parse_preset(kv_cache_dtype);
+  } else if (kv_cache_dtype != "auto") {
+    g.dtype = parse_dtype(kv_cache_dtype);
+  }
   return g;
 }
 
@@ -48,8 +55,13 @@ std::unique_ptr<ModelRunner> make_runner(const EngineConfig& config, const Model
   ModelWeightsF32 w = fs::is_directory(config.model)
                           ? ModelWeightsF32::load(model, SafetensorsFolder(config.model))
                           : ModelWeightsF32::random(model, config.weights_seed);
-  if (config.device == "cpu")
-    return std::make_unique<CpuRunner>(model, std::move(w), config.num_blocks, config.block_size);
+  if (config.device == "cpu") {
+    return std::make_unique<CpuRunner>(model, std::move(w), config.num_blocks, config.block_size,
+                                       config.kv_cache_dtype == "auto" ? "fp32" : config.kv_cache_dtype);
+  }
+  PA_CHECK(config.kv_cache_dtype == "auto" || config.kv_cache_dtype == "bf16", "kv_cache_dtype ",
+           config.kv_cache_dtype,
+           ": the CUDA runner keeps a bf16 cache today (quantized caches run on the CPU runner)");
   PA_CHECK(config.device == "cuda" || config.device.rfind("cuda:", 0) == 0, "device '", config.device,
            "' is not cpu, cuda or cuda:N");
   const int index = config.device == "cuda" ? 0 : std::stoi(config.device.substr(5));
@@ -66,10 +78,11 @@ std::unique_ptr<ModelRunner> make_runner(const EngineConfig& config, const Model
 EngineConfig sized(EngineConfig c, const ModelConfig& m) {
   if (c.num_blocks <= 0) {
     PA_CHECK(c.kv_cache_bytes > 0, "the engine needs num_blocks or kv_cache_bytes for its KV pool");
-    const int64_t blocks = kv_geometry(m, c.block_size, c.device).blocks_for_budget(c.kv_cache_bytes);
+    const int64_t blocks =
+        kv_geometry(m, c.block_size, c.device, c.kv_cache_dtype).blocks_for_budget(c.kv_cache_bytes);
     PA_CHECK(blocks >= 1, "kv_cache_bytes ", c.kv_cache_bytes, " holds no block of ",
-             kv_geometry(m, c.block_size, c.device).bytes_per_block(), " bytes (", c.block_size,
-             " tokens across ", m.num_layers, " layers)");
+             kv_geometry(m, c.block_size, c.device, c.kv_cache_dtype).bytes_per_block(), " bytes (",
+             c.block_size, " tokens across ", m.num_layers, " layers)");
     c.num_blocks = static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));
   }
   return c;
@@ -111,7 +124,8 @@ Engine::Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<Mo
 std::string Engine::capacity_summary() const {
   const int64_t tokens = static_cast<int64_t>(config_.num_blocks) * config_.block_size;
   const double mib =
-      static_cast<double>(kv_geometry(model_, config_.block_size, config_.device).bytes_per_block()) *
+      static_cast<double>(
+          kv_geometry(model_, config_.block_size, config_.device, config_.kv_cache_dtype).bytes_per_block()) *
       config_.num_blocks / (1 << 20);
   char line[256];
   std::snprintf(
@@ -217,7 +231,8 @@ EngineStats Engine::stats() const {
   s.scheduler = scheduler_.stats();
   s.num_blocks = blocks_.num_blocks();
   s.free_blocks = blocks_.num_free_blocks();
-  s.block_bytes = kv_geometry(model_, config_.block_size, config_.device).bytes_per_block();
+  s.block_bytes =
+      kv_geometry(model_, config_.block_size, config_.device, config_.kv_cache_dtype).bytes_per_block();
   return s;
 }
 

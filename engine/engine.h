@@ -30,7 +30,8 @@ class ModelRunner {
 /// The CPU runner: CpuModel over host fp32 pools.
 class CpuRunner final : public ModelRunner {
  public:
-  CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size);
+  CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size,
+            const std::string& kv_format = "fp32");
   std::vector<float> forward(std::span<const int32_t> tokens, HostBatch& batch) override;
   void copy_blocks(std::span<const BlockCopy> copies) override;
 
@@ -54,6 +55,9 @@ struct EngineConfig {
   std::string kv_layout = "paged";
   /// "cpu" (the CPU runner, fp32) or "cuda:N" / "cuda" (the CUDA runner on device N, bf16; a CUDA build).
   std::string device = "cpu";
+  /// The KV cache format: "auto" (the runner's own: fp32 on the CPU, bf16 on CUDA), or a quantized one
+  /// (fp8_e4m3, fp8_e5m2, int8, tq_k8v4, tq_k4v4, tq_k3v4, tq_k3v3; the CPU runner today).
+  std::string kv_cache_dtype = "auto";
   uint64_t seed = 0;  ///< the seed of requests that bring none
 };
 
@@ -116,6 +120,7 @@ class Engine {
 ModelConfig resolve_model(const EngineConfig& config);
 /// The geometry of a runner's pools for a model (fp32 on the CPU runner, bf16 on the CUDA runner): what one
 /// block costs across all layers.
-KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size, const std::string& device = "cpu");
+KVCacheGeometry kv_geometry(const ModelConfig& model, int32_t block_size, const std::string& device = "cpu",
+                            const std::string& kv_cache_dtype = "auto");
 
 }  // namespace pagedattn::engine

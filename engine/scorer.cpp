@@ -8,10 +8,10 @@
 namespace pagedattn::engine {
 
 SequenceScorer::SequenceScorer(const ModelConfig& config, ModelWeightsF32 weights, int32_t max_tokens,
-                               int32_t block_size)
+                               int32_t block_size, const std::string& kv_format)
     : model_(config, std::move(weights)),
       blocks_((max_tokens + block_size - 1) / block_size, block_size, /*enable_prefix_caching=*/false),
-      cache_(config, (max_tokens + block_size - 1) / block_size, block_size) {}
+      cache_(config, (max_tokens + block_size - 1) / block_size, block_size, kv_format) {}
 
 std::vector<float> SequenceScorer::feed(std::span<const int32_t> tokens) {
   PA_CHECK(!tokens.empty(), "SequenceScorer::feed: no tokens");
@@ -30,14 +30,15 @@ std::vector<float> SequenceScorer::feed(std::span<const int32_t> tokens) {
   return logits;
 }
 
-SequenceScorer make_scorer(const std::string& model, int32_t max_tokens, uint64_t weights_seed) {
+SequenceScorer make_scorer(const std::string& model, int32_t max_tokens, uint64_t weights_seed,
+                           const std::string& kv_format) {
   EngineConfig c;
   c.model = model;
   const ModelConfig config = resolve_model(c);
   ModelWeightsF32 w = std::filesystem::is_directory(model)
                           ? ModelWeightsF32::load(config, SafetensorsFolder(model))
                           : ModelWeightsF32::random(config, weights_seed);
-  return SequenceScorer(config, std::move(w), max_tokens);
+  return SequenceScorer(config, std::move(w), max_tokens, 16, kv_format);
 }
 
 }  // namespace pagedattn::engine

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/cpu_model.h"
@@ -13,7 +14,7 @@ namespace pagedattn::engine {
 class SequenceScorer {
  public:
   SequenceScorer(const ModelConfig& config, ModelWeightsF32 weights, int32_t max_tokens,
-                 int32_t block_size = 16);
+                 int32_t block_size = 16, const std::string& kv_format = "fp32");
   /// Appends tokens to the sequence and returns the logits after its last token, [vocab].
   std::vector<float> feed(std::span<const int32_t> tokens);
   int64_t length() const { return blocks_.contains(0) ? blocks_.num_tokens(0) : 0; }
@@ -25,6 +26,7 @@ class SequenceScorer {
 };
 
 /// A scorer for a model folder or preset (random weights of weights_seed).
-SequenceScorer make_scorer(const std::string& model, int32_t max_tokens, uint64_t weights_seed = 0);
+SequenceScorer make_scorer(const std::string& model, int32_t max_tokens, uint64_t weights_seed = 0,
+                           const std::string& kv_format = "fp32");
 
 }  // namespace pagedattn::engine

@@ -30,10 +30,12 @@ void bind_engine(nb::module_& m) {
   nb::class_<engine::SequenceScorer>(m, "SequenceScorer")
       .def(
           "__init__",
-          [](engine::SequenceScorer* self, const std::string& model, int max_tokens, uint64_t weights_seed) {
-            new (self) engine::SequenceScorer(engine::make_scorer(model, max_tokens, weights_seed));
+          [](engine::SequenceScorer* self, const std::string& model, int max_tokens, uint64_t weights_seed,
+             const std::string& kv_format) {
+            new (self)
+                engine::SequenceScorer(engine::make_scorer(model, max_tokens, weights_seed, kv_format));
           },
-          "model"_a, "max_tokens"_a = 4096, "weights_seed"_a = 0)
+          "model"_a, "max_tokens"_a = 4096, "weights_seed"_a = 0, "kv_format"_a = "fp32")
       .def(
           "feed", [](engine::SequenceScorer& s, std::vector<int32_t> tokens) { return s.feed(tokens); },
           "tokens"_a)
@@ -45,7 +47,8 @@ void bind_engine(nb::module_& m) {
           "__init__",
           [](Engine* self, const std::string& model, int block_size, int num_blocks, int max_num_seqs,
              int64_t max_num_batched_tokens, int64_t max_model_len, bool enable_prefix_caching, uint64_t seed,
-             uint64_t weights_seed, const std::string& device, const std::string& kv_layout) {
+             uint64_t weights_seed, const std::string& device, const std::string& kv_layout,
+             const std::string& kv_cache_dtype) {
             engine::EngineConfig c;
             c.model = model;
             c.block_size = block_size;
@@ -58,11 +61,13 @@ void bind_engine(nb::module_& m) {
             c.weights_seed = weights_seed;
             c.device = device;
             c.kv_layout = kv_layout;
+            c.kv_cache_dtype = kv_cache_dtype;
             new (self) Engine(c);
           },
           "model"_a, "block_size"_a = 16, "num_blocks"_a = 1024, "max_num_seqs"_a = 256,
           "max_num_batched_tokens"_a = 8192, "max_model_len"_a = 0, "enable_prefix_caching"_a = true,
-          "seed"_a = 0, "weights_seed"_a = 0, "device"_a = "cpu", "kv_layout"_a = "paged")
+          "seed"_a = 0, "weights_seed"_a = 0, "device"_a = "cpu", "kv_layout"_a = "paged",
+          "kv_cache_dtype"_a = "auto")
       .def(
           "add_request",
           [](Engine& e, std::vector<int32_t> prompt, float temperature, int top_k, float top_p, int64_t seed,

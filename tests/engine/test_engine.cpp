@@ -209,6 +209,33 @@ TEST(Engine, ContiguousLayoutSameTokensLowerConcurrency) {
   EXPECT_ERROR_CONTAINS(Engine{contiguous}, "kv_layout 'striped' is not one of paged, contiguous");
 }
 
+// Quantized KV caches in the engine (CPU runner): requests complete through chunked prefill and preemption,
+// the pool is sized by the format's bytes (all its planes), and a format the runner cannot hold is named.
+TEST(Engine, QuantizedKVCaches) {
+  std::mt19937_64 rng(test::run_seed());
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.max_tokens = 6;
+  greedy.ignore_eos = true;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 4; ++i) prompts.push_back(random_prompt(rng, 20 + 5 * i));
+  for (const char* fmt : {"fp8_e4m3", "int8", "tq_k8v4", "tq_k4v4", "tq_k3v3"}) {
+    SCOPED_TRACE(fmt);
+    EngineConfig c = tiny("tiny-qwen3", 10, 16);
+    c.kv_cache_dtype = fmt;
+    Engine e(c);
+    for (const auto& o : e.generate(prompts, greedy)) EXPECT_EQ(o.tokens.size(), 6u);
+    EXPECT_EQ(e.blocks().num_free_blocks(), 10);
+  }
+  const ModelConfig m = ModelConfig::preset("tiny-qwen3");
+  // head dim 64: 32 + 2 + 32 + 4 = 70 bytes per token and KV head; x layers x tokens x heads
+  EXPECT_EQ(kv_geometry(m, 8, "cpu", "tq_k4v4").bytes_per_block(), 2 * 8 * 2 * 70);
+  EngineConfig bad = tiny("tiny-qwen3", 10, 16);
+  bad.kv_cache_dtype = "bf16";
+  EXPECT_ERROR_CONTAINS(Engine{bad},
+                        "the CPU runner computes in fp32, so its cache is fp32 or a quantized format");
+}
+
 // The pool sized from a byte budget, and the startup line vLLM users expect.
 TEST(Engine, PoolFromByteBudgetAndCapacityLine) {
   EngineConfig c = tiny("tiny-llama", 0, 64);

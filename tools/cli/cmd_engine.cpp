@@ -38,6 +38,7 @@ engine::EngineConfig engine_config(const EngineOptions& e) {
   c.enable_prefix_caching = !e.no_prefix_caching;
   c.kv_layout = e.kv_layout;
   c.device = e.device;
+  c.kv_cache_dtype = e.kv_cache_dtype;
   c.seed = e.seed;
   return c;
 }

@@ -35,6 +35,7 @@ struct EngineOptions {
   bool no_prefix_caching = false;
   std::string kv_layout = "paged";  // paged | contiguous
   std::string device = "cpu";       // cpu | cuda | cuda:N
+  std::string kv_cache_dtype = "auto";
   uint64_t seed = 0;
 };
 
