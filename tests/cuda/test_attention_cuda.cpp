@@ -603,6 +603,51 @@ TEST(CudaAttention, WorkspaceReservationRefusesAnUndeclaredLargerStep) {
   EXPECT_GE(ok.bytes(), big.workspace_bytes());
 }
 
+// run_attention checks the tensors it is given, not only the planned ones: an `out` the plan never saw that
+// breaks the kernels' vector-access rules is an error at run time, before any launch.
+TEST(CudaAttention, RunChecksItsOwnOutput) {
+  REQUIRE_GPU();
+  testing::ProblemSpec s;
+  s.head_dim = 128;
+  s.num_q_heads = 4;
+  s.num_kv_heads = 2;
+  s.seq_lens = {40};
+  s.query_lens = {1};
+  s.seed = 6;
+  SKIP_UNLESS_COMPILED(s);
+  testing::HostProblem p = testing::make_problem(s);
+  auto upload = [](const std::vector<uint8_t>& h) {
+    void* d = nullptr;
+    EXPECT_EQ(cudaMalloc(&d, h.size() + 64), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(d, h.data(), h.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+  };
+  auto upload32 = [&](const std::vector<int32_t>& h) {
+    return upload(std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(h.data()),
+                                       reinterpret_cast<const uint8_t*>(h.data() + h.size())));
+  };
+  void *k = upload(p.k_pool), *v = upload(p.v_pool), *q = upload(p.q), *o = upload(p.out);
+  void *bt = upload32(p.block_tables), *sl = upload32(p.seq_lens), *qs = upload32(p.query_start_loc);
+  auto on = [](TensorView t, void* data) {
+    t.data = data;
+    t.device = Device::cuda(0);
+    return t;
+  };
+  PagedKVCache cache = p.cache();
+  cache.k = on(cache.k, k);
+  cache.v = on(cache.v, v);
+  BatchDesc batch = p.batch();
+  batch.block_tables = on(batch.block_tables, bt);
+  batch.seq_lens = on(batch.seq_lens, sl);
+  batch.query_start_loc = on(batch.query_start_loc, qs);
+  const TensorView query = on(p.query(), q);
+  const AttentionPlan plan = plan_attention(query, cache, batch, p.params());
+  TensorView out = on(p.output(), static_cast<unsigned char*>(o) + 2);  // 2 bytes off: not 8-byte aligned
+  EXPECT_ERROR_CONTAINS(run_attention(plan, query, cache, batch, p.params(), out),
+                        "out must be 8-byte aligned");
+  for (void* ptr : {k, v, q, o, bt, sl, qs}) cudaFree(ptr);
+}
+
 // write_kv on the GPU over the write_kv grid (the cases its formats cover): every written element as the
 // reference rounds it, the first and last slot of the pool and of a block always among them, nothing else
 // touched.

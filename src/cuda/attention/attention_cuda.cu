@@ -195,6 +195,9 @@ void plan_attention(CudaContext& ctx, const core::AttentionProblem& p, core::Pla
 
 void run_attention(const core::PlanState& plan, const core::AttentionProblem& p, Workspace workspace,
                    Stream stream_handle) {
+  // This run's tensors (another layer's cache, the real `out`, which the plan never saw) must meet the vector
+  // access rules too: a few modulo tests, not a choice.
+  check_supported(p);
   if (p.batch.num_tokens == 0) return;
   DeviceGuard guard(p.device.index);
   const auto& launch = *static_cast<const CudaLaunch*>(plan.launch.get());
