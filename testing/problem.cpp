@@ -8,6 +8,7 @@
 #include <span>
 #include <sstream>
 
+#include "host_cache.h"
 #include "pagedattn/error.h"
 #include "pagedattn/kv_format.h"
 #include "reference_dtype.h"
@@ -222,44 +223,16 @@ PagedKVCache HostProblem::cache() {
   const int64_t bs = spec.block_size, d = spec.head_dim, h = spec.num_kv_heads;
   if (spec.tq) {
     const tq::TokenBytes tb = tq::token_bytes(*spec.tq, static_cast<int>(d));
-    // [num_blocks, block_size, num_kv_heads, inner] in the problem's layout.
-    auto plane = [&](void* data, DType t, int64_t inner) {
-      return spec.hnd_layout ? TensorView::strided(data, t, {num_blocks, bs, h, inner},
-                                                   {h * bs * inner, inner, bs * inner, 1})
-                             : TensorView::contiguous(data, t, {num_blocks, bs, h, inner});
-    };
+    const bool hnd = spec.hnd_layout;
     TensorView norms;
-    if (!k_norms.empty()) {
-      norms = spec.hnd_layout
-                  ? TensorView::strided(k_norms.data(), DType::kFloat16, {num_blocks, bs, h}, {h * bs, 1, bs})
-                  : TensorView::contiguous(k_norms.data(), DType::kFloat16, {num_blocks, bs, h});
-    }
-    return PagedKVCache::turboquant(*spec.tq, d, plane(k_pool.data(), DType::kUInt8, tb.key_codes), norms,
-                                    plane(v_pool.data(), DType::kUInt8, tb.value_codes),
-                                    plane(v_scale_min.data(), DType::kFloat16, 2));
+    if (!k_norms.empty()) norms = pool_plane(k_norms.data(), DType::kFloat16, num_blocks, bs, h, 0, hnd);
+    return PagedKVCache::turboquant(
+        *spec.tq, d, pool_plane(k_pool.data(), DType::kUInt8, num_blocks, bs, h, tb.key_codes, hnd), norms,
+        pool_plane(v_pool.data(), DType::kUInt8, num_blocks, bs, h, tb.value_codes, hnd),
+        pool_plane(v_scale_min.data(), DType::kFloat16, num_blocks, bs, h, 2, hnd));
   }
-  PagedKVCache c;
-  for (auto [view, buf] : {std::pair{&c.k, &k_pool}, std::pair{&c.v, &v_pool}}) {
-    if (spec.hnd_layout) {
-      *view = TensorView::strided(buf->data(), spec.cache_dtype, {num_blocks, bs, h, d},
-                                  {h * bs * d, d, bs * d, 1});
-    } else {
-      *view = TensorView::contiguous(buf->data(), spec.cache_dtype, {num_blocks, bs, h, d});
-    }
-  }
-  if (!k_scale.empty()) {
-    c.k_scale =
-        TensorView::contiguous(k_scale.data(), DType::kFloat32, {static_cast<int64_t>(k_scale.size())});
-    c.v_scale =
-        TensorView::contiguous(v_scale.data(), DType::kFloat32, {static_cast<int64_t>(v_scale.size())});
-  }
-  for (auto [view, buf] : {std::pair{&c.k_meta, &k_meta}, std::pair{&c.v_meta, &v_meta}}) {
-    if (buf->empty()) continue;
-    *view = spec.hnd_layout
-                ? TensorView::strided(buf->data(), DType::kFloat32, {num_blocks, bs, h}, {h * bs, 1, bs})
-                : TensorView::contiguous(buf->data(), DType::kFloat32, {num_blocks, bs, h});
-  }
-  return c;
+  return host_cache(spec.hnd_layout, spec.cache_dtype, num_blocks, bs, h, d, k_pool, v_pool, k_scale, v_scale,
+                    k_meta, v_meta);
 }
 
 BatchDesc HostProblem::batch() {

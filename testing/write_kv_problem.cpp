@@ -8,6 +8,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "host_cache.h"
 #include "pagedattn/error.h"
 #include "pagedattn/kv_format.h"
 #include "reference_dtype.h"
@@ -117,25 +118,8 @@ TensorView HostWriteKV::slot_view() {
 }
 
 PagedKVCache HostWriteKV::cache() {
-  const int64_t n = spec.num_blocks, bs = spec.block_size, h = spec.num_kv_heads, d = spec.head_dim;
-  PagedKVCache c;
-  for (auto [view, buf] : {std::pair{&c.k, &k_pool}, std::pair{&c.v, &v_pool}}) {
-    *view = spec.hnd_layout ? TensorView::strided(buf->data(), spec.cache_dtype, {n, bs, h, d},
-                                                  {h * bs * d, d, bs * d, 1})
-                            : TensorView::contiguous(buf->data(), spec.cache_dtype, {n, bs, h, d});
-  }
-  if (!k_scale.empty()) {
-    c.k_scale =
-        TensorView::contiguous(k_scale.data(), DType::kFloat32, {static_cast<int64_t>(k_scale.size())});
-    c.v_scale =
-        TensorView::contiguous(v_scale.data(), DType::kFloat32, {static_cast<int64_t>(v_scale.size())});
-  }
-  for (auto [view, buf] : {std::pair{&c.k_meta, &k_meta}, std::pair{&c.v_meta, &v_meta}}) {
-    if (buf->empty()) continue;
-    *view = spec.hnd_layout ? TensorView::strided(buf->data(), DType::kFloat32, {n, bs, h}, {h * bs, 1, bs})
-                            : TensorView::contiguous(buf->data(), DType::kFloat32, {n, bs, h});
-  }
-  return c;
+  return host_cache(spec.hnd_layout, spec.cache_dtype, spec.num_blocks, spec.block_size, spec.num_kv_heads,
+                    spec.head_dim, k_pool, v_pool, k_scale, v_scale, k_meta, v_meta);
 }
 
 namespace {
