@@ -10,6 +10,7 @@
 #ifdef PAGEDATTN_ENGINE_CUDA
 #include "engine/cuda/cuda_runner.h"
 #endif
+#include "src/cpu/parallel.h"
 
 namespace pagedattn::engine {
 
@@ -17,8 +18,9 @@ CpuRunner::CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_bl
                      const std::string& kv_format)
     : model_(config, std::move(weights)), cache_(config, num_blocks, block_size, kv_format) {}
 
-std::vector<float> CpuRunner::forward(std::span<const int32_t> tokens, HostBatch& batch) {
-  return model_.forward(tokens, batch, cache_);
+std::span<const float> CpuRunner::forward(std::span<const int32_t> tokens, HostBatch& batch) {
+  logits_ = model_.forward(tokens, batch, cache_);
+  return logits_;
 }
 
 void CpuRunner::copy_blocks(std::span<const BlockCopy> copies) {
@@ -179,13 +181,22 @@ std::vector<RequestOutput> Engine::step() {
     }
     HostBatch batch = build_batch(blocks_, batch_items);
     const double m0 = now();
-    const std::vector<float> logits = runner_->forward(tokens, batch);
+    const std::span<const float> logits = runner_->forward(tokens, batch);
     model_s = now() - m0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      if (!items[i].samples) continue;
-      const std::span<const float> row(logits.data() + static_cast<int64_t>(i) * model_.vocab_size,
+    // Each request draws with its own generator, so rows are independent: a large step (tens of sequences
+    // over a 150k vocabulary) samples on all cores.
+    auto sample_row = [&](int64_t i) {
+      if (!items[static_cast<size_t>(i)].samples) return;
+      const std::span<const float> row(logits.data() + i * model_.vocab_size,
                                        static_cast<size_t>(model_.vocab_size));
-      sampled[i] = sample_token(row, items[i].request->params, items[i].request->rng);
+      Request& r = *items[static_cast<size_t>(i)].request;
+      sampled[static_cast<size_t>(i)] = sample_token(row, r.params, r.rng);
+    };
+    const auto rows = static_cast<int64_t>(items.size());
+    if (rows * model_.vocab_size >= (int64_t{1} << 20)) {
+      cpu::parallel_for(rows, sample_row);
+    } else {
+      for (int64_t i = 0; i < rows; ++i) sample_row(i);
     }
   }
   std::vector<std::unique_ptr<Request>> done =

@@ -19,11 +19,13 @@
 namespace pagedattn::engine {
 
 /// What runs the model for the engine: one forward over a step's batch (logits of each sequence's last new
-/// token, [num_seqs, vocab]) and the block copies of copy-on-write.
+/// token, [num_seqs, vocab], in host memory the runner owns until its next forward: the CUDA runner's is
+/// pinned, so the step's copy runs at full link speed and is not copied again) and the block copies of
+/// copy-on-write.
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
-  virtual std::vector<float> forward(std::span<const int32_t> tokens, HostBatch& batch) = 0;
+  virtual std::span<const float> forward(std::span<const int32_t> tokens, HostBatch& batch) = 0;
   virtual void copy_blocks(std::span<const BlockCopy> copies) = 0;
 };
 
@@ -32,12 +34,13 @@ class CpuRunner final : public ModelRunner {
  public:
   CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size,
             const std::string& kv_format = "fp32");
-  std::vector<float> forward(std::span<const int32_t> tokens, HostBatch& batch) override;
+  std::span<const float> forward(std::span<const int32_t> tokens, HostBatch& batch) override;
   void copy_blocks(std::span<const BlockCopy> copies) override;
 
  private:
   CpuModel model_;
   HostKVCache cache_;
+  std::vector<float> logits_;
 };
 
 struct EngineConfig {

@@ -21,40 +21,71 @@ int32_t sample_token(std::span<const float> logits, const SamplingParams& p, std
   if (p.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  // Candidates by decreasing logit (ties by id), cut to top-k.
-  std::vector<int32_t> ids(n);
-  std::iota(ids.begin(), ids.end(), 0);
+  // Weights relative to the best logit, exp((l - top) / T) in [0, 1]. A vocabulary has 32k-256k entries and
+  // the nucleus usually a handful, so nothing here sorts the whole vocabulary: candidates are gathered by a
+  // weight threshold that falls until they decide the answer (the tokens left out all weigh less than every
+  // candidate, so the candidates sorted are a prefix of the full order).
+  const float top = *std::max_element(logits.begin(), logits.end());
+  const float inv_t = 1.0f / p.temperature;
+  std::vector<float> w(static_cast<size_t>(n));
+  double total = 0;
+  for (int32_t i = 0; i < n; ++i) total += (w[i] = std::exp((logits[i] - top) * inv_t));
   const int32_t k = p.top_k > 0 ? std::min(p.top_k, n) : n;
+  auto draw = [&](std::span<const int32_t> ids, int32_t keep) {
+    double kept = 0;
+    for (int32_t i = 0; i < keep; ++i) kept += w[ids[i]];
+    const double u = std::uniform_real_distribution<double>(0.0, kept)(rng);
+    double acc = 0;
+    for (int32_t i = 0; i < keep; ++i) {
+      acc += w[ids[i]];
+      if (u < acc) return ids[i];
+    }
+    return ids[keep - 1];
+  };
+  if (k == n && p.top_p >= 1.0f) {  // the whole softmax: one draw in id order, no candidates
+    const double u = std::uniform_real_distribution<double>(0.0, total)(rng);
+    double acc = 0;
+    for (int32_t i = 0; i < n; ++i) {
+      acc += w[i];
+      if (u < acc) return i;
+    }
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  // Candidates by decreasing logit (ties by id).
   auto better = [&](int32_t a, int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
-  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), better);
-  ids.resize(k);
-  // Softmax over the candidates (in double), then the top-p nucleus.
-  std::vector<double> prob(k);
-  const double top = logits[ids[0]];
-  double sum = 0;
-  for (int32_t i = 0; i < k; ++i) sum += (prob[i] = std::exp((logits[ids[i]] - top) / p.temperature));
-  int32_t keep = k;
-  if (p.top_p < 1.0f) {
-    double acc = 0;
-    for (int32_t i = 0; i < k; ++i) {
-      acc += prob[i] / sum;
-      if (acc >= p.top_p) {
-        keep = i + 1;
-        break;
-      }
+  std::vector<int32_t> ids;
+  for (float threshold = 1e-3f;; threshold = threshold > 1e-30f ? threshold * 1e-6f : 0.0f) {
+    ids.clear();
+    for (int32_t i = 0; i < n; ++i) {
+      if (w[i] >= threshold) ids.push_back(i);
     }
+    const bool all = threshold == 0.0f;  // every token is a candidate: this round decides
+    if (static_cast<int32_t>(ids.size()) < k && !all && k < n) continue;  // the top-k set is not known yet
+    if (static_cast<int32_t>(ids.size()) > k) {
+      std::nth_element(ids.begin(), ids.begin() + k, ids.end(), better);
+      ids.resize(static_cast<size_t>(k));
+    }
+    std::sort(ids.begin(), ids.end(), better);
+    const bool complete = static_cast<int32_t>(ids.size()) == k;  // the candidates are the whole top-k set
+    if (p.top_p >= 1.0f) {
+      if (complete) return draw(ids, k);
+      continue;
+    }
+    // The nucleus: the shortest prefix whose share of the top-k mass reaches top_p.
+    double mass = total;
+    if (complete) {
+      mass = 0;
+      for (int32_t id : ids) mass += w[id];
+    }
+    double acc = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      acc += w[ids[i]];
+      if (acc >= p.top_p * mass) return draw(ids, static_cast<int32_t>(i + 1));
+    }
+    if (complete) return draw(ids, static_cast<int32_t>(ids.size()));  // rounding: the whole top-k set
   }
-  double kept = 0;
-  for (int32_t i = 0; i < keep; ++i) kept += prob[i];
-  const double u = std::uniform_real_distribution<double>(0.0, kept)(rng);
-  double acc = 0;
-  for (int32_t i = 0; i < keep; ++i) {
-    acc += prob[i];
-    if (u < acc) return ids[i];
-  }
-  return ids[keep - 1];
 }
 
 }  // namespace pagedattn::engine

@@ -247,7 +247,9 @@ void run_planned_layers(const std::vector<HostProblem*>& layers) {
   const AttentionPlan plan = plan_attention(first.query, first.cache, first.batch, first.params);
   validate_batch(first.query, first.cache, first.batch);
   for (auto& d : dev) {
-    pagedattn::run_attention(plan, first.query, d->cache, first.batch, first.params, d->output,
+    // Each layer's own params: its lse output (and alibi/sinks buffers) belong to the layer, the plan does
+    // not.
+    pagedattn::run_attention(plan, first.query, d->cache, first.batch, d->params, d->output,
                              {first.workspace.get(), first.workspace.bytes()}, nullptr);
     RUNNER_CUDA_CHECK(cudaGetLastError());
   }

@@ -52,6 +52,29 @@ class DeviceArray {
   size_t size_ = 0;
 };
 
+// Pinned host memory owned by the runner (the logits' landing place: a pageable copy would run at a fraction
+// of the link's speed and need a second copy).
+template <typename T>
+class PinnedArray {
+ public:
+  PinnedArray() = default;
+  PinnedArray(const PinnedArray&) = delete;
+  PinnedArray& operator=(const PinnedArray&) = delete;
+  ~PinnedArray() { cudaFreeHost(ptr_); }
+  void resize(size_t n) {
+    if (n <= size_) return;
+    cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    RUNNER_CUDA(cudaMallocHost(&ptr_, std::max<size_t>(n, 1) * sizeof(T)));
+    size_ = n;
+  }
+  T* get() const { return ptr_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Host fp32 -> device bf16 (or fp32 for norms).
 DeviceArray<__nv_bfloat16>* upload_bf16(std::vector<std::unique_ptr<DeviceArray<__nv_bfloat16>>>& keep,
                                         std::initializer_list<const std::vector<float>*> parts) {
@@ -117,7 +140,7 @@ class CudaRunner final : public ModelRunner {
     cudaStreamDestroy(stream_);
   }
 
-  std::vector<float> forward(std::span<const int32_t> tokens, HostBatch& batch) override {
+  std::span<const float> forward(std::span<const int32_t> tokens, HostBatch& batch) override {
     RUNNER_CUDA(cudaSetDevice(device_));
     const int64_t n = batch.num_tokens(), h = c_.hidden_size, d = c_.head_dim, hq = c_.num_heads,
                   hkv = c_.num_kv_heads, inter = c_.intermediate_size, width = (hq + 2 * hkv) * d;
@@ -195,17 +218,18 @@ class CudaRunner final : public ModelRunner {
                                picked_.get(), CUDA_R_16BF, static_cast<int>(h), &zero, logits_.get(),
                                CUDA_R_32F, static_cast<int>(c_.vocab_size), CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT));
-    std::vector<float> out(static_cast<size_t>(seqs) * c_.vocab_size);
-    RUNNER_CUDA(cudaMemcpyAsync(out.data(), logits_.get(), out.size() * sizeof(float), cudaMemcpyDeviceToHost,
-                                stream_));
+    const size_t count = static_cast<size_t>(seqs) * c_.vocab_size;
+    host_logits_.resize(count);
+    RUNNER_CUDA(cudaMemcpyAsync(host_logits_.get(), logits_.get(), count * sizeof(float),
+                                cudaMemcpyDeviceToHost, stream_));
     RUNNER_CUDA(cudaStreamSynchronize(stream_));
     for (int32_t s = 0; s < seqs; ++s) {  // a sequence without new tokens has no logits
       if (batch.query_start_loc[s + 1] == batch.query_start_loc[s]) {
-        std::fill_n(out.begin() + static_cast<int64_t>(s) * c_.vocab_size, c_.vocab_size,
+        std::fill_n(host_logits_.get() + static_cast<int64_t>(s) * c_.vocab_size, c_.vocab_size,
                     std::numeric_limits<float>::quiet_NaN());
       }
     }
-    return out;
+    return {host_logits_.get(), count};
   }
 
   void copy_blocks(std::span<const BlockCopy> copies) override {
@@ -261,6 +285,7 @@ class CudaRunner final : public ModelRunner {
   DeviceArray<float> x_, logits_;
   DeviceArray<__nv_bfloat16> normed_, qkv_, attn_, delta_, gate_up_, act_, picked_;
   DeviceArray<unsigned char> workspace_;
+  PinnedArray<float> host_logits_;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 
@@ -48,6 +49,67 @@ TEST(Sampler, GreedyTopKTopPAndSeeds) {
   SamplingParams bad;
   bad.top_p = 0;
   EXPECT_ERROR_CONTAINS(bad.validate(), "top_p must be in (0, 1]");
+}
+
+// The sampler on a real vocabulary's size against the rule written out with a full sort: every draw lies in
+// the reference's top-k/top-p set, the most likely candidates come at their renormalized rates, and flat
+// logits (the candidates' order decided by ids alone) keep exactly the id prefix the rule names.
+TEST(Sampler, LargeVocabularyFollowsTheSortedRule) {
+  std::mt19937_64 rng(test::run_seed());
+  const int32_t n = 50000;
+  std::vector<float> logits(n);
+  std::normal_distribution<float> normal(0.0f, 2.5f);
+  for (float& l : logits) l = normal(rng);
+  struct Case {
+    int top_k;
+    float top_p, temperature;
+  };
+  for (const Case c : {Case{0, 0.9f, 1.0f}, Case{40, 1.0f, 1.0f}, Case{40, 0.8f, 0.7f}, Case{0, 0.3f, 1.0f},
+                       Case{3000, 0.95f, 1.3f}, Case{0, 1.0f, 0.5f}}) {
+    SCOPED_TRACE(testing::Message() << "top_k " << c.top_k << " top_p " << c.top_p << " T " << c.temperature);
+    std::vector<int32_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    order.resize(static_cast<size_t>(c.top_k > 0 ? c.top_k : n));
+    std::vector<double> w;
+    double mass = 0;
+    for (int32_t id : order)
+      mass += w.emplace_back(std::exp((logits[id] - logits[order[0]]) / c.temperature));
+    size_t keep = order.size();
+    double acc = 0;
+    for (size_t i = 0; i < order.size() && c.top_p < 1.0f; ++i) {
+      if ((acc += w[i]) >= c.top_p * mass) {
+        keep = i + 1;
+        break;
+      }
+    }
+    double kept = 0;
+    for (size_t i = 0; i < keep; ++i) kept += w[i];
+    std::map<int32_t, int> count;
+    SamplingParams p;
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.temperature = c.temperature;
+    const int draws = 4000;
+    for (int i = 0; i < draws; ++i) ++count[sample_token(logits, p, rng)];
+    const std::set<int32_t> allowed(order.begin(), order.begin() + static_cast<int64_t>(keep));
+    for (const auto& [id, times] : count)
+      ASSERT_TRUE(allowed.count(id)) << "drew " << id << " outside the set";
+    for (size_t i = 0; i < std::min<size_t>(3, keep); ++i) {
+      const double prob = w[i] / kept, got = count[order[i]] / static_cast<double>(draws);
+      EXPECT_NEAR(got, prob, 5 * std::sqrt(prob * (1 - prob) / draws) + 1e-3) << "rank " << i;
+    }
+  }
+  // Flat logits: candidates tie everywhere, so ids order them; top_p 0.5 keeps ids [0, n / 2).
+  const std::vector<float> flat(n, 0.25f);
+  SamplingParams half;
+  half.top_p = 0.5f;
+  int32_t highest = 0;
+  for (int i = 0; i < 2000; ++i) highest = std::max(highest, sample_token(flat, half, rng));
+  EXPECT_LT(highest, n / 2);
+  EXPECT_GT(highest, n / 2 - 500);  // 2000 uniform draws over [0, 25000) reach its top 2% surely
 }
 
 EngineConfig tiny(const char* model, int32_t blocks, int64_t budget) {

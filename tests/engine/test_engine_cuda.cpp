@@ -3,10 +3,14 @@
 // near-tie, and the batching invariances on the GPU. Skips where the build or the machine has no GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <random>
+#include <string>
 
 #include "engine/engine.h"
+#include "pagedattn/info.h"
 #include "test_util.h"
 
 #ifdef PAGEDATTN_ENGINE_CUDA
@@ -25,7 +29,41 @@ bool have_gpu() {
 #endif
 }
 
-EngineConfig config(const char* model, const char* device, int32_t blocks, int64_t budget) {
+// A tiny preset's shape at a head dim this build compiled for bf16 (the presets' 64 first, else 128: a quick
+// build has one head dim), written as an fp32 checkpoint so the CPU and CUDA runners load the same weights.
+// "" when no head dim of the two is compiled.
+std::string tiny_model_folder(const std::string& preset) {
+  const BuildInfo info = build_info();
+  ModelConfig c = ModelConfig::preset(preset);
+  int head_dim = 0;
+  for (int d : {64, 128}) {
+    if (head_dim == 0 && info.cuda_compiled(DType::kBFloat16, DType::kBFloat16, d)) head_dim = d;
+  }
+  if (head_dim == 0) return "";
+  c.num_heads = c.num_heads * 64 / head_dim;  // the same hidden width: 4 x 64 or 2 x 128 (GQA 2 stays 2)
+  c.num_kv_heads = std::max<int64_t>(1, c.num_heads / 2);
+  c.head_dim = head_dim;
+  c.dtype = DType::kFloat32;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("pagedattn_engine_cuda_" + preset + "_" + std::to_string(test::run_seed()));
+  save_checkpoint(dir.string(), c, ModelWeightsF32::random(c, 5));
+  return dir.string();
+}
+
+// Removes the folder when the test ends.
+struct TinyModel {
+  explicit TinyModel(const std::string& preset) : folder(tiny_model_folder(preset)) {}
+  ~TinyModel() {
+    if (!folder.empty()) std::filesystem::remove_all(folder);
+  }
+  std::string folder;
+};
+
+#define REQUIRE_TINY_MODEL(m)                                                                             \
+  if ((m).folder.empty()) GTEST_SKIP() << "bf16 attention at head dim 64 or 128 is not compiled in this " \
+                                          "build"
+
+EngineConfig config(const std::string& model, const char* device, int32_t blocks, int64_t budget) {
   EngineConfig c;
   c.model = model;
   c.weights_seed = 5;
@@ -39,8 +77,11 @@ EngineConfig config(const char* model, const char* device, int32_t blocks, int64
 TEST(EngineCuda, GreedyTokensMatchTheCpuRunnerUntilANearTie) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA runner or no GPU";
   std::mt19937_64 rng(test::run_seed());
-  for (const char* model : {"tiny-llama", "tiny-qwen3"}) {
-    SCOPED_TRACE(model);
+  for (const char* preset : {"tiny-llama", "tiny-qwen3"}) {
+    SCOPED_TRACE(preset);
+    const TinyModel tiny(preset);
+    REQUIRE_TINY_MODEL(tiny);
+    const std::string& model = tiny.folder;
     std::vector<std::vector<int32_t>> prompts;
     for (int i = 0; i < 5; ++i) {
       std::vector<int32_t> p(10 + static_cast<size_t>(rng() % 60));
@@ -84,11 +125,13 @@ TEST(EngineCuda, BatchingDoesNotChangeTokens) {
   greedy.temperature = 0;
   greedy.max_tokens = 10;
   greedy.ignore_eos = true;
-  Engine batched(config("tiny-qwen3", "cuda", 64, 40));
+  const TinyModel tiny("tiny-qwen3");
+  REQUIRE_TINY_MODEL(tiny);
+  Engine batched(config(tiny.folder, "cuda", 64, 40));
   const auto together = batched.generate(prompts, greedy);
   int agreeing = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    Engine alone(config("tiny-qwen3", "cuda", 64, 4096));
+    Engine alone(config(tiny.folder, "cuda", 64, 4096));
     const auto a = alone.generate({prompts[i]}, greedy)[0].tokens;
     size_t same = 0;
     while (same < a.size() && a[same] == together[i].tokens[same]) ++same;
