@@ -23,6 +23,29 @@ std::span<const float> CpuRunner::forward(std::span<const int32_t> tokens, HostB
   return logits_;
 }
 
+std::vector<int32_t> ModelRunner::forward_and_sample(std::span<const int32_t> tokens, HostBatch& batch,
+                                                     std::span<const SampleRow> rows) {
+  const std::span<const float> logits = forward(tokens, batch);
+  const auto count = static_cast<int64_t>(rows.size());
+  const int64_t vocab = count > 0 ? static_cast<int64_t>(logits.size()) / count : 0;
+  std::vector<int32_t> sampled(rows.size(), -1);
+  // Rows draw independently (sample_uniform), so a large step (tens of sequences over a 150k vocabulary)
+  // samples on all cores.
+  auto sample_row = [&](int64_t i) {
+    const SampleRow& r = rows[static_cast<size_t>(i)];
+    if (r.params == nullptr) return;
+    sampled[static_cast<size_t>(i)] =
+        sample_token(logits.subspan(static_cast<size_t>(i * vocab), static_cast<size_t>(vocab)), *r.params,
+                     r.seed, r.counter);
+  };
+  if (count * vocab >= (int64_t{1} << 20)) {
+    cpu::parallel_for(count, sample_row);
+  } else {
+    for (int64_t i = 0; i < count; ++i) sample_row(i);
+  }
+  return sampled;
+}
+
 void CpuRunner::copy_blocks(std::span<const BlockCopy> copies) {
   for (const BlockCopy& c : copies) cache_.copy_block(c.src, c.dst);
 }
@@ -54,21 +77,30 @@ namespace {
 
 std::unique_ptr<ModelRunner> make_runner(const EngineConfig& config, const ModelConfig& model) {
   namespace fs = std::filesystem;
-  ModelWeightsF32 w = fs::is_directory(config.model)
-                          ? ModelWeightsF32::load(model, SafetensorsFolder(config.model))
-                          : ModelWeightsF32::random(model, config.weights_seed);
+  const bool folder = fs::is_directory(config.model);
   if (config.device == "cpu") {
+    ModelWeightsF32 w = folder ? ModelWeightsF32::load(model, SafetensorsFolder(config.model))
+                               : ModelWeightsF32::random(model, config.weights_seed);
     return std::make_unique<CpuRunner>(model, std::move(w), config.num_blocks, config.block_size,
                                        config.kv_cache_dtype == "auto" ? "fp32" : config.kv_cache_dtype);
   }
-  PA_CHECK(config.kv_cache_dtype == "auto" || config.kv_cache_dtype == "bf16", "kv_cache_dtype ",
-           config.kv_cache_dtype,
-           ": the CUDA runner keeps a bf16 cache today (quantized caches run on the CPU runner)");
   PA_CHECK(config.device == "cuda" || config.device.rfind("cuda:", 0) == 0, "device '", config.device,
            "' is not cpu, cuda or cuda:N");
   const int index = config.device == "cuda" ? 0 : std::stoi(config.device.substr(5));
 #ifdef PAGEDATTN_ENGINE_CUDA
-  return make_cuda_runner(model, w, config.num_blocks, config.block_size, index);
+  CudaRunnerOptions o;
+  o.device = index;
+  o.num_blocks = config.num_blocks;
+  o.block_size = config.block_size;
+  o.kv_cache_dtype = config.kv_cache_dtype;
+  o.max_num_seqs = config.max_num_seqs;
+  o.max_num_batched_tokens = config.max_num_batched_tokens;
+  o.max_model_len = config.max_model_len > 0 ? config.max_model_len : model.max_position_embeddings;
+  o.enforce_eager = config.enforce_eager;
+  // A preset's random weights are drawn on the device (an 8B model's weights never pass through the host).
+  if (!folder) return make_cuda_runner(model, config.weights_seed, o);
+  const ModelWeightsF32 w = ModelWeightsF32::load(model, SafetensorsFolder(config.model));
+  return make_cuda_runner(model, w, o);
 #else
   PA_CHECK(false, "device ", config.device, " (", index,
            "): this build of the engine has no CUDA runner "
@@ -157,7 +189,7 @@ int64_t Engine::add_request(std::vector<int32_t> prompt, SamplingParams params) 
   r->id = next_id_++;
   r->prompt = std::move(prompt);
   r->params = std::move(params);
-  r->rng.seed(r->params.seed >= 0 ? static_cast<uint64_t>(r->params.seed) : seeds_());
+  r->seed = r->params.seed >= 0 ? static_cast<uint64_t>(r->params.seed) : seeds_();
   r->arrival_s = now();
   stats_.prompt_tokens += static_cast<int64_t>(r->prompt.size());
   scheduler_.add(std::move(r));
@@ -180,24 +212,15 @@ std::vector<RequestOutput> Engine::step() {
       for (int64_t t = first; t < first + it.num_new_tokens; ++t) tokens.push_back(it.request->token(t));
     }
     HostBatch batch = build_batch(blocks_, batch_items);
-    const double m0 = now();
-    const std::span<const float> logits = runner_->forward(tokens, batch);
-    model_s = now() - m0;
-    // Each request draws with its own generator, so rows are independent: a large step (tens of sequences
-    // over a 150k vocabulary) samples on all cores.
-    auto sample_row = [&](int64_t i) {
-      if (!items[static_cast<size_t>(i)].samples) return;
-      const std::span<const float> row(logits.data() + i * model_.vocab_size,
-                                       static_cast<size_t>(model_.vocab_size));
-      Request& r = *items[static_cast<size_t>(i)].request;
-      sampled[static_cast<size_t>(i)] = sample_token(row, r.params, r.rng);
-    };
-    const auto rows = static_cast<int64_t>(items.size());
-    if (rows * model_.vocab_size >= (int64_t{1} << 20)) {
-      cpu::parallel_for(rows, sample_row);
-    } else {
-      for (int64_t i = 0; i < rows; ++i) sample_row(i);
+    std::vector<SampleRow> rows(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!items[i].samples) continue;
+      const Request& r = *items[i].request;
+      rows[i] = {&r.params, r.seed, r.output.size()};
     }
+    const double m0 = now();
+    sampled = runner_->forward_and_sample(tokens, batch, rows);
+    model_s = now() - m0;
   }
   std::vector<std::unique_ptr<Request>> done =
       scheduler_.complete(items, sampled, now(), model_.eos_token_ids);

@@ -22,10 +22,23 @@ namespace pagedattn::engine {
 /// token, [num_seqs, vocab], in host memory the runner owns until its next forward: the CUDA runner's is
 /// pinned, so the step's copy runs at full link speed and is not copied again) and the block copies of
 /// copy-on-write.
+/// One sequence's draw in a step: `params` is null when the row does not sample (a prefill chunk short of the
+/// prompt's end); `counter` is the index of the token being drawn (sample_token).
+struct SampleRow {
+  const SamplingParams* params = nullptr;
+  uint64_t seed = 0;
+  uint64_t counter = 0;
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
   virtual std::span<const float> forward(std::span<const int32_t> tokens, HostBatch& batch) = 0;
+  /// The step's next token per sequence (-1 where its row does not sample). This default runs forward and
+  /// the host sampler (rows on all cores when the step is large); the CUDA runner samples on the GPU and
+  /// copies back only the tokens.
+  virtual std::vector<int32_t> forward_and_sample(std::span<const int32_t> tokens, HostBatch& batch,
+                                                  std::span<const SampleRow> rows);
   virtual void copy_blocks(std::span<const BlockCopy> copies) = 0;
 };
 
@@ -53,6 +66,7 @@ struct EngineConfig {
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 0;  ///< 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
+  bool enforce_eager = false;  ///< CUDA runner: no CUDA graphs for decode steps
   /// "paged" (the default), or "contiguous": the traditional cache that reserves max_model_len tokens of
   /// consecutive blocks per request at admission (the source documents' comparison; same kernels).
   std::string kv_layout = "paged";
@@ -75,7 +89,7 @@ struct EngineStats {
   SchedulerStats scheduler;
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
-  double model_seconds = 0;                 ///< inside ModelRunner::forward
+  double model_seconds = 0;                 ///< inside ModelRunner::forward_and_sample
   double host_seconds = 0;                  ///< scheduling, batch building, sampling
   int64_t num_blocks = 0, free_blocks = 0;  ///< the KV pool now
   int64_t block_bytes = 0;                  ///< one block across all layers, K and V

@@ -15,47 +15,42 @@ void SamplingParams::validate() const {
   PA_CHECK(max_tokens >= 1, "max_tokens must be >= 1, got ", max_tokens);
 }
 
-int32_t sample_token(std::span<const float> logits, const SamplingParams& p, std::mt19937_64& rng) {
+int32_t sample_token(std::span<const float> logits, const SamplingParams& p, uint64_t seed,
+                     uint64_t counter) {
   const int32_t n = static_cast<int32_t>(logits.size());
   PA_CHECK(n > 0, "sample_token: empty logits");
   if (p.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  // Weights relative to the best logit, exp((l - top) / T) in [0, 1]. A vocabulary has 32k-256k entries and
-  // the nucleus usually a handful, so nothing here sorts the whole vocabulary: candidates are gathered by a
-  // weight threshold that falls until they decide the answer (the tokens left out all weigh less than every
-  // candidate, so the candidates sorted are a prefix of the full order).
   const float top = *std::max_element(logits.begin(), logits.end());
   const float inv_t = 1.0f / p.temperature;
+  // Gumbel-max over the kept ids: exact sampling from their renormalized softmax, with no running sums.
+  auto draw = [&](auto&& ids, int32_t count) {
+    int32_t best = -1;
+    float best_score = 0;
+    for (int32_t j = 0; j < count; ++j) {
+      const int32_t i = ids(j);
+      const float score = (logits[i] - top) * inv_t - std::log(-std::log(sample_uniform(seed, counter, i)));
+      if (best < 0 || score > best_score || (score == best_score && i < best)) best = i, best_score = score;
+    }
+    return best;
+  };
+  const int32_t k = p.top_k > 0 ? std::min(p.top_k, n) : n;
+  if (k == n && p.top_p >= 1.0f) return draw([](int32_t j) { return j; }, n);
+  // The kept set needs the candidates' order (decreasing logit, ties by id). A vocabulary has 32k-256k
+  // entries and the kept set usually a handful, so nothing sorts the whole vocabulary: candidates are
+  // gathered by a weight threshold that falls until they decide the set (the tokens left out all weigh less
+  // than every candidate, so the candidates sorted are a prefix of the full order).
   std::vector<float> w(static_cast<size_t>(n));
   double total = 0;
   for (int32_t i = 0; i < n; ++i) total += (w[i] = std::exp((logits[i] - top) * inv_t));
-  const int32_t k = p.top_k > 0 ? std::min(p.top_k, n) : n;
-  auto draw = [&](std::span<const int32_t> ids, int32_t keep) {
-    double kept = 0;
-    for (int32_t i = 0; i < keep; ++i) kept += w[ids[i]];
-    const double u = std::uniform_real_distribution<double>(0.0, kept)(rng);
-    double acc = 0;
-    for (int32_t i = 0; i < keep; ++i) {
-      acc += w[ids[i]];
-      if (u < acc) return ids[i];
-    }
-    return ids[keep - 1];
-  };
-  if (k == n && p.top_p >= 1.0f) {  // the whole softmax: one draw in id order, no candidates
-    const double u = std::uniform_real_distribution<double>(0.0, total)(rng);
-    double acc = 0;
-    for (int32_t i = 0; i < n; ++i) {
-      acc += w[i];
-      if (u < acc) return i;
-    }
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  }
-  // Candidates by decreasing logit (ties by id).
   auto better = [&](int32_t a, int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
   std::vector<int32_t> ids;
+  auto kept = [&](int32_t count) {
+    return draw([&](int32_t j) { return ids[static_cast<size_t>(j)]; }, count);
+  };
   for (float threshold = 1e-3f;; threshold = threshold > 1e-30f ? threshold * 1e-6f : 0.0f) {
     ids.clear();
     for (int32_t i = 0; i < n; ++i) {
@@ -70,7 +65,7 @@ int32_t sample_token(std::span<const float> logits, const SamplingParams& p, std
     std::sort(ids.begin(), ids.end(), better);
     const bool complete = static_cast<int32_t>(ids.size()) == k;  // the candidates are the whole top-k set
     if (p.top_p >= 1.0f) {
-      if (complete) return draw(ids, k);
+      if (complete) return kept(k);
       continue;
     }
     // The nucleus: the shortest prefix whose share of the top-k mass reaches top_p.
@@ -82,9 +77,9 @@ int32_t sample_token(std::span<const float> logits, const SamplingParams& p, std
     double acc = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
       acc += w[ids[i]];
-      if (acc >= p.top_p * mass) return draw(ids, static_cast<int32_t>(i + 1));
+      if (acc >= p.top_p * mass) return kept(static_cast<int32_t>(i + 1));
     }
-    if (complete) return draw(ids, static_cast<int32_t>(ids.size()));  // rounding: the whole top-k set
+    if (complete) return kept(static_cast<int32_t>(ids.size()));  // rounding: the whole top-k set
   }
 }
 

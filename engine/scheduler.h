@@ -25,7 +25,8 @@ struct Request {
   std::vector<int32_t> prompt;
   std::vector<int32_t> output;  ///< generated tokens
   SamplingParams params;
-  std::mt19937_64 rng;
+  uint64_t seed =
+      0;  ///< its sampling stream (sample_uniform): SamplingParams::seed, else drawn by the engine
   FinishReason finish = FinishReason::kNone;
   std::string finish_detail;  ///< kAborted: why
   int preemptions = 0;

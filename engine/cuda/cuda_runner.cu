@@ -5,10 +5,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda/model_kernels.cuh"
+#include "engine/cuda/sampling.cuh"
 #include "pagedattn/attention.h"
 #include "pagedattn/error.h"
 #include "pagedattn/plan.h"
@@ -97,127 +101,57 @@ DeviceArray<float>* upload_f32(std::vector<std::unique_ptr<DeviceArray<float>>>&
   return keep.back().get();
 }
 
-template <typename T>
-void to_device(DeviceArray<T>& d, const std::vector<T>& h, cudaStream_t stream) {
-  d.resize(h.size());
-  if (!h.empty())
-    RUNNER_CUDA(cudaMemcpyAsync(d.get(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
-}
+// Where the runner's weights come from: a host copy (a model folder, or the CPU's random weights in tests),
+// or random numbers drawn on the device (a preset's dummy weights: an 8B model's 16 GB never pass through the
+// host).
+struct WeightSource {
+  const ModelWeightsF32* host = nullptr;
+  uint64_t seed = 0;
+};
+
+// Decode steps replay CUDA graphs captured per (batch bucket, sequence-length bucket): the batch padded to
+// the next bucket (pad rows attend over one token of block 0 and write no K/V: slot -1), the attention plan
+// made for the bucket's longest sequence (a hint: shorter sequences are exact, their extra split segments
+// empty).
+constexpr int32_t kGraphBatchBuckets[] = {1,  2,   4,   8,   16,  24,  32,  40,  48,  56,  64, 80,
+                                          96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256};
+constexpr int32_t kGraphMinSeqBucket = 1024;
 
 class CudaRunner final : public ModelRunner {
  public:
-  CudaRunner(const ModelConfig& c, const ModelWeightsF32& w, int32_t num_blocks, int32_t block_size,
-             int device)
-      : c_(c), device_(device), num_blocks_(num_blocks), block_size_(block_size) {
-    RUNNER_CUDA(cudaSetDevice(device));
+  CudaRunner(const ModelConfig& c, WeightSource source, const CudaRunnerOptions& o)
+      : c_(c),
+        o_(o),
+        kv_dtype_(o.kv_cache_dtype == "auto" ? DType::kBFloat16 : parse_dtype(o.kv_cache_dtype)) {
+    PA_CHECK(
+        kv_dtype_ == DType::kBFloat16 || kv_dtype_ == DType::kFloat8E4M3 || kv_dtype_ == DType::kFloat8E5M2 ||
+            kv_dtype_ == DType::kInt8,
+        "kv_cache_dtype ", o.kv_cache_dtype,
+        ": the CUDA runner keeps bf16, fp8_e4m3, fp8_e5m2 or int8 caches (the TurboQuant formats run on the "
+        "CPU runner until their CUDA kernels land)");
+    PA_CHECK(o.max_num_seqs >= 1 && o.max_num_batched_tokens >= 1 && o.max_model_len >= 1,
+             "CUDA runner: max_num_seqs, max_num_batched_tokens and max_model_len must be positive");
+    RUNNER_CUDA(cudaSetDevice(o.device));
     RUNNER_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     RUNNER_CUBLAS(cublasCreate(&cublas_));
     RUNNER_CUBLAS(cublasSetStream(cublas_, stream_));
-    embed_ = upload_bf16(bf16_, {&w.embed});
-    lm_head_ = c.tie_word_embeddings ? embed_ : upload_bf16(bf16_, {&w.lm_head});
-    final_norm_ = upload_f32(f32_, w.final_norm);
-    inv_freq_ = upload_f32(f32_, rope_inv_freq(c));
-    const size_t pool = static_cast<size_t>(num_blocks) * block_size * c.num_kv_heads * c.head_dim;
-    for (const LayerWeightsF32& l : w.layers) {
-      Layer L;
-      L.qkv = upload_bf16(bf16_, {&l.q_proj, &l.k_proj, &l.v_proj});  // [(hq + 2 hkv) d, hidden]
-      L.o = upload_bf16(bf16_, {&l.o_proj});
-      L.gate_up = upload_bf16(bf16_, {&l.gate_proj, &l.up_proj});  // [2 inter, hidden]
-      L.down = upload_bf16(bf16_, {&l.down_proj});
-      L.input_norm = upload_f32(f32_, l.input_norm);
-      L.post_norm = upload_f32(f32_, l.post_norm);
-      if (c.qk_norm) {
-        L.q_norm = upload_f32(f32_, l.q_norm);
-        L.k_norm = upload_f32(f32_, l.k_norm);
-      }
-      L.k_pool = std::make_unique<DeviceArray<__nv_bfloat16>>(pool);
-      L.v_pool = std::make_unique<DeviceArray<__nv_bfloat16>>(pool);
-      layers_.push_back(std::move(L));
-    }
+    // cuBLAS's own workspace, fixed, so a graph capture never sees it allocate.
+    cublas_workspace_.resize(size_t{32} << 20);
+    RUNNER_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.size()));
+    load_weights(source);
+    allocate_pools();
+    allocate_activations();
+    RUNNER_CUDA(cudaStreamSynchronize(stream_));
   }
   ~CudaRunner() override {
+    for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
     cublasDestroy(cublas_);
     cudaStreamDestroy(stream_);
   }
 
   std::span<const float> forward(std::span<const int32_t> tokens, HostBatch& batch) override {
-    RUNNER_CUDA(cudaSetDevice(device_));
-    const int64_t n = batch.num_tokens(), h = c_.hidden_size, d = c_.head_dim, hq = c_.num_heads,
-                  hkv = c_.num_kv_heads, inter = c_.intermediate_size, width = (hq + 2 * hkv) * d;
+    run_eager(tokens, batch);
     const int32_t seqs = batch.num_seqs;
-    // The step's inputs.
-    to_device(tokens_, std::vector<int32_t>(tokens.begin(), tokens.end()), stream_);
-    to_device(positions_, batch.positions, stream_);
-    to_device(slots_, batch.slot_mapping, stream_);
-    to_device(tables_, batch.block_tables, stream_);
-    to_device(lens_, batch.seq_lens, stream_);
-    to_device(qsl_, batch.query_start_loc, stream_);
-    std::vector<int32_t> last;  // each sequence's last new token (a sequence without new tokens reads row 0)
-    for (int32_t s = 0; s < seqs; ++s) last.push_back(std::max(0, batch.query_start_loc[s + 1] - 1));
-    to_device(last_, last, stream_);
-    x_.resize(static_cast<size_t>(n * h));
-    normed_.resize(static_cast<size_t>(n * h));
-    qkv_.resize(static_cast<size_t>(n * width));
-    attn_.resize(static_cast<size_t>(n * hq * d));
-    delta_.resize(static_cast<size_t>(n * h));
-    gate_up_.resize(static_cast<size_t>(n * 2 * inter));
-    act_.resize(static_cast<size_t>(n * inter));
-    picked_.resize(static_cast<size_t>(std::max(seqs, 1) * h));
-    logits_.resize(static_cast<size_t>(std::max(seqs, 1) * c_.vocab_size));
-
-    const Device dev = Device::cuda(device_);
-    BatchDesc desc;
-    desc.block_tables =
-        TensorView::contiguous(tables_.get(), DType::kInt32, {seqs, batch.max_blocks_per_seq}, dev);
-    desc.seq_lens = TensorView::contiguous(lens_.get(), DType::kInt32, {seqs}, dev);
-    desc.query_start_loc = TensorView::contiguous(qsl_.get(), DType::kInt32, {seqs + 1}, dev);
-    const BatchDesc host_desc = batch.desc();  // the host hints (max query / sequence length)
-    desc.max_query_len = host_desc.max_query_len;
-    desc.max_seq_len = host_desc.max_seq_len;
-    const TensorView q = TensorView::strided(qkv_.get(), DType::kBFloat16, {n, hq, d}, {width, d, 1}, dev);
-    const TensorView k =
-        TensorView::strided(qkv_.get() + hq * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
-    const TensorView v =
-        TensorView::strided(qkv_.get() + (hq + hkv) * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
-    const TensorView o = TensorView::contiguous(attn_.get(), DType::kBFloat16, {n, hq, d}, dev);
-    const TensorView slots = TensorView::contiguous(slots_.get(), DType::kInt64, {n}, dev);
-    AttentionParams params;
-    params.validate_batch = false;  // the engine builds the batch itself
-    const AttentionPlan plan = plan_attention(q, cache(0), desc, params);
-    workspace_.resize(plan.workspace_bytes());
-    const Workspace ws{workspace_.get(), workspace_.size()};
-    Stream stream = stream_;
-
-    cuda::embed_tokens(embed_->get(), tokens_.get(), n, h, x_.get(), stream_);
-    for (size_t l = 0; l < layers_.size(); ++l) {
-      const Layer& L = layers_[l];
-      cuda::add_rms_norm(x_.get(), l == 0 ? nullptr : delta_.get(), L.input_norm->get(), n, h,
-                         static_cast<float>(c_.rms_norm_eps), normed_.get(), stream_);
-      gemm(normed_.get(), n, h, L.qkv->get(), width, qkv_.get());
-      cuda::qk_norm_rope(qkv_.get(), width, n, static_cast<int>(hq), static_cast<int>(hkv),
-                         static_cast<int>(d), positions_.get(), inv_freq_->get(),
-                         L.q_norm ? L.q_norm->get() : nullptr, L.k_norm ? L.k_norm->get() : nullptr,
-                         static_cast<float>(c_.rms_norm_eps), stream_);
-      const PagedKVCache kv = cache(l);
-      write_kv(k, v, slots, kv, stream, /*validate_slots=*/false);
-      run_attention(plan, q, kv, desc, params, o, ws, stream);
-      gemm(attn_.get(), n, hq * d, L.o->get(), h, delta_.get());
-      cuda::add_rms_norm(x_.get(), delta_.get(), L.post_norm->get(), n, h,
-                         static_cast<float>(c_.rms_norm_eps), normed_.get(), stream_);
-      gemm(normed_.get(), n, h, L.gate_up->get(), 2 * inter, gate_up_.get());
-      cuda::silu_and_mul(gate_up_.get(), n, inter, act_.get(), stream_);
-      gemm(act_.get(), n, inter, L.down->get(), h, delta_.get());
-    }
-    cuda::add_rms_norm(x_.get(), delta_.get(), final_norm_->get(), n, h, static_cast<float>(c_.rms_norm_eps),
-                       normed_.get(), stream_);
-    cuda::gather_rows(normed_.get(), last_.get(), seqs, h, picked_.get(), stream_);
-    // Logits in fp32: [seqs, vocab] = picked [seqs, hidden] x lm_head [vocab, hidden]^T.
-    const float one = 1.0f, zero = 0.0f;
-    RUNNER_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(c_.vocab_size), seqs,
-                               static_cast<int>(h), &one, lm_head_->get(), CUDA_R_16BF, static_cast<int>(h),
-                               picked_.get(), CUDA_R_16BF, static_cast<int>(h), &zero, logits_.get(),
-                               CUDA_R_32F, static_cast<int>(c_.vocab_size), CUBLAS_COMPUTE_32F,
-                               CUBLAS_GEMM_DEFAULT));
     const size_t count = static_cast<size_t>(seqs) * c_.vocab_size;
     host_logits_.resize(count);
     RUNNER_CUDA(cudaMemcpyAsync(host_logits_.get(), logits_.get(), count * sizeof(float),
@@ -232,14 +166,48 @@ class CudaRunner final : public ModelRunner {
     return {host_logits_.get(), count};
   }
 
+  // The model, then the sampler on the device: only the tokens come back. Decode-only steps replay a graph.
+  std::vector<int32_t> forward_and_sample(std::span<const int32_t> tokens, HostBatch& batch,
+                                          std::span<const SampleRow> rows) override {
+    const int32_t seqs = batch.num_seqs;
+    PA_CHECK(static_cast<int64_t>(rows.size()) == seqs, "forward_and_sample: ", rows.size(), " rows for ",
+             seqs, " sequences");
+    const int32_t bucket = graph_bucket(batch);
+    const int32_t padded = bucket > 0 ? bucket : seqs;
+    std::vector<cuda::DeviceSampleRow> device_rows(static_cast<size_t>(padded));  // pad rows: no draw
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const SampleRow& r = rows[i];
+      if (r.params != nullptr)
+        device_rows[i] = {r.params->temperature, r.params->top_p, r.params->top_k, 0, r.seed, r.counter};
+    }
+    copy_in(sample_rows_, device_rows);
+    if (bucket > 0) {
+      replay_decode(tokens, batch, bucket);
+    } else {
+      run_eager(tokens, batch);
+      cuda::sample_rows(logits_.get(), c_.vocab_size, sample_rows_.get(), seqs, sampled_.get(), stream_);
+    }
+    RUNNER_CUDA(cudaMemcpyAsync(host_sampled_.get(), sampled_.get(),
+                                static_cast<size_t>(seqs) * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                stream_));
+    RUNNER_CUDA(cudaStreamSynchronize(stream_));
+    return {host_sampled_.get(), host_sampled_.get() + seqs};
+  }
+
   void copy_blocks(std::span<const BlockCopy> copies) override {
-    RUNNER_CUDA(cudaSetDevice(device_));
-    const size_t block = static_cast<size_t>(block_size_) * c_.num_kv_heads * c_.head_dim;
+    RUNNER_CUDA(cudaSetDevice(o_.device));
+    const size_t block = static_cast<size_t>(o_.block_size) * c_.num_kv_heads;  // token-head rows per block
+    const size_t code_bytes = block * c_.head_dim * dtype_size(kv_dtype_);
     for (const BlockCopy& cp : copies) {
       for (Layer& L : layers_) {
         for (auto* pool : {L.k_pool.get(), L.v_pool.get()}) {
-          RUNNER_CUDA(cudaMemcpyAsync(pool->get() + cp.dst * block, pool->get() + cp.src * block,
-                                      block * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, stream_));
+          RUNNER_CUDA(cudaMemcpyAsync(pool->get() + cp.dst * code_bytes, pool->get() + cp.src * code_bytes,
+                                      code_bytes, cudaMemcpyDeviceToDevice, stream_));
+        }
+        for (auto* meta : {L.k_meta.get(), L.v_meta.get()}) {
+          if (meta == nullptr) continue;
+          RUNNER_CUDA(cudaMemcpyAsync(meta->get() + cp.dst * block, meta->get() + cp.src * block,
+                                      block * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
         }
       }
     }
@@ -249,14 +217,290 @@ class CudaRunner final : public ModelRunner {
   struct Layer {
     DeviceArray<__nv_bfloat16>*qkv = nullptr, *o = nullptr, *gate_up = nullptr, *down = nullptr;
     DeviceArray<float>*input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
-    std::unique_ptr<DeviceArray<__nv_bfloat16>> k_pool, v_pool;
+    std::unique_ptr<DeviceArray<unsigned char>> k_pool, v_pool;  // codes in kv_dtype_
+    std::unique_ptr<DeviceArray<float>> k_meta, v_meta;          // int8: each token-head vector's scale
   };
 
+  // One step's shape as the kernels see it (a graph's: the padded batch and its bucket's hints).
+  struct StepShape {
+    int64_t tokens = 0;
+    int32_t seqs = 0, table_width = 0, max_query_len = 0, max_seq_len = 0;
+  };
+
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    std::unique_ptr<DeviceArray<unsigned char>> workspace;
+  };
+
+  void load_weights(const WeightSource& source) {
+    const int64_t h = c_.hidden_size, d = c_.head_dim, q = c_.num_heads * d, kv = c_.num_kv_heads * d,
+                  inter = c_.intermediate_size;
+    uint64_t tensor = 0;  // a stream per tensor of the device draw
+    auto drawn = [&](int64_t n, float sd) {
+      bf16_.push_back(std::make_unique<DeviceArray<__nv_bfloat16>>(static_cast<size_t>(n)));
+      cuda::fill_normal(bf16_.back()->get(), n, source.seed, tensor++, sd, stream_);
+      return bf16_.back().get();
+    };
+    // Projections [out, in] ~ N(0, 1 / in), as ModelWeightsF32::random draws them.
+    auto matrix = [&](std::initializer_list<const std::vector<float>*> parts, int64_t out, int64_t in) {
+      return source.host != nullptr ? upload_bf16(bf16_, parts)
+                                    : drawn(out * in, 1.0f / std::sqrt(static_cast<float>(in)));
+    };
+    auto norm = [&](const std::vector<float>& v, int64_t n) {
+      if (source.host != nullptr) return upload_f32(f32_, v);
+      f32_.push_back(std::make_unique<DeviceArray<float>>(static_cast<size_t>(n)));
+      cuda::fill_normal(f32_.back()->get(), n, source.seed, tensor++, 1.0f, 0.1f, stream_);
+      return f32_.back().get();
+    };
+    static const ModelWeightsF32 kNone;
+    static const LayerWeightsF32 kNoLayer;
+    const ModelWeightsF32& w = source.host != nullptr ? *source.host : kNone;
+    embed_ = source.host != nullptr ? upload_bf16(bf16_, {&w.embed}) : drawn(c_.vocab_size * h, 1.0f);
+    lm_head_ = c_.tie_word_embeddings ? embed_ : matrix({&w.lm_head}, c_.vocab_size, h);
+    final_norm_ = norm(w.final_norm, h);
+    inv_freq_ = upload_f32(f32_, rope_inv_freq(c_));
+    for (int64_t i = 0; i < c_.num_layers; ++i) {
+      const LayerWeightsF32& l = source.host != nullptr ? w.layers[static_cast<size_t>(i)] : kNoLayer;
+      Layer L;
+      L.qkv = matrix({&l.q_proj, &l.k_proj, &l.v_proj}, q + 2 * kv, h);  // [(hq + 2 hkv) d, hidden]
+      L.o = matrix({&l.o_proj}, h, q);
+      L.gate_up = matrix({&l.gate_proj, &l.up_proj}, 2 * inter, h);  // [2 inter, hidden]
+      L.down = matrix({&l.down_proj}, h, inter);
+      L.input_norm = norm(l.input_norm, h);
+      L.post_norm = norm(l.post_norm, h);
+      if (c_.qk_norm) {
+        L.q_norm = norm(l.q_norm, d);
+        L.k_norm = norm(l.k_norm, d);
+      }
+      layers_.push_back(std::move(L));
+    }
+  }
+
+  void allocate_pools() {
+    const size_t rows = static_cast<size_t>(o_.num_blocks) * o_.block_size * c_.num_kv_heads;
+    for (Layer& L : layers_) {
+      L.k_pool = std::make_unique<DeviceArray<unsigned char>>(rows * c_.head_dim * dtype_size(kv_dtype_));
+      L.v_pool = std::make_unique<DeviceArray<unsigned char>>(rows * c_.head_dim * dtype_size(kv_dtype_));
+      if (kv_dtype_ == DType::kInt8) {
+        L.k_meta = std::make_unique<DeviceArray<float>>(rows);
+        L.v_meta = std::make_unique<DeviceArray<float>>(rows);
+      }
+    }
+  }
+
+  // Every per-step buffer at its largest, once: a captured graph holds their addresses.
+  void allocate_activations() {
+    const int64_t h = c_.hidden_size, d = c_.head_dim, width = (c_.num_heads + 2 * c_.num_kv_heads) * d;
+    const int32_t largest_bucket = o_.enforce_eager ? 0 : std::end(kGraphBatchBuckets)[-1];
+    max_seqs_ = std::max(o_.max_num_seqs, largest_bucket);
+    max_tokens_ = std::max<int64_t>(o_.max_num_batched_tokens, max_seqs_);
+    max_table_width_ = static_cast<int32_t>((o_.max_model_len + o_.block_size - 1) / o_.block_size);
+    const auto n = static_cast<size_t>(max_tokens_), s = static_cast<size_t>(max_seqs_);
+    tokens_.resize(n);
+    positions_.resize(n);
+    slots_.resize(n);
+    tables_.resize(s * static_cast<size_t>(max_table_width_));
+    lens_.resize(s);
+    qsl_.resize(s + 1);
+    last_.resize(s);
+    x_.resize(n * h);
+    normed_.resize(n * h);
+    qkv_.resize(n * width);
+    attn_.resize(n * c_.num_heads * d);
+    delta_.resize(n * h);
+    gate_up_.resize(n * 2 * c_.intermediate_size);
+    act_.resize(n * c_.intermediate_size);
+    picked_.resize(s * h);
+    logits_.resize(s * c_.vocab_size);
+    sample_rows_.resize(s);
+    sampled_.resize(s);
+    host_sampled_.resize(s);
+  }
+
+  template <typename T>
+  void copy_in(DeviceArray<T>& d, const std::vector<T>& h) {
+    PA_CHECK(h.size() <= d.size(), "CUDA runner: a step needs ", h.size(), " entries of a buffer sized for ",
+             d.size(), " (max_num_batched_tokens / max_num_seqs / max_model_len were set lower)");
+    if (!h.empty())
+      RUNNER_CUDA(cudaMemcpyAsync(d.get(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice, stream_));
+  }
+
+  // The step's inputs, the batch padded to `padded` sequences (pad rows: one token of block 0, slot -1) with
+  // block tables `width` entries wide.
+  void upload(std::span<const int32_t> tokens, const HostBatch& batch, int32_t padded, int32_t width) {
+    const int32_t seqs = batch.num_seqs;
+    std::vector<int32_t> tok(tokens.begin(), tokens.end()), pos = batch.positions, lens = batch.seq_lens,
+                                                            qsl = batch.query_start_loc;
+    std::vector<int64_t> slots = batch.slot_mapping;
+    std::vector<int32_t> tables(static_cast<size_t>(padded) * width, 0);
+    for (int32_t s = 0; s < seqs; ++s) {
+      std::copy_n(batch.block_tables.begin() + static_cast<int64_t>(s) * batch.max_blocks_per_seq,
+                  std::min(width, batch.max_blocks_per_seq),
+                  tables.begin() + static_cast<int64_t>(s) * width);
+    }
+    for (int32_t s = seqs; s < padded; ++s) {
+      tok.push_back(0);
+      pos.push_back(0);
+      slots.push_back(-1);
+      lens.push_back(1);
+      qsl.push_back(qsl.back() + 1);
+    }
+    std::vector<int32_t> last;  // each sequence's last new token (a sequence without new tokens reads row 0)
+    for (int32_t s = 0; s < padded; ++s) last.push_back(std::max(0, qsl[s + 1] - 1));
+    copy_in(tokens_, tok);
+    copy_in(positions_, pos);
+    copy_in(slots_, slots);
+    copy_in(tables_, tables);
+    copy_in(lens_, lens);
+    copy_in(qsl_, qsl);
+    copy_in(last_, last);
+  }
+
+  BatchDesc device_batch(const StepShape& s) const {
+    const Device dev = Device::cuda(o_.device);
+    BatchDesc desc;
+    desc.block_tables = TensorView::contiguous(tables_.get(), DType::kInt32, {s.seqs, s.table_width}, dev);
+    desc.seq_lens = TensorView::contiguous(lens_.get(), DType::kInt32, {s.seqs}, dev);
+    desc.query_start_loc = TensorView::contiguous(qsl_.get(), DType::kInt32, {s.seqs + 1}, dev);
+    desc.max_query_len = s.max_query_len;
+    desc.max_seq_len = s.max_seq_len;
+    return desc;
+  }
+
+  TensorView query_view(int64_t n) const {
+    const int64_t d = c_.head_dim, hq = c_.num_heads, width = (hq + 2 * c_.num_kv_heads) * d;
+    return TensorView::strided(qkv_.get(), DType::kBFloat16, {n, hq, d}, {width, d, 1},
+                               Device::cuda(o_.device));
+  }
+
+  AttentionPlan plan_for(const StepShape& s) const {
+    AttentionParams params;
+    params.validate_batch = false;  // the engine builds the batch itself
+    return plan_attention(query_view(s.tokens), cache(0), device_batch(s), params);
+  }
+
+  void run_eager(std::span<const int32_t> tokens, HostBatch& batch) {
+    RUNNER_CUDA(cudaSetDevice(o_.device));
+    const int32_t width = std::max(batch.max_blocks_per_seq, 1);
+    PA_CHECK(width <= max_table_width_, "CUDA runner: a block table of ", width,
+             " blocks exceeds max_model_len ", o_.max_model_len);
+    upload(tokens, batch, batch.num_seqs, width);
+    const BatchDesc hints = batch.desc();
+    const StepShape s{batch.num_tokens(), batch.num_seqs, width, static_cast<int32_t>(hints.max_query_len),
+                      static_cast<int32_t>(hints.max_seq_len)};
+    const AttentionPlan plan = plan_for(s);
+    workspace_.resize(plan.workspace_bytes());
+    launch_model(s, plan, {workspace_.get(), workspace_.size()});
+  }
+
+  // The graph bucket of a decode-only step, or 0 when it runs eagerly.
+  int32_t graph_bucket(const HostBatch& batch) const {
+    if (o_.enforce_eager || batch.num_tokens() != batch.num_seqs || batch.num_seqs == 0) return 0;
+    for (int32_t b : kGraphBatchBuckets) {
+      if (b >= batch.num_seqs) return b;
+    }
+    return 0;
+  }
+
+  void replay_decode(std::span<const int32_t> tokens, HostBatch& batch, int32_t bucket) {
+    RUNNER_CUDA(cudaSetDevice(o_.device));
+    int32_t longest = 1;
+    for (int32_t len : batch.seq_lens) longest = std::max(longest, len);
+    int64_t seq_bucket = kGraphMinSeqBucket;
+    while (seq_bucket < longest) seq_bucket *= 2;
+    seq_bucket = std::min<int64_t>(seq_bucket, std::max<int64_t>(o_.max_model_len, longest));
+    const int32_t width = static_cast<int32_t>((seq_bucket + o_.block_size - 1) / o_.block_size);
+    PA_CHECK(width <= max_table_width_, "CUDA runner: a block table of ", width,
+             " blocks exceeds max_model_len ", o_.max_model_len);
+    upload(tokens, batch, bucket, width);
+    const StepShape s{bucket, bucket, width, 1, static_cast<int32_t>(seq_bucket)};
+    auto it = graphs_.find({bucket, seq_bucket});
+    if (it == graphs_.end()) it = graphs_.emplace(std::make_pair(bucket, seq_bucket), capture(s)).first;
+    RUNNER_CUDA(cudaGraphLaunch(it->second.exec, stream_));
+  }
+
+  Graph capture(const StepShape& s) {
+    Graph g;
+    const AttentionPlan plan = plan_for(s);
+    g.workspace = std::make_unique<DeviceArray<unsigned char>>(plan.workspace_bytes());
+    RUNNER_CUDA(cudaStreamSynchronize(stream_));  // the inputs are in place before the capture starts
+    cudaGraph_t graph = nullptr;
+    RUNNER_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      launch_model(s, plan, {g.workspace->get(), g.workspace->size()});
+      cuda::sample_rows(logits_.get(), c_.vocab_size, sample_rows_.get(), s.seqs, sampled_.get(), stream_);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      throw;
+    }
+    RUNNER_CUDA(cudaStreamEndCapture(stream_, &graph));
+    const cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    RUNNER_CUDA(e);
+    return g;
+  }
+
+  // Embedding through the LM head: logits_ [seqs, vocab] (stream-ordered; no allocation, no sync:
+  // capturable).
+  void launch_model(const StepShape& s, const AttentionPlan& plan, Workspace ws) {
+    const int64_t n = s.tokens, h = c_.hidden_size, d = c_.head_dim, hq = c_.num_heads, hkv = c_.num_kv_heads,
+                  inter = c_.intermediate_size, width = (hq + 2 * hkv) * d;
+    const Device dev = Device::cuda(o_.device);
+    const BatchDesc desc = device_batch(s);
+    const TensorView q = query_view(n);
+    const TensorView k =
+        TensorView::strided(qkv_.get() + hq * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
+    const TensorView v =
+        TensorView::strided(qkv_.get() + (hq + hkv) * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
+    const TensorView out = TensorView::contiguous(attn_.get(), DType::kBFloat16, {n, hq, d}, dev);
+    const TensorView slots = TensorView::contiguous(slots_.get(), DType::kInt64, {n}, dev);
+    AttentionParams params;
+    params.validate_batch = false;
+    Stream stream = stream_;
+    const auto eps = static_cast<float>(c_.rms_norm_eps);
+    cuda::embed_tokens(embed_->get(), tokens_.get(), n, h, x_.get(), stream_);
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const Layer& L = layers_[l];
+      cuda::add_rms_norm(x_.get(), l == 0 ? nullptr : delta_.get(), L.input_norm->get(), n, h, eps,
+                         normed_.get(), stream_);
+      gemm(normed_.get(), n, h, L.qkv->get(), width, qkv_.get());
+      cuda::qk_norm_rope(qkv_.get(), width, n, static_cast<int>(hq), static_cast<int>(hkv),
+                         static_cast<int>(d), positions_.get(), inv_freq_->get(),
+                         L.q_norm ? L.q_norm->get() : nullptr, L.k_norm ? L.k_norm->get() : nullptr, eps,
+                         stream_);
+      const PagedKVCache kv = cache(l);
+      write_kv(k, v, slots, kv, stream, /*validate_slots=*/false);
+      run_attention(plan, q, kv, desc, params, out, ws, stream);
+      gemm(attn_.get(), n, hq * d, L.o->get(), h, delta_.get());
+      cuda::add_rms_norm(x_.get(), delta_.get(), L.post_norm->get(), n, h, eps, normed_.get(), stream_);
+      gemm(normed_.get(), n, h, L.gate_up->get(), 2 * inter, gate_up_.get());
+      cuda::silu_and_mul(gate_up_.get(), n, inter, act_.get(), stream_);
+      gemm(act_.get(), n, inter, L.down->get(), h, delta_.get());
+    }
+    cuda::add_rms_norm(x_.get(), delta_.get(), final_norm_->get(), n, h, eps, normed_.get(), stream_);
+    cuda::gather_rows(normed_.get(), last_.get(), s.seqs, h, picked_.get(), stream_);
+    // Logits in fp32: [seqs, vocab] = picked [seqs, hidden] x lm_head [vocab, hidden]^T.
+    const float one = 1.0f, zero = 0.0f;
+    RUNNER_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(c_.vocab_size), s.seqs,
+                               static_cast<int>(h), &one, lm_head_->get(), CUDA_R_16BF, static_cast<int>(h),
+                               picked_.get(), CUDA_R_16BF, static_cast<int>(h), &zero, logits_.get(),
+                               CUDA_R_32F, static_cast<int>(c_.vocab_size), CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+  }
+
+  // The layer's cache in the runner's format (fp8: scale 1.0, as vLLM's uncalibrated default).
   PagedKVCache cache(size_t l) const {
-    const Device dev = Device::cuda(device_);
-    const std::initializer_list<int64_t> shape = {num_blocks_, block_size_, c_.num_kv_heads, c_.head_dim};
-    return PagedKVCache(TensorView::contiguous(layers_[l].k_pool->get(), DType::kBFloat16, shape, dev),
-                        TensorView::contiguous(layers_[l].v_pool->get(), DType::kBFloat16, shape, dev));
+    const Device dev = Device::cuda(o_.device);
+    const std::initializer_list<int64_t> shape = {o_.num_blocks, o_.block_size, c_.num_kv_heads, c_.head_dim};
+    PagedKVCache kv(TensorView::contiguous(layers_[l].k_pool->get(), kv_dtype_, shape, dev),
+                    TensorView::contiguous(layers_[l].v_pool->get(), kv_dtype_, shape, dev));
+    if (kv_dtype_ == DType::kInt8) {
+      const std::initializer_list<int64_t> planes = {o_.num_blocks, o_.block_size, c_.num_kv_heads};
+      kv.k_meta = TensorView::contiguous(layers_[l].k_meta->get(), DType::kFloat32, planes, dev);
+      kv.v_meta = TensorView::contiguous(layers_[l].v_meta->get(), DType::kFloat32, planes, dev);
+    }
+    return kv;
   }
 
   // y[n, out] = x[n, in] W[out, in]^T, bf16 in and out, fp32 accumulation.
@@ -271,28 +515,39 @@ class CudaRunner final : public ModelRunner {
   }
 
   ModelConfig c_;
-  int device_;
-  int32_t num_blocks_, block_size_;
+  CudaRunnerOptions o_;
+  DType kv_dtype_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  DeviceArray<unsigned char> cublas_workspace_;
   std::vector<std::unique_ptr<DeviceArray<__nv_bfloat16>>> bf16_;
   std::vector<std::unique_ptr<DeviceArray<float>>> f32_;
   DeviceArray<__nv_bfloat16>*embed_ = nullptr, *lm_head_ = nullptr;
   DeviceArray<float>*final_norm_ = nullptr, *inv_freq_ = nullptr;
   std::vector<Layer> layers_;
-  DeviceArray<int32_t> tokens_, positions_, tables_, lens_, qsl_, last_;
+  int32_t max_seqs_ = 0, max_table_width_ = 0;
+  int64_t max_tokens_ = 0;
+  DeviceArray<int32_t> tokens_, positions_, tables_, lens_, qsl_, last_, sampled_;
   DeviceArray<int64_t> slots_;
   DeviceArray<float> x_, logits_;
   DeviceArray<__nv_bfloat16> normed_, qkv_, attn_, delta_, gate_up_, act_, picked_;
+  DeviceArray<cuda::DeviceSampleRow> sample_rows_;
   DeviceArray<unsigned char> workspace_;
   PinnedArray<float> host_logits_;
+  PinnedArray<int32_t> host_sampled_;
+  std::map<std::pair<int32_t, int64_t>, Graph> graphs_;
 };
 
 }  // namespace
 
 std::unique_ptr<ModelRunner> make_cuda_runner(const ModelConfig& config, const ModelWeightsF32& weights,
-                                              int32_t num_blocks, int32_t block_size, int device) {
-  return std::make_unique<CudaRunner>(config, weights, num_blocks, block_size, device);
+                                              const CudaRunnerOptions& options) {
+  return std::make_unique<CudaRunner>(config, WeightSource{&weights, 0}, options);
+}
+
+std::unique_ptr<ModelRunner> make_cuda_runner(const ModelConfig& config, uint64_t weights_seed,
+                                              const CudaRunnerOptions& options) {
+  return std::make_unique<CudaRunner>(config, WeightSource{nullptr, weights_seed}, options);
 }
 
 }  // namespace pagedattn::engine

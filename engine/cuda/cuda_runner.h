@@ -1,16 +1,32 @@
-// The CUDA model runner: bf16 weights on the GPU, cuBLAS GEMMs (bf16 in, fp32 accumulate), the model kernels
-// of model_kernels.cuh, and the library's write_kv + attention (one plan per step, run per layer) over bf16
-// paged pools. Eager today (CUDA graphs for decode steps are the next step).
+// The CUDA model runner: bf16 weights on the GPU (a model folder's, or drawn on the device for a preset),
+// cuBLAS GEMMs (bf16 in, fp32 accumulate), the model kernels of model_kernels.cuh, the library's write_kv +
+// attention (one plan per step, run per layer) over paged pools in bf16, fp8 or int8, the sampler on the GPU
+// (sampling.cuh), and CUDA graphs for decode-only steps at bucketed batch sizes.
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "engine/engine.h"
 
 namespace pagedattn::engine {
 
-/// The runner for a model on CUDA device `device`: num_blocks pool blocks of block_size tokens per layer.
+struct CudaRunnerOptions {
+  int device = 0;
+  int32_t num_blocks = 0, block_size = 16;  ///< the pool of every layer
+  std::string kv_cache_dtype = "auto";      ///< auto (bf16), bf16, fp8_e4m3, fp8_e5m2, int8
+  int max_num_seqs = 256;                   ///< buffers are sized once, for the largest step
+  int64_t max_num_batched_tokens = 8192;
+  int64_t max_model_len = 4096;
+  bool enforce_eager = false;  ///< no CUDA graphs
+};
+
+/// The runner over host weights (a model folder, or ModelWeightsF32::random in tests).
 std::unique_ptr<ModelRunner> make_cuda_runner(const ModelConfig& config, const ModelWeightsF32& weights,
-                                              int32_t num_blocks, int32_t block_size, int device);
+                                              const CudaRunnerOptions& options);
+/// The runner over random weights drawn on the device (the distribution of ModelWeightsF32::random, other
+/// numbers).
+std::unique_ptr<ModelRunner> make_cuda_runner(const ModelConfig& config, uint64_t weights_seed,
+                                              const CudaRunnerOptions& options);
 
 }  // namespace pagedattn::engine

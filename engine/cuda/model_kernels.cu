@@ -1,5 +1,9 @@
 #include "engine/cuda/model_kernels.cuh"
 
+#include <algorithm>
+#include <type_traits>
+
+#include "engine/sampler.h"
 #include "pagedattn/error.h"
 
 namespace pagedattn::engine::cuda {
@@ -107,7 +111,48 @@ __global__ void gather_rows_kernel(const __nv_bfloat16* rows, const int32_t* ind
   for (int64_t i = threadIdx.x; i < width; i += blockDim.x) out[s * width + i] = src[i];
 }
 
+// N(mean, sd) from two of sample_uniform's numbers (Box-Muller): element i of stream (seed, tensor).
+__device__ __forceinline__ float hashed_normal(uint64_t seed, uint64_t tensor, int64_t i) {
+  const auto id = static_cast<uint32_t>(i);
+  const uint64_t high = static_cast<uint64_t>(i) >> 32;  // tensors past 2^32 elements get other streams
+  const float u1 = sample_uniform(seed, tensor * 2 + (high << 20), id);
+  const float u2 = sample_uniform(seed, tensor * 2 + 1 + (high << 20), id);
+  return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+}
+
+template <typename T>
+__global__ void fill_normal_kernel(T* out, int64_t n, uint64_t seed, uint64_t tensor, float sd, float mean) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = mean + sd * hashed_normal(seed, tensor, i);
+    if constexpr (std::is_same_v<T, float>) {
+      out[i] = v;
+    } else {
+      out[i] = __float2bfloat16(v);
+    }
+  }
+}
+
+template <typename T>
+void launch_fill(T* out, int64_t n, uint64_t seed, uint64_t tensor, float sd, float mean,
+                 cudaStream_t stream) {
+  if (n == 0) return;
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65536);
+  fill_normal_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(out, n, seed, tensor, sd, mean);
+  check_launch("fill_normal_kernel");
+}
+
 }  // namespace
+
+void fill_normal(__nv_bfloat16* out, int64_t n, uint64_t seed, uint64_t tensor, float sd,
+                 cudaStream_t stream) {
+  launch_fill(out, n, seed, tensor, sd, 0.0f, stream);
+}
+
+void fill_normal(float* out, int64_t n, uint64_t seed, uint64_t tensor, float mean, float sd,
+                 cudaStream_t stream) {
+  launch_fill(out, n, seed, tensor, sd, mean, stream);
+}
 
 void embed_tokens(const __nv_bfloat16* embed, const int32_t* tokens, int64_t n, int64_t hidden, float* x,
                   cudaStream_t stream) {

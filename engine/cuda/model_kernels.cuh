@@ -9,6 +9,14 @@
 
 namespace pagedattn::engine::cuda {
 
+/// Random weights drawn on the device (a preset's dummy weights): out[i] ~ N(0, sd) in bf16 for projections
+/// and embeddings, N(mean, sd) in fp32 for norms; element i of stream `tensor` of `seed`, the same numbers on
+/// every run and device.
+void fill_normal(__nv_bfloat16* out, int64_t n, uint64_t seed, uint64_t tensor, float sd,
+                 cudaStream_t stream);
+void fill_normal(float* out, int64_t n, uint64_t seed, uint64_t tensor, float mean, float sd,
+                 cudaStream_t stream);
+
 /// x[t, :] = embed[tokens[t], :] (fp32 residual stream).
 void embed_tokens(const __nv_bfloat16* embed, const int32_t* tokens, int64_t n, int64_t hidden, float* x,
                   cudaStream_t stream);

@@ -17,35 +17,45 @@ namespace {
 
 TEST(Sampler, GreedyTopKTopPAndSeeds) {
   std::vector<float> logits = {0.1f, 2.0f, 2.0f, -1.0f, 1.5f};
-  std::mt19937_64 rng(1);
+  const uint64_t seed = test::run_seed();
   SamplingParams greedy;
   greedy.temperature = 0;
-  EXPECT_EQ(sample_token(logits, greedy, rng), 1);  // the lowest id among ties
+  EXPECT_EQ(sample_token(logits, greedy, seed, 0), 1);  // the lowest id among ties
   SamplingParams top1;
   top1.top_k = 1;
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(sample_token(logits, top1, rng), 1);
+  for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(sample_token(logits, top1, seed, i), 1);
   // top_p small enough keeps only the two best (ids 1, 2: 2 x 0.35 of the mass); the draws cover both.
   SamplingParams nucleus;
   nucleus.top_p = 0.5f;
   std::set<int32_t> seen;
-  for (int i = 0; i < 200; ++i) seen.insert(sample_token(logits, nucleus, rng));
+  for (uint64_t i = 0; i < 200; ++i) seen.insert(sample_token(logits, nucleus, seed, i));
   EXPECT_EQ(seen, (std::set<int32_t>{1, 2}));
-  // Frequencies follow softmax(logits / T).
+  // Frequencies follow softmax(logits / T) over the draws of one stream.
   SamplingParams warm;
   warm.temperature = 0.7f;
   std::vector<int> count(5, 0);
-  std::mt19937_64 r2(7);
   const int n = 40000;
-  for (int i = 0; i < n; ++i) ++count[static_cast<size_t>(sample_token(logits, warm, r2))];
+  for (int i = 0; i < n; ++i) ++count[static_cast<size_t>(sample_token(logits, warm, seed + 1, i))];
   double z = 0;
   for (float l : logits) z += std::exp(l / 0.7);
   for (size_t i = 0; i < logits.size(); ++i) {
     const double p = std::exp(logits[i] / 0.7) / z;
     EXPECT_NEAR(count[i] / static_cast<double>(n), p, 4 * std::sqrt(p * (1 - p) / n) + 1e-3) << i;
   }
-  // The same seed gives the same draws.
-  std::mt19937_64 a(99), b(99);
-  for (int i = 0; i < 50; ++i) EXPECT_EQ(sample_token(logits, warm, a), sample_token(logits, warm, b));
+  // A draw is a function of (seed, counter) alone; other seeds give other draws.
+  int differ = 0;
+  for (uint64_t i = 0; i < 50; ++i) {
+    EXPECT_EQ(sample_token(logits, warm, 99, i), sample_token(logits, warm, 99, i));
+    differ += sample_token(logits, warm, 99, i) != sample_token(logits, warm, 100, i);
+  }
+  EXPECT_GT(differ, 10);
+  // The uniforms stay inside (0, 1) at the hash's extremes.
+  for (uint64_t c : {0ull, 1ull, ~0ull})
+    for (uint32_t id : {0u, 1u, ~0u}) {
+      const float u = sample_uniform(~c, c, id);
+      EXPECT_GT(u, 0.0f);
+      EXPECT_LT(u, 1.0f);
+    }
   SamplingParams bad;
   bad.top_p = 0;
   EXPECT_ERROR_CONTAINS(bad.validate(), "top_p must be in (0, 1]");
@@ -56,6 +66,7 @@ TEST(Sampler, GreedyTopKTopPAndSeeds) {
 // logits (the candidates' order decided by ids alone) keep exactly the id prefix the rule names.
 TEST(Sampler, LargeVocabularyFollowsTheSortedRule) {
   std::mt19937_64 rng(test::run_seed());
+  const uint64_t seed = rng();
   const int32_t n = 50000;
   std::vector<float> logits(n);
   std::normal_distribution<float> normal(0.0f, 2.5f);
@@ -93,7 +104,7 @@ TEST(Sampler, LargeVocabularyFollowsTheSortedRule) {
     p.top_p = c.top_p;
     p.temperature = c.temperature;
     const int draws = 4000;
-    for (int i = 0; i < draws; ++i) ++count[sample_token(logits, p, rng)];
+    for (int i = 0; i < draws; ++i) ++count[sample_token(logits, p, seed, i)];
     const std::set<int32_t> allowed(order.begin(), order.begin() + static_cast<int64_t>(keep));
     for (const auto& [id, times] : count)
       ASSERT_TRUE(allowed.count(id)) << "drew " << id << " outside the set";
@@ -107,7 +118,7 @@ TEST(Sampler, LargeVocabularyFollowsTheSortedRule) {
   SamplingParams half;
   half.top_p = 0.5f;
   int32_t highest = 0;
-  for (int i = 0; i < 2000; ++i) highest = std::max(highest, sample_token(flat, half, rng));
+  for (int i = 0; i < 2000; ++i) highest = std::max(highest, sample_token(flat, half, seed, i));
   EXPECT_LT(highest, n / 2);
   EXPECT_GT(highest, n / 2 - 500);  // 2000 uniform draws over [0, 25000) reach its top 2% surely
 }

@@ -85,6 +85,7 @@ int run_generate(const GenerateOptions& o) {
 
 int run_bench_engine(const BenchEngineOptions& o) {
   engine::EngineConfig config = engine_config(o.engine);
+  config.enforce_eager = o.enforce_eager;
   const engine::ModelConfig model = engine::resolve_model(config);
   // Prompt and output lengths uniform in [len (1 - r), len (1 + r)], token ids uniform over the vocabulary.
   std::mt19937_64 rng(o.engine.seed);
@@ -115,7 +116,9 @@ int run_bench_engine(const BenchEngineOptions& o) {
       o.engine.model.c_str(), o.num_prompts, o.input_len, o.output_len, o.random_range_ratio,
       config.num_blocks, config.block_size, static_cast<long long>(config.num_blocks) * config.block_size,
       config.max_num_seqs, static_cast<long long>(config.max_num_batched_tokens),
-      o.enforce_eager ? "eager" : "eager (CUDA graphs not yet)");
+      config.device == "cpu" ? "eager (CPU runner)"
+      : o.enforce_eager      ? "eager (--enforce-eager)"
+                             : "CUDA graphs for decode steps");
   engine::SamplingParams p = sampling(o.sampling);
   p.ignore_eos = true;
   const auto t0 = std::chrono::steady_clock::now();

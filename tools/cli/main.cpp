@@ -116,12 +116,15 @@ int main(int argc, char** argv) {
                     "paged, or contiguous: max_model_len reserved per request at admission")
         ->check(CLI::IsMember({"paged", "contiguous"}))
         ->capture_default_str();
-    cmd->add_option("--device", e.device, "cpu (the fp32 CPU runner) or cuda / cuda:N (the bf16 CUDA runner)")
+    cmd->add_option("--device", e.device,
+                    "cpu (the fp32 CPU runner) or cuda / cuda:N (the CUDA runner: bf16 weights, GPU "
+                    "sampling, CUDA graphs)")
         ->capture_default_str();
     cmd->add_option("--kv-cache-dtype", e.kv_cache_dtype,
-                    "auto (the runner's own), or a quantized cache on the CPU runner")
+                    "auto (the runner's own: fp32 on the CPU, bf16 on CUDA); bf16, fp8_e4m3, fp8_e5m2, int8 "
+                    "(both runners); the TurboQuant presets (the CPU runner)")
         ->check(CLI::IsMember(
-            {"auto", "fp8_e4m3", "fp8_e5m2", "int8", "tq_k8v4", "tq_k4v4", "tq_k3v4", "tq_k3v3"}))
+            {"auto", "bf16", "fp8_e4m3", "fp8_e5m2", "int8", "tq_k8v4", "tq_k4v4", "tq_k3v4", "tq_k3v3"}))
         ->capture_default_str();
     cmd->add_option("--seed", e.seed, "seed of the workload and of requests without one")
         ->capture_default_str();
