@@ -196,6 +196,32 @@ int64_t Engine::add_request(std::vector<int32_t> prompt, SamplingParams params) 
   return next_id_ - 1;
 }
 
+StepWork Engine::step_work(const HostBatch& batch) const {
+  const double weight_bytes =
+      2.0 * static_cast<double>(model_.num_parameters() -
+                                (model_.tie_word_embeddings ? 0 : model_.vocab_size * model_.hidden_size));
+  const double kv_per_token =
+      static_cast<double>(
+          kv_geometry(model_, config_.block_size, config_.device, config_.kv_cache_dtype).bytes_per_block()) /
+      config_.block_size;
+  const double matmul_params =
+      static_cast<double>(model_.num_parameters() - model_.vocab_size * model_.hidden_size);
+  const double attn_per_position =
+      4.0 * static_cast<double>(model_.head_dim * model_.num_heads * model_.num_layers);
+  StepWork w;
+  w.bytes = weight_bytes;
+  for (int32_t s = 0; s < batch.num_seqs; ++s) {
+    const double context = batch.seq_lens[static_cast<size_t>(s)];
+    const double fresh =
+        batch.query_start_loc[static_cast<size_t>(s) + 1] - batch.query_start_loc[static_cast<size_t>(s)];
+    w.bytes += context * kv_per_token;
+    // The new tokens' projections (the LM head only for the sampled row) and their causal attention.
+    w.flops += 2.0 * matmul_params * fresh + attn_per_position * fresh * (context - (fresh - 1) / 2.0);
+  }
+  w.flops += 2.0 * static_cast<double>(model_.vocab_size * model_.hidden_size) * batch.num_seqs;
+  return w;
+}
+
 std::vector<RequestOutput> Engine::step() {
   const double t0 = now();
   std::vector<BlockCopy> copies;
@@ -212,6 +238,7 @@ std::vector<RequestOutput> Engine::step() {
       for (int64_t t = first; t < first + it.num_new_tokens; ++t) tokens.push_back(it.request->token(t));
     }
     HostBatch batch = build_batch(blocks_, batch_items);
+    step_work_.push_back(step_work(batch));
     std::vector<SampleRow> rows(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
       if (!items[i].samples) continue;
@@ -236,6 +263,8 @@ std::vector<RequestOutput> Engine::step() {
     if (r->finish == FinishReason::kAborted) out.push_back({r->id, r->output, r->finish, r->finish_detail});
     finished_.push_back(std::move(r));
   }
+  stats_.peak_used_blocks =
+      std::max<int64_t>(stats_.peak_used_blocks, blocks_.num_blocks() - blocks_.num_free_blocks());
   stats_.model_seconds += model_s;
   stats_.host_seconds += now() - t0 - model_s;
   return out;

@@ -93,6 +93,17 @@ struct EngineStats {
   double host_seconds = 0;                  ///< scheduling, batch building, sampling
   int64_t num_blocks = 0, free_blocks = 0;  ///< the KV pool now
   int64_t block_bytes = 0;                  ///< one block across all layers, K and V
+  int64_t peak_used_blocks = 0;             ///< the most pool blocks in use after any step
+};
+
+/// What a step must move and compute at least (shared/ENGINE.md's rooflines): the weights it reads (bf16:
+/// every projection, the LM head, the norms; not the embedding table's unread rows) plus the K/V of every
+/// sequence's whole context, and 2 x parameters FLOPs per new token plus attention's 4 x context x head dim x
+/// query heads per new token and layer. A run's roofline time is the sum over its steps of
+/// max(bytes / read bandwidth, flops / matmul rate).
+struct StepWork {
+  double bytes = 0;
+  double flops = 0;
 };
 
 class Engine {
@@ -118,9 +129,12 @@ class Engine {
   std::string capacity_summary() const;
   const BlockManager& blocks() const { return blocks_; }
   EngineStats stats() const;
+  /// Every step's StepWork so far, in order.
+  const std::vector<StepWork>& step_work() const { return step_work_; }
 
  private:
   double now() const;
+  StepWork step_work(const HostBatch& batch) const;
   EngineConfig config_;
   ModelConfig model_;
   BlockManager blocks_;
@@ -130,6 +144,7 @@ class Engine {
   int64_t next_id_ = 0;
   std::vector<std::unique_ptr<Request>> finished_;
   EngineStats stats_;
+  std::vector<StepWork> step_work_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 

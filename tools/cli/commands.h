@@ -60,6 +60,9 @@ struct BenchEngineOptions {
   int input_len = 128, output_len = 64, num_prompts = 16;
   double random_range_ratio = 0.0;
   bool enforce_eager = false;
+  bool warmup = true;
+  double kv_cache_gib = 0;  ///< with --num-blocks 0: cap the pool at this many GiB
+  std::string requests_file;
   std::string output_json;
 };
 

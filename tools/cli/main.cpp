@@ -171,6 +171,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_engine_cmd->add_flag("--enforce-eager", bench_engine.enforce_eager,
                              "no CUDA graphs (the CPU runner is always eager)");
+  bench_engine_cmd->add_option(
+      "--requests-file", bench_engine.requests_file,
+      "the requests, one per line: output length, then the prompt's token ids (instead of "
+      "--num-prompts / --input-len / --output-len)");
+  bench_engine_cmd
+      ->add_option("--kv-cache-gib", bench_engine.kv_cache_gib,
+                   "with --num-blocks 0: the pool holds every request at once but at most this many GiB")
+      ->check(CLI::Range(0.0, 1e6));
+  bench_engine_cmd->add_flag("!--no-warmup", bench_engine.warmup, "skip the untimed warm-up generate");
   bench_engine_cmd->add_option("--output-json", bench_engine.output_json,
                                "write the results as JSON to this file");
 
