@@ -5,8 +5,9 @@
     outs[0].token_ids, outs[0].text, outs[0].finish_reason
 
 Prompts are token-id lists, or strings when the model folder has a tokenizer.json and the `tokenizers` package is
-installed (then outputs carry text too). device="cpu" runs the fp32 CPU runner, "cuda" the bf16 CUDA runner
-(CUDA builds).
+installed (then outputs carry text too). device="cpu" runs the fp32 CPU runner, "cuda" the CUDA runner (CUDA
+builds: bf16 weights, bf16/fp8/int8 KV caches, sampling on the GPU, CUDA graphs for decode steps unless
+enforce_eager).
 """
 
 from __future__ import annotations
