@@ -16,7 +16,9 @@ namespace pagedattn::engine {
 
 CpuRunner::CpuRunner(ModelConfig config, ModelWeightsF32 weights, int32_t num_blocks, int32_t block_size,
                      const std::string& kv_format)
-    : model_(config, std::move(weights)), cache_(config, num_blocks, block_size, kv_format) {}
+    : num_blocks_(num_blocks),
+      model_(config, std::move(weights)),
+      cache_(config, num_blocks, block_size, kv_format) {}
 
 std::span<const float> CpuRunner::forward(std::span<const int32_t> tokens, HostBatch& batch) {
   logits_ = model_.forward(tokens, batch, cache_);
@@ -97,6 +99,7 @@ std::unique_ptr<ModelRunner> make_runner(const EngineConfig& config, const Model
   o.max_num_batched_tokens = config.max_num_batched_tokens;
   o.max_model_len = config.max_model_len > 0 ? config.max_model_len : model.max_position_embeddings;
   o.enforce_eager = config.enforce_eager;
+  o.gpu_memory_utilization = config.gpu_memory_utilization;
   // A preset's random weights are drawn on the device (an 8B model's weights never pass through the host).
   if (!folder) return make_cuda_runner(model, config.weights_seed, o);
   const ModelWeightsF32 w = ModelWeightsF32::load(model, SafetensorsFolder(config.model));
@@ -110,8 +113,15 @@ std::unique_ptr<ModelRunner> make_runner(const EngineConfig& config, const Model
 
 // num_blocks from the byte budget when it is not given.
 EngineConfig sized(EngineConfig c, const ModelConfig& m) {
+  if (c.num_blocks <= 0 && c.kv_cache_bytes == 0 && c.device != "cpu") {
+    PA_CHECK(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1, "gpu_memory_utilization ",
+             c.gpu_memory_utilization, " must be in (0, 1]");
+    return c;  // the CUDA runner sizes its pool from the memory left (num_blocks stays 0 until then)
+  }
   if (c.num_blocks <= 0) {
-    PA_CHECK(c.kv_cache_bytes > 0, "the engine needs num_blocks or kv_cache_bytes for its KV pool");
+    PA_CHECK(c.kv_cache_bytes > 0,
+             "the engine needs num_blocks or kv_cache_bytes for its KV pool (or, on CUDA, "
+             "gpu_memory_utilization)");
     const int64_t blocks =
         kv_geometry(m, c.block_size, c.device, c.kv_cache_dtype).blocks_for_budget(c.kv_cache_bytes);
     PA_CHECK(blocks >= 1, "kv_cache_bytes ", c.kv_cache_bytes, " holds no block of ",
@@ -133,6 +143,14 @@ BlockManager make_blocks(const EngineConfig& c, const ModelConfig& m) {
   return BlockManager(c.num_blocks, c.block_size, c.enable_prefix_caching);
 }
 
+// The config with the runner's pool size (the same unless the runner sized it).
+EngineConfig with_pool_of(EngineConfig c, const ModelRunner& runner) {
+  PA_CHECK(c.num_blocks <= 0 || runner.num_blocks() == c.num_blocks, "the runner holds ", runner.num_blocks(),
+           " blocks per layer, the config asks for ", c.num_blocks);
+  c.num_blocks = runner.num_blocks();
+  return c;
+}
+
 SchedulerConfig scheduler_config(const EngineConfig& c, const ModelConfig& m) {
   SchedulerConfig s;
   s.max_num_seqs = c.max_num_seqs;
@@ -148,10 +166,12 @@ Engine::Engine(const EngineConfig& config) : Engine(config, resolve_model(config
 Engine::Engine(const EngineConfig& config, ModelConfig model, std::unique_ptr<ModelRunner> runner)
     : config_(sized(config, model)),
       model_(std::move(model)),
-      blocks_(make_blocks(config_, model_)),
-      scheduler_(scheduler_config(config_, model_), blocks_),
       runner_(runner ? std::move(runner) : make_runner(config_, model_)),
+      blocks_(make_blocks(with_pool_of(config_, *runner_), model_)),
+      scheduler_(scheduler_config(config_, model_), blocks_),
       seeds_(config.seed) {
+  pool_from_memory_ = config_.num_blocks <= 0;
+  config_.num_blocks = blocks_.num_blocks();
   if (config_.max_model_len <= 0) config_.max_model_len = model_.max_position_embeddings;
 }
 
@@ -161,12 +181,15 @@ std::string Engine::capacity_summary() const {
       static_cast<double>(
           kv_geometry(model_, config_.block_size, config_.device, config_.kv_cache_dtype).bytes_per_block()) *
       config_.num_blocks / (1 << 20);
-  char line[256];
+  char line[320];
   std::snprintf(
       line, sizeof(line),
-      "KV cache: %d blocks of %d tokens = %lld tokens (%.1f MiB); maximum concurrency for %lld tokens per "
+      "KV cache: %d blocks of %d tokens = %lld tokens (%.1f MiB%s); maximum concurrency for %lld tokens per "
       "request: %.2fx",
       config_.num_blocks, config_.block_size, static_cast<long long>(tokens), mib,
+      pool_from_memory_
+          ? (", from gpu_memory_utilization " + std::to_string(config_.gpu_memory_utilization)).c_str()
+          : "",
       static_cast<long long>(config_.max_model_len),
       static_cast<double>(tokens) / static_cast<double>(config_.max_model_len));
   return line;

@@ -40,6 +40,8 @@ class ModelRunner {
   virtual std::vector<int32_t> forward_and_sample(std::span<const int32_t> tokens, HostBatch& batch,
                                                   std::span<const SampleRow> rows);
   virtual void copy_blocks(std::span<const BlockCopy> copies) = 0;
+  /// The blocks of the runner's pools (each layer's): the engine's block manager hands out exactly these.
+  virtual int32_t num_blocks() const = 0;
 };
 
 /// The CPU runner: CpuModel over host fp32 pools.
@@ -49,8 +51,10 @@ class CpuRunner final : public ModelRunner {
             const std::string& kv_format = "fp32");
   std::span<const float> forward(std::span<const int32_t> tokens, HostBatch& batch) override;
   void copy_blocks(std::span<const BlockCopy> copies) override;
+  int32_t num_blocks() const override { return num_blocks_; }
 
  private:
+  int32_t num_blocks_;
   CpuModel model_;
   HostKVCache cache_;
   std::vector<float> logits_;
@@ -60,8 +64,13 @@ struct EngineConfig {
   std::string model = "tiny-llama";  ///< a Hugging Face model folder, or a preset name (random weights)
   uint64_t weights_seed = 0;         ///< random weights of a preset
   int32_t block_size = 16;
-  int32_t num_blocks = 256;   ///< KV pool blocks (every layer); 0: sized from kv_cache_bytes
+  int32_t num_blocks = 256;  ///< KV pool blocks (every layer); 0: sized from kv_cache_bytes, else (CUDA) from
+                             ///< gpu_memory_utilization
   size_t kv_cache_bytes = 0;  ///< with num_blocks = 0: the pool takes this many bytes (all layers, K and V)
+  /// CUDA, with num_blocks = 0 and kv_cache_bytes = 0: the pool takes this fraction of the card's memory less
+  /// what is in use once the weights and the step buffers are allocated (and a fixed reserve for workspaces
+  /// and graphs), as vLLM sizes it; capacity_summary() states the result.
+  double gpu_memory_utilization = 0.9;
   int max_num_seqs = 256;
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 0;  ///< 0: the model's max_position_embeddings
@@ -137,14 +146,15 @@ class Engine {
   StepWork step_work(const HostBatch& batch) const;
   EngineConfig config_;
   ModelConfig model_;
+  std::unique_ptr<ModelRunner> runner_;  // before the block manager: a CUDA runner may size the pool
   BlockManager blocks_;
   Scheduler scheduler_;
-  std::unique_ptr<ModelRunner> runner_;
   std::mt19937_64 seeds_;
   int64_t next_id_ = 0;
   std::vector<std::unique_ptr<Request>> finished_;
   EngineStats stats_;
   std::vector<StepWork> step_work_;
+  bool pool_from_memory_ = false;  // the CUDA runner sized the pool from gpu_memory_utilization
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 

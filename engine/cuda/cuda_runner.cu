@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -139,8 +140,8 @@ class CudaRunner final : public ModelRunner {
     cublas_workspace_.resize(size_t{32} << 20);
     RUNNER_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.size()));
     load_weights(source);
-    allocate_pools();
     allocate_activations();
+    allocate_pools();
     RUNNER_CUDA(cudaStreamSynchronize(stream_));
   }
   ~CudaRunner() override {
@@ -193,6 +194,8 @@ class CudaRunner final : public ModelRunner {
     RUNNER_CUDA(cudaStreamSynchronize(stream_));
     return {host_sampled_.get(), host_sampled_.get() + seqs};
   }
+
+  int32_t num_blocks() const override { return o_.num_blocks; }
 
   void copy_blocks(std::span<const BlockCopy> copies) override {
     RUNNER_CUDA(cudaSetDevice(o_.device));
@@ -277,6 +280,25 @@ class CudaRunner final : public ModelRunner {
   }
 
   void allocate_pools() {
+    // One block across layers: K and V codes, and int8's two scale planes.
+    const size_t per_block =
+        static_cast<size_t>(c_.num_layers) * o_.block_size * c_.num_kv_heads * 2 *
+        (c_.head_dim * dtype_size(kv_dtype_) + (kv_dtype_ == DType::kInt8 ? sizeof(float) : 0));
+    if (o_.num_blocks <= 0) {
+      // What the card has left after the weights and the step buffers, less a reserve for the attention
+      // workspaces (split-KV partials), the decode graphs and allocator slack.
+      constexpr size_t kReserve = size_t{768} << 20;
+      size_t free = 0, total = 0;
+      RUNNER_CUDA(cudaMemGetInfo(&free, &total));
+      const double used = static_cast<double>(total - free);
+      const double budget = o_.gpu_memory_utilization * static_cast<double>(total) - used - kReserve;
+      PA_CHECK(budget >= static_cast<double>(per_block), "gpu_memory_utilization ", o_.gpu_memory_utilization,
+               " leaves no room for a KV block: weights and step buffers hold ", used / (1 << 30),
+               " GiB of the card's ", static_cast<double>(total) / (1 << 30), " GiB (plus a ", kReserve >> 20,
+               " MiB reserve)");
+      o_.num_blocks =
+          static_cast<int32_t>(std::min<double>(budget / static_cast<double>(per_block), INT32_MAX));
+    }
     const size_t rows = static_cast<size_t>(o_.num_blocks) * o_.block_size * c_.num_kv_heads;
     for (Layer& L : layers_) {
       L.k_pool = std::make_unique<DeviceArray<unsigned char>>(rows * c_.head_dim * dtype_size(kv_dtype_));

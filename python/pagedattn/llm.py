@@ -44,14 +44,14 @@ class LLM:
     def __init__(self, model: str, *, block_size: int = 16, num_blocks: int = 1024, max_num_seqs: int = 256,
                  max_num_batched_tokens: int = 8192, max_model_len: int = 0, enable_prefix_caching: bool = True,
                  seed: int = 0, weights_seed: int = 0, device: str = "cpu", kv_layout: str = "paged",
-                 kv_cache_dtype: str = "auto", enforce_eager: bool = False):
+                 kv_cache_dtype: str = "auto", enforce_eager: bool = False, gpu_memory_utilization: float = 0.9):
         if not hasattr(_C, "Engine"):
             raise Error("this build of pagedattn has no engine (configured with PAGEDATTN_BUILD_ENGINE=OFF)")
         self._engine = _C.Engine(model, block_size=block_size, num_blocks=num_blocks, max_num_seqs=max_num_seqs,
                                  max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
                                  enable_prefix_caching=enable_prefix_caching, seed=seed, weights_seed=weights_seed,
                                  device=device, kv_layout=kv_layout, kv_cache_dtype=kv_cache_dtype,
-                                 enforce_eager=enforce_eager)
+                                 enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization)
         self.tokenizer = None
         tok = os.path.join(model, "tokenizer.json")
         if os.path.isdir(model) and os.path.exists(tok):

@@ -48,7 +48,7 @@ void bind_engine(nb::module_& m) {
           [](Engine* self, const std::string& model, int block_size, int num_blocks, int max_num_seqs,
              int64_t max_num_batched_tokens, int64_t max_model_len, bool enable_prefix_caching, uint64_t seed,
              uint64_t weights_seed, const std::string& device, const std::string& kv_layout,
-             const std::string& kv_cache_dtype, bool enforce_eager) {
+             const std::string& kv_cache_dtype, bool enforce_eager, double gpu_memory_utilization) {
             engine::EngineConfig c;
             c.model = model;
             c.block_size = block_size;
@@ -63,12 +63,13 @@ void bind_engine(nb::module_& m) {
             c.kv_layout = kv_layout;
             c.kv_cache_dtype = kv_cache_dtype;
             c.enforce_eager = enforce_eager;
+            c.gpu_memory_utilization = gpu_memory_utilization;
             new (self) Engine(c);
           },
           "model"_a, "block_size"_a = 16, "num_blocks"_a = 1024, "max_num_seqs"_a = 256,
           "max_num_batched_tokens"_a = 8192, "max_model_len"_a = 0, "enable_prefix_caching"_a = true,
           "seed"_a = 0, "weights_seed"_a = 0, "device"_a = "cpu", "kv_layout"_a = "paged",
-          "kv_cache_dtype"_a = "auto", "enforce_eager"_a = false)
+          "kv_cache_dtype"_a = "auto", "enforce_eager"_a = false, "gpu_memory_utilization"_a = 0.9)
       .def(
           "add_request",
           [](Engine& e, std::vector<int32_t> prompt, float temperature, int top_k, float top_p, int64_t seed,

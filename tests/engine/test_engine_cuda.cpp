@@ -321,6 +321,38 @@ TEST(EngineCuda, DeviceRandomWeightsFollowTheSeed) {
   }
 }
 
+// num_blocks 0 on CUDA: the runner sizes the pool from what gpu_memory_utilization leaves once the weights
+// and step buffers are allocated; the pool never exceeds that fraction of the card, the startup line says
+// where it came from, and a fraction too small for one block is refused naming the memory in use.
+TEST(EngineCuda, PoolFromGpuMemoryUtilization) {
+#ifdef PAGEDATTN_ENGINE_CUDA
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA runner or no GPU";
+  const TinyModel tiny("tiny-qwen3");
+  REQUIRE_TINY_MODEL(tiny);
+  EngineConfig c = config(tiny.folder, "cuda", 0, 256);
+  c.gpu_memory_utilization = 0.3;  // other tests share the card
+  size_t free = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+  {
+    Engine e(c);
+    const EngineStats s = e.stats();
+    EXPECT_GT(s.num_blocks, 0);
+    EXPECT_LE(static_cast<double>(s.num_blocks) * static_cast<double>(s.block_bytes),
+              0.3 * static_cast<double>(total));
+    EXPECT_NE(e.capacity_summary().find("from gpu_memory_utilization"), std::string::npos)
+        << e.capacity_summary();
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    greedy.max_tokens = 4;
+    EXPECT_EQ(e.generate({{1, 2, 3}}, greedy)[0].tokens.size(), 4u);
+  }
+  c.gpu_memory_utilization = 0.005;
+  EXPECT_ERROR_CONTAINS(Engine{c}, "leaves no room for a KV block");
+#else
+  GTEST_SKIP() << "no CUDA runner in this build";
+#endif
+}
+
 TEST(EngineCuda, DeviceNamesAreChecked) {
   EXPECT_ERROR_CONTAINS(Engine(config("tiny-llama", "tpu", 8, 64)),
                         "device 'tpu' is not cpu, cuda or cuda:N");

@@ -44,6 +44,7 @@ engine::EngineConfig engine_config(const EngineOptions& e) {
   c.kv_layout = e.kv_layout;
   c.device = e.device;
   c.kv_cache_dtype = e.kv_cache_dtype;
+  if (e.gpu_memory_utilization > 0) c.gpu_memory_utilization = e.gpu_memory_utilization;
   c.seed = e.seed;
   return c;
 }
@@ -136,7 +137,10 @@ int run_bench_engine(const BenchEngineOptions& o) {
   for (int i = 0; i < num_prompts; ++i)
     need_tokens += static_cast<int64_t>(prompts[static_cast<size_t>(i)].size()) +
                    outs[static_cast<size_t>(i)] + config.block_size;
-  if (config.num_blocks <= 0) {  // enough for every request at once, within --kv-cache-gib
+  const bool runner_sizes_pool = config.num_blocks <= 0 && o.engine.gpu_memory_utilization > 0 &&
+                                 config.device != "cpu" && o.kv_cache_gib <= 0;
+  if (config.num_blocks <= 0 &&
+      !runner_sizes_pool) {  // enough for every request at once, within --kv-cache-gib
     int64_t blocks = need_tokens / config.block_size + 1;
     if (o.kv_cache_gib > 0) {
       const auto budget = static_cast<size_t>(o.kv_cache_gib * static_cast<double>(size_t{1} << 30));
@@ -158,8 +162,8 @@ int run_bench_engine(const BenchEngineOptions& o) {
                       ", range ratio " + std::to_string(o.random_range_ratio))
                          .c_str()
                    : o.requests_file.c_str(),
-               config.num_blocks, config.block_size,
-               static_cast<long long>(config.num_blocks) * config.block_size, config.max_num_seqs,
+               e.blocks().num_blocks(), config.block_size,
+               static_cast<long long>(e.blocks().num_blocks()) * config.block_size, config.max_num_seqs,
                static_cast<long long>(config.max_num_batched_tokens),
                config.device == "cpu" ? "eager (CPU runner)"
                : o.enforce_eager      ? "eager (--enforce-eager)"

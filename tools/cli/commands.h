@@ -36,6 +36,7 @@ struct EngineOptions {
   std::string kv_layout = "paged";  // paged | contiguous
   std::string device = "cpu";       // cpu | cuda | cuda:N
   std::string kv_cache_dtype = "auto";
+  double gpu_memory_utilization = 0;  // > 0 with --num-blocks 0 on CUDA: the pool takes what this leaves
   uint64_t seed = 0;
 };
 

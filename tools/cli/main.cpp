@@ -126,6 +126,11 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember(
             {"auto", "bf16", "fp8_e4m3", "fp8_e5m2", "int8", "tq_k8v4", "tq_k4v4", "tq_k3v4", "tq_k3v3"}))
         ->capture_default_str();
+    cmd->add_option(
+           "--gpu-memory-utilization", e.gpu_memory_utilization,
+           "CUDA with --num-blocks 0: the KV pool takes this fraction of the card less what the weights and "
+           "step buffers hold (vLLM's rule)")
+        ->check(CLI::Range(0.01, 1.0));
     cmd->add_option("--seed", e.seed, "seed of the workload and of requests without one")
         ->capture_default_str();
   };
