@@ -113,6 +113,7 @@ int run_bench(const BenchOptions& options) {
     testing::ProblemSpec s = base;
     s.seq_lens = w.seq_lens;
     s.query_lens = w.query_lens;
+    s.force_segments = options.segments;
     const std::string unsupported = runner->unsupported(s);
     PA_CHECK(unsupported.empty(), "bench: the ", backend, " backend cannot run a ", options.kv_dtype,
              " cache here: ", unsupported);

@@ -23,6 +23,7 @@ struct BenchOptions {
   std::string kv_dtype = "bf16";  // the cache format: bf16 (the query dtype) or a quantized one
   std::optional<int> reps;
   int warmup = 2;
+  int segments = 0;  // > 0: force the split-KV segment count (exploring the launch model)
 };
 
 struct EngineOptions {

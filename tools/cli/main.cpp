@@ -90,6 +90,11 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--warmup", bench.warmup, "untimed runs first")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
+  bench_cmd
+      ->add_option("--segments", bench.segments,
+                   "force this many split-KV segments instead of the launch model's choice (0 = choose)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
 
   // The engine's commands (flags of the benchmark as in `vllm bench throughput`).
   auto engine_flags = [](CLI::App* cmd, EngineOptions& e) {

@@ -20,10 +20,10 @@
 // epilogue in the item's last stage while the producer fills the others with the next item.
 //
 // fp8 caches (e4m3, e5m2) stream as codes: a 128-byte panel holds 128 of them, so a tile is half the bytes
-// and more stages fit. Each compute warp converts its 16 keys of a landed tile into bf16/fp16 panels of its
-// own (exact: every fp8 value is a bf16 and an fp16 value), releases the stage at once, and runs the same
-// MMA math on the converted rows, the per-head scales applied in fp32 (kv_format.cuh). Its epilogue stages
-// in those conversion buffers, which are exactly as large.
+// and more stages fit. Each compute warp reads its 16 keys' codes of a landed tile into registers, releases
+// the stage, converts them in registers into the MMA's fragments (exact: every fp8 value is a bf16 and an
+// fp16 value; code_tile_math.cuh) and applies the per-head scales in fp32 (kv_format.cuh). The epilogue
+// stages in a buffer of its own (a 16-row fp8 stage is smaller than the warps' fp32 partial O).
 //
 // Rows a TMA box brings in that no query row may see (a page's slots past seq_len, a sliding window's keys
 // before its first) hold whatever the pool holds there: their logits are masked, and each compute warp zeroes
@@ -33,7 +33,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
+#include "cuda/attention/code_tile_math.cuh"
 #include "cuda/attention/dependent_launch.cuh"
 #include "cuda/attention/kv_format.cuh"
 #include "cuda/attention/mbarrier_sm90.cuh"
@@ -55,7 +57,7 @@ struct DecodeSm90Config {
   static constexpr int kPanelCols = 128 / kCodeBytes;  // cache columns of one 128-byte panel row
   static_assert(kHeadDim % kPanelCols == 0, "TMA boxes are whole 128-byte panels");
   static constexpr int kPanels = kHeadDim / kPanelCols;
-  static constexpr bool kConvert = Fmt_::kQuantized;  // codes are converted per warp before the MMA
+  static constexpr bool kConvert = Fmt_::kQuantized;  // codes are converted in registers (code_tile_math)
   static constexpr int kBlockM = 16;                  // packed query rows per CTA
   static constexpr int kBlockN = 64;                  // keys per KV tile
   static constexpr int kComputeWarps = 4;
@@ -66,49 +68,29 @@ struct DecodeSm90Config {
   static constexpr int kQBytes = (kBlockM * kQStride * 2 + 1023) / 1024 * 1024;  // stages stay 1024-aligned
   static constexpr int kTileBytes = kBlockN * kHeadDim * kCodeBytes;             // one K or V tile
   static constexpr int kStageBytes = 2 * kTileBytes;
-  // Converted K and V rows of one warp's keys, bf16/fp16 in 128-byte swizzled panels (fp8 only).
-  static constexpr int kConvertWarpBytes = kConvert ? 2 * kWarpKeys * kHeadDim * 2 : 0;
-  static constexpr int kConvertBytes = kComputeWarps * kConvertWarpBytes;
+  // fp8: the epilogue's staging (the warps' fp32 partial O), which no fp8 stage is large enough to hold.
+  static constexpr int kEpilogueStagingBytes =
+      kConvert ? kEpilogueBytes<kHeadDim, kBlockM, kComputeWarps> : 0;
   // Two CTAs share an SM where each still gets three stages (228 KB, 1 KB reserved per CTA; the dynamic base
   // is aligned up to 1024 and the barriers and merge state are static), with at most 6; otherwise one CTA
   // per SM takes every stage that fits: head dims 192 (4 stages) and 256 (3). Two CTAs of two stages at head
   // dim 192 held the same bytes in flight but had to fit 168 registers per thread and spilled 188 bytes in
   // the tile loop (H200, bench/NOTES.md version 19: 64 x 4096 took 459 us, one CTA of four stages 375 us).
-  // fp8 at head dim 128: 16 KB stages, 32 KB of conversion buffers, two CTAs of four stages.
-  static constexpr int kFixedBytes = 1024 + kQBytes + kConvertBytes + 1024;
+  // fp8 at head dim 128: 16 KB stages, 32 KB of epilogue staging, two CTAs of four stages.
+  static constexpr int kFixedBytes = 1024 + kQBytes + kEpilogueStagingBytes + 1024;
   static constexpr int kStagesForTwo = (113 * 1024 - kFixedBytes) / kStageBytes;
   static constexpr int kStagesForOne = (227 * 1024 - kFixedBytes) / kStageBytes;
   static constexpr bool kTwoPerSm = kStagesForTwo >= 3;
   static constexpr int kStages = kTwoPerSm ? (kStagesForTwo < 6 ? kStagesForTwo : 6) : kStagesForOne;
   static_assert(kStages >= 2, "a K/V tile must stream while another is computed");
-  static constexpr int kSmemBytes = 1024 + kQBytes + kConvertBytes + kStages * kStageBytes;
+  static constexpr int kSmemBytes = 1024 + kQBytes + kEpilogueStagingBytes + kStages * kStageBytes;
   static constexpr int kMinBlocksPerSm = kTwoPerSm ? 2 : 1;
   // The epilogue stages the warps' partial O in an item's last K/V stage (kept until it is done), or, for
-  // converted formats (whose stages are all released at conversion), in the conversion buffers.
-  static_assert(kEpilogueBytes<kHeadDim, kBlockM, kComputeWarps> <= (kConvert ? kConvertBytes : kStageBytes),
+  // converted formats (whose warps release every stage once its codes are in registers), in its own buffer.
+  static_assert(kEpilogueBytes<kHeadDim, kBlockM, kComputeWarps> <=
+                    (kConvert ? kEpilogueStagingBytes : kStageBytes),
                 "epilogue staging must fit");
 };
-
-/// One warp's kWarpKeys rows of a landed fp8 K or V tile (128-byte swizzled panels of codes, as the copy
-/// engine wrote them) -> bf16/fp16 rows in the warp's own swizzled panels (wgmma_sm90.cuh's layout with
-/// kWarpKeys rows), 16 codes per lane step.
-template <typename T, typename Cfg>
-__device__ __forceinline__ void convert_warp_rows(const unsigned char* tile, int row0, unsigned char* dst,
-                                                  int lane) {
-  constexpr int D = Cfg::kHeadDim, BN = Cfg::kBlockN;
-  constexpr int kChunks = D / 16;  // 16-code chunks per row
-#pragma unroll
-  for (int c = lane; c < Cfg::kWarpKeys * kChunks; c += 32) {
-    const int n = c / kChunks, col = (c % kChunks) * 16;
-    const int row = row0 + n, panel = col / Cfg::kPanelCols, unit = (col % Cfg::kPanelCols) / 16;
-    const uint4 raw =
-        *reinterpret_cast<const uint4*>(tile + panel * BN * 128 + row * 128 + ((unit ^ (row & 7)) << 4));
-    *reinterpret_cast<uint4*>(dst + sm90::swizzled_offset(Cfg::kWarpKeys, n, col)) =
-        dequantize8<T, typename Cfg::Format>(make_uint2(raw.x, raw.y));
-    *reinterpret_cast<uint4*>(dst + sm90::swizzled_offset(Cfg::kWarpKeys, n, col + 8)) =
-        dequantize8<T, typename Cfg::Format>(make_uint2(raw.z, raw.w));
-  }
-}
 
 /// The compute warps synchronize among themselves on named barrier 1 (0 is __syncthreads, which the
 /// producer has left).
@@ -243,8 +225,8 @@ __device__ __forceinline__ void produce_items(const UnifiedParams& p, DecodeSm90
 /// keep until the epilogue is done (the other stages meanwhile take the next item's tiles).
 template <typename T, typename Cfg>
 __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90Control<Cfg::kStages>& ctl,
-                                              const T* sQ, unsigned char* converted, unsigned char* stages,
-                                              float (*s_ml)[Cfg::kBlockM][2]) {
+                                              const T* sQ, unsigned char* epilogue_staging,
+                                              unsigned char* stages, float (*s_ml)[Cfg::kBlockM][2]) {
   constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, S = Cfg::kStages;
   constexpr int kWarpKeys = Cfg::kWarpKeys, kComputeThreads = Cfg::kComputeThreads;
   const auto& a = p.attn;
@@ -259,8 +241,12 @@ __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90
     const QueryTile t = plan.t;
     const int kv_head = plan.kv_head, segment = plan.segment;
     uint32_t q_frag[D / 16][4];
-    load_q_fragments<D>(
-        q_frag, [&](int r, int col) { return sQ + r * Cfg::kQStride + col; }, lane);
+    if constexpr (Cfg::kConvert) {
+      load_q_fragments_for_codes<T, D>(q_frag, sQ, Cfg::kQStride, lane);
+    } else {
+      load_q_fragments<D>(
+          q_frag, [&](int r, int col) { return sQ + r * Cfg::kQStride + col; }, lane);
+    }
     // Every thread releases the Q buffer after its own reads (the producer's next cp.async overwrites it):
     // one lane's arrival after __syncwarp would order them too, but racecheck credits a release only with
     // the releasing thread's reads.
@@ -293,21 +279,20 @@ __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90
         __syncwarp();
       }
       if constexpr (Cfg::kConvert) {
-        // This warp's keys into its own bf16/fp16 panels; then the stage goes back to the producer at once.
-        unsigned char* ck = converted + wn * Cfg::kConvertWarpBytes;
-        unsigned char* cv = ck + Cfg::kConvertWarpBytes / 2;
-        convert_warp_rows<T, Cfg>(sk, row0, ck, lane);
-        convert_warp_rows<T, Cfg>(sv, row0, cv, lane);
-        __syncwarp();
-        if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.empty[stage]));
-        auto rows_at = [&](unsigned char* base) {
-          return [=](int n, int col) { return base + sm90::swizzled_offset(kWarpKeys, n, col); };
-        };
+        // The warp's K codes from the stage into fragments (code_tile_math.cuh), the scores and the softmax;
+        // then its V codes, the stage back to the producer once they are in registers, and P V. (Reading the
+        // V codes up front too, to release the stage sooner, needs ~16 more registers than the 168 that two
+        // CTAs per SM allow: ptxas spilled 76 bytes in the tile loop at head dim 128.)
+        static_assert(kWarpKeys == 16, "code tiles are 16 keys per warp");
+        float s[2][4];
+        code_scores<T, typename Cfg::Format, D, BN>(sk, row0, q_frag, s, lane);
         const HeadKVScales scales{p.kv.k_head_scale(kv_head), p.kv.v_head_scale(kv_head)};
-        attend_kv_tile<T, D, kWarpKeys>(a, q_frag, rows_at(ck), rows_at(cv), key0,
-                                        keys_unmasked(a, t, key0, kWarpKeys), row_qpos, row_slope, unit, st,
-                                        lane, scales);
-        __syncwarp();  // the next tile's conversion overwrites these rows
+        scores_to_probabilities<D, 2>(a, s, key0, keys_unmasked(a, t, key0, kWarpKeys), row_qpos, row_slope,
+                                      unit, st, lane, scales);
+        code_pv<T, typename Cfg::Format, D, BN>(sv, row0, s, st, lane, [&] {
+          __syncwarp();
+          if (lane == 0) sm90::mbarrier_arrive(smem_addr(&ctl.empty[stage]));
+        });
       } else {
         auto panel_at = [&](unsigned char* tile_base) {
           return [=](int n, int col) { return tile_base + sm90::swizzled_offset(BN, row0 + n, col); };
@@ -320,13 +305,15 @@ __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90
         if (lane == 0 && tile + 1 < t.tile_hi) sm90::mbarrier_arrive(smem_addr(&ctl.empty[stage]));
       }
     }
-    compute_barrier<kComputeThreads>();  // every warp is done with the last stage's (or its converted) K/V
-    unsigned char* staging = Cfg::kConvert ? converted : stages + stage * Cfg::kStageBytes;
-    merge_warps_and_store<T, D, BM, Cfg::kComputeWarps, kComputeThreads>(
+    compute_barrier<kComputeThreads>();  // every warp is done with the last stage's K/V (or its staging
+                                         // reads)
+    unsigned char* staging = Cfg::kConvert ? epilogue_staging : stages + stage * Cfg::kStageBytes;
+    using OColumns = std::conditional_t<Cfg::kConvert, CodeOColumns, NaturalOColumns>;
+    merge_warps_and_store<T, D, BM, Cfg::kComputeWarps, kComputeThreads, OColumns>(
         p, t, kv_head, segment, st, unit, reinterpret_cast<float*>(staging), s_ml, 0, wn,
         [] { compute_barrier<kComputeThreads>(); });
     if constexpr (Cfg::kConvert) {
-      compute_barrier<kComputeThreads>();  // the staging reads, before the next item's conversions
+      compute_barrier<kComputeThreads>();  // the staging reads, before the next item's staging writes
     } else {
       sm90::fence_proxy_async();  // the staging writes, before the copy engine refills the stage
       compute_barrier<kComputeThreads>();
@@ -347,9 +334,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   const uint32_t raw = smem_addr(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
   unsigned char* smem = smem_raw + (base - raw);
-  T* sQ = reinterpret_cast<T*>(smem);              // (BM, kQStride)
-  unsigned char* converted = smem + Cfg::kQBytes;  // fp8: per compute warp, its converted K and V rows
-  unsigned char* stages = converted + Cfg::kConvertBytes;  // kStages x (K panels, V panels)
+  T* sQ = reinterpret_cast<T*>(smem);                     // (BM, kQStride)
+  unsigned char* epilogue_staging = smem + Cfg::kQBytes;  // fp8: the epilogue's fp32 partial O
+  unsigned char* stages = epilogue_staging + Cfg::kEpilogueStagingBytes;  // kStages x (K panels, V panels)
 
   allow_dependent_launch();  // the merge of a split launch may start launching (it waits for our partials)
   // Set-up that reads nothing an earlier kernel writes, done before waiting for it (an early start).
@@ -368,9 +355,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   __syncthreads();
   wait_for_prerequisite_grid();
   if (threadIdx.x >= Cfg::kComputeThreads) {
-    produce_items<T, Cfg>(p, ctl, sQ, base + Cfg::kQBytes + Cfg::kConvertBytes);
+    produce_items<T, Cfg>(p, ctl, sQ, base + Cfg::kQBytes + Cfg::kEpilogueStagingBytes);
   } else {
-    consume_items<T, Cfg>(p, ctl, sQ, converted, stages, s_ml);
+    consume_items<T, Cfg>(p, ctl, sQ, epilogue_staging, stages, s_ml);
   }
 #else
   __trap();  // the host selects this kernel only for sm_90 devices in builds that include it

@@ -61,6 +61,20 @@ __device__ __forceinline__ uint32_t from_float2(float a, float b) {
 }
 }  // namespace detail
 
+/// Two fp8 codes (the low 16 bits of `pair`, the first in the low byte) -> two elements of T, exactly (NaN
+/// and infinities included): the hardware's fp8x2 -> f16x2 conversion, then for bf16 through fp32.
+template <typename T, typename Fmt>
+__device__ __forceinline__ uint32_t fp8x2_to(uint32_t pair) {
+  const __half2_raw hr =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), Fmt::kInterpretation);
+  if constexpr (std::is_same_v<T, __half>) {
+    return static_cast<uint32_t>(hr.x) | (static_cast<uint32_t>(hr.y) << 16);
+  } else {
+    const float2 f = __half22float2(__half2(hr));
+    return detail::from_float2<T>(f.x, f.y);
+  }
+}
+
 /// 8 stored codes (8 bytes) -> 8 elements of T (16 bytes), exactly.
 template <typename T, typename Fmt>
 __device__ __forceinline__ uint4 dequantize8(uint2 raw) {
@@ -76,14 +90,7 @@ __device__ __forceinline__ uint4 dequantize8(uint2 raw) {
         const float b = static_cast<float>(static_cast<int8_t>(pair >> 8));
         out[w * 2 + h] = detail::from_float2<T>(a, b);
       } else {
-        const __half2_raw hr =
-            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), Fmt::kInterpretation);
-        if constexpr (std::is_same_v<T, __half>) {
-          out[w * 2 + h] = static_cast<uint32_t>(hr.x) | (static_cast<uint32_t>(hr.y) << 16);
-        } else {
-          const float2 f = __half22float2(__half2(hr));
-          out[w * 2 + h] = detail::from_float2<T>(f.x, f.y);
-        }
+        out[w * 2 + h] = fp8x2_to<T, Fmt>(pair);
       }
     }
   }

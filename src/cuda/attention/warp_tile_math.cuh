@@ -67,6 +67,53 @@ __device__ __forceinline__ void load_q_fragments(uint32_t (&q_frag)[kHeadDim / 1
   }
 }
 
+/// One warp's scores of a KV tile (s: kNTiles n8 tiles of mma C fragments, keys key0 + nt * 8 + 2 * (lane
+/// & 3) + {0, 1}) -> the probabilities P V takes: the K scale, logits in the log2 domain (scale, soft-cap,
+/// ALiBi, mask), the online softmax update of st (O rescaled when a row max moves), then the V scale.
+template <int kHeadDim, int kNTiles, typename Scales>
+__device__ __forceinline__ void scores_to_probabilities(const kernels::AttentionArgs& a,
+                                                        float (&s)[kNTiles][4], int key0, bool full_tile,
+                                                        const int (&row_qpos)[2], const float (&row_slope)[2],
+                                                        float unit, WarpSoftmaxState<kHeadDim>& st, int lane,
+                                                        Scales scales) {
+  const int t4 = lane & 3;
+  if constexpr (Scales::kActive) {
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt) {
+      const float k0 = scales.k(nt * 8 + 2 * t4), k1 = scales.k(nt * 8 + 2 * t4 + 1);
+      s[nt][0] *= k0;
+      s[nt][1] *= k1;
+      s[nt][2] *= k0;
+      s[nt][3] *= k1;
+    }
+  }
+
+  float tile_max[2] = {-INFINITY, -INFINITY};
+  scores_to_logits<kNTiles>(a, &s[0][0], key0, t4, row_qpos, row_slope, full_tile, tile_max);
+  float rescale[2];
+  online_softmax_step<kNTiles>(&s[0][0], tile_max, unit, st.row_max, st.row_sum, rescale);
+  if (o_needs_rescale(rescale)) {
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      st.o[dt][0] *= rescale[0];
+      st.o[dt][1] *= rescale[0];
+      st.o[dt][2] *= rescale[1];
+      st.o[dt][3] *= rescale[1];
+    }
+  }
+
+  if constexpr (Scales::kActive) {
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt) {
+      const float v0 = scales.v(nt * 8 + 2 * t4), v1 = scales.v(nt * 8 + 2 * t4 + 1);
+      s[nt][0] *= v0;
+      s[nt][1] *= v1;
+      s[nt][2] *= v0;
+      s[nt][3] *= v1;
+    }
+  }
+}
+
 /// One warp, one KV tile: its 16 rows against kWarpKeys keys from key0. k_at(n, col) / v_at(n, col) give
 /// the shared-memory address of the 8 elements (col .. col + 7) of the warp's key n. full_tile: no key of
 /// the warp's range is masked for any row (the mask is skipped). scales (kv_format.cuh): a quantized cache's
@@ -81,7 +128,6 @@ __device__ __forceinline__ void attend_kv_tile(const kernels::AttentionArgs& a,
   constexpr int kNTiles = kWarpKeys / 8;  // n8 score tiles
   constexpr int kDTiles = kHeadDim / 8;   // n8 output tiles
   static_assert(kWarpKeys % 16 == 0, "a warp's keys must form whole k16 steps of P V");
-  const int t4 = lane & 3;
 
   // S = Q K^T for 16 rows x kWarpKeys keys.
   float s[kNTiles][4];
@@ -100,42 +146,8 @@ __device__ __forceinline__ void attend_kv_tile(const kernels::AttentionArgs& a,
     }
   }
 
-  if constexpr (Scales::kActive) {
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
-      const float k0 = scales.k(nt * 8 + 2 * t4), k1 = scales.k(nt * 8 + 2 * t4 + 1);
-      s[nt][0] *= k0;
-      s[nt][1] *= k1;
-      s[nt][2] *= k0;
-      s[nt][3] *= k1;
-    }
-  }
-
-  // Logits in the log2 domain: scale, soft-cap, ALiBi, mask. Then the online softmax update.
-  float tile_max[2] = {-INFINITY, -INFINITY};
-  scores_to_logits<kNTiles>(a, &s[0][0], key0, t4, row_qpos, row_slope, full_tile, tile_max);
-  float rescale[2];
-  online_softmax_step<kNTiles>(&s[0][0], tile_max, unit, st.row_max, st.row_sum, rescale);
-  if (o_needs_rescale(rescale)) {
-#pragma unroll
-    for (int dt = 0; dt < kDTiles; ++dt) {
-      st.o[dt][0] *= rescale[0];
-      st.o[dt][1] *= rescale[0];
-      st.o[dt][2] *= rescale[1];
-      st.o[dt][3] *= rescale[1];
-    }
-  }
-
-  if constexpr (Scales::kActive) {
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
-      const float v0 = scales.v(nt * 8 + 2 * t4), v1 = scales.v(nt * 8 + 2 * t4 + 1);
-      s[nt][0] *= v0;
-      s[nt][1] *= v1;
-      s[nt][2] *= v0;
-      s[nt][3] *= v1;
-    }
-  }
+  scores_to_probabilities<kHeadDim, kNTiles>(a, s, key0, full_tile, row_qpos, row_slope, unit, st, lane,
+                                             scales);
 
   // O += P V: two score tiles (16 keys) form one A fragment.
 #pragma unroll
@@ -157,6 +169,16 @@ __device__ __forceinline__ void attend_kv_tile(const kernels::AttentionArgs& a,
   }
 }
 
+/// Which head-dim column an O accumulator holds: element n (0..7) of n8 tile dt, by default dt * 8 + n. Code
+/// tiles (code_tile_math.cuh) permute the columns so that each lane's V bytes are contiguous.
+struct NaturalOColumns {
+  static constexpr bool kNatural = true;
+  template <int kHeadDim>
+  __device__ __forceinline__ static int column(int dt, int n) {
+    return dt * 8 + n;
+  }
+};
+
 /// Shared memory the epilogue stages its fp32 partial states in: (kWarpsN, kBlockM, kHeadDim).
 template <int kHeadDim, int kBlockM, int kWarpsN>
 constexpr int kEpilogueBytes = kWarpsN* kBlockM* kHeadDim * 4;
@@ -165,7 +187,8 @@ constexpr int kEpilogueBytes = kWarpsN* kBlockM* kHeadDim * 4;
 /// states of each row through shared memory (s_o: kEpilogueBytes, s_ml: (kWarpsN, kBlockM, 2)) and writes
 /// the row's O and LSE, or its segment's partials for the merge kernel. Called by the kThreads computing
 /// threads (ids 0 .. kThreads - 1); sync() is a barrier among exactly them.
-template <typename T, int kHeadDim, int kBlockM, int kWarpsN, int kThreads, typename Sync>
+template <typename T, int kHeadDim, int kBlockM, int kWarpsN, int kThreads,
+          typename OColumns = NaturalOColumns, typename Sync>
 __device__ __forceinline__ void merge_warps_and_store(const UnifiedParams& p, const QueryTile& t, int kv_head,
                                                       int segment, WarpSoftmaxState<kHeadDim>& st, float unit,
                                                       float* s_o, float (*s_ml)[kBlockM][2], int wm, int wn,
@@ -190,9 +213,18 @@ __device__ __forceinline__ void merge_warps_and_store(const UnifiedParams& p, co
     float* o1 = o0 + 8 * D;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt) {
-      const int col = dt * 8 + 2 * t4;
-      *reinterpret_cast<float2*>(o0 + col) = make_float2(st.o[dt][0], st.o[dt][1]);
-      *reinterpret_cast<float2*>(o1 + col) = make_float2(st.o[dt][2], st.o[dt][3]);
+      if constexpr (OColumns::kNatural) {
+        const int col = dt * 8 + 2 * t4;
+        *reinterpret_cast<float2*>(o0 + col) = make_float2(st.o[dt][0], st.o[dt][1]);
+        *reinterpret_cast<float2*>(o1 + col) = make_float2(st.o[dt][2], st.o[dt][3]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = OColumns::template column<D>(dt, 2 * t4 + e);
+          o0[col] = st.o[dt][e];
+          o1[col] = st.o[dt][2 + e];
+        }
+      }
     }
   }
   sync();
