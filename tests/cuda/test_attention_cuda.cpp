@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -176,11 +177,11 @@ TEST(CudaAttention, DecodeKernelFollowsDeviceAndSwitch) {
 
 // The TMA decode path reads whole boxes (a page, or 64 tokens of a larger one) starting at multiples of 64
 // keys, so it brings in pool rows no query may see: a page's slots past seq_len, and a sliding window's keys
-// before its first. Every pool element a query may not see is NaN here; none may reach the output. Page
-// sizes 8..256 (one box per page, or several boxes per page), head dims of 1-4 panels, bf16/fp16 and fp8 e4m3
-// / e5m2 pages (per-tensor and per-head scales), NHD and HND, GQA 5, windows, lengths ending mid-page and
-// single tokens, 2D and split launches. On a device without TMA (or
-// with PAGEDATTN_USE_TMA=0) the cp.async path must pass the same test.
+// before its first. Every pool element a query may not see is NaN here (int8: codes -1 and NaN scales); none
+// may reach the output. Page sizes 8..256 (one box per page, or several boxes per page), head dims of 1-4
+// panels, bf16/fp16, fp8 e4m3 / e5m2 (per-tensor and per-head scales) and int8 pages, NHD and HND, GQA 5,
+// windows, lengths ending mid-page and single tokens, 2D and split launches. On a device without TMA (or with
+// PAGEDATTN_USE_TMA=0) the cp.async path must pass the same test.
 TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
   REQUIRE_GPU();
   std::mt19937_64 rng(test::run_seed());
@@ -196,9 +197,9 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
       s.num_q_heads = 10;  // GQA 5
       s.block_size = bs;
       s.dtype = s.cache_dtype = i % 2 ? DType::kBFloat16 : DType::kFloat16;
-      // fp8 pages stream through the same boxes (128 codes per panel row) and are converted per warp.
-      const DType fp8[] = {DType::kFloat8E4M3, DType::kFloat8E5M2};
-      if ((i / 4) % 3 > 0) s.cache_dtype = fp8[(i / 4) % 3 - 1];
+      // 1-byte codes stream through the same boxes (128 codes per panel row) and are converted per warp.
+      const DType codes[] = {DType::kFloat8E4M3, DType::kFloat8E5M2, DType::kInt8};
+      if ((i / 4) % 4 > 0) s.cache_dtype = codes[(i / 4) % 4 - 1];
       s.head_scales = i % 5 == 0;
       s.hnd_layout = (i / 2) % 2;
       s.window_left = windows[i % 3];
@@ -236,6 +237,10 @@ TEST(CudaAttention, DecodeNeverReadsInvisibleKeys) {
             const int64_t row_bytes = d * dtype_size(s.cache_dtype);
             std::memset(p.k_pool.data() + row * row_bytes, 0xff, static_cast<size_t>(row_bytes));
             std::memset(p.v_pool.data() + row * row_bytes, 0xff, static_cast<size_t>(row_bytes));
+            if (!p.k_meta.empty()) {  // int8: the row's scales (same row order as the pools)
+              p.k_meta[static_cast<size_t>(row)] = std::numeric_limits<float>::quiet_NaN();
+              p.v_meta[static_cast<size_t>(row)] = std::numeric_limits<float>::quiet_NaN();
+            }
           }
         }
       }

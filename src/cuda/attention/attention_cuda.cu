@@ -113,6 +113,7 @@ LaunchChoice choose(CudaContext& ctx, const Instance& inst, const core::Attentio
   in.max_seq_len = p.max_seq_len;
   in.window_left = p.attn.window_left;
   in.force_segments = p.force_segments;
+  in.converted_kv = quantized;
   LaunchChoice choice = choose_launch(in);
   if (choice.shape == TileShape::kDecodeSm90) {
     const std::string why = ctx.tensor_maps().encode(p.kv, maps);

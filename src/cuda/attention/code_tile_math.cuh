@@ -1,5 +1,5 @@
-// One warp's 16 keys of a KV tile of 1-byte fp8 codes, read from the TMA stage (128-byte swizzled panels of
-// codes) straight into mma.sync fragments: no converted copy in shared memory, no ldmatrix.
+// One warp's 16 keys of a KV tile of 1-byte codes (fp8, int8), read from the TMA stage (128-byte swizzled
+// panels of codes) straight into mma.sync fragments: no converted copy in shared memory, no ldmatrix.
 //
 // Why: the first fp8 decode (bench/NOTES.md version 21) converted each warp's rows into bf16 panels (shared
 // loads, conversions, shared stores, a warp barrier) and then read them again with ldmatrix: a long chain of
@@ -15,11 +15,11 @@
 //  - O += P V: the P fragment holds keys {2t, 2t+1, 8+2t, 9+2t} of the 16 (the S accumulators as they are).
 //    Lane g takes V's head-dim columns j * 128 + 16 g + {0 .. 15} of panel j as the n index g of n8 tiles
 //    dt = 16 j + {0 .. 15}: one 16-byte load per key and panel, and byte permutes pair two keys' codes into
-//    a B fragment. O's columns come out permuted (CodeOColumns), which the epilogue undoes.
+//    a B fragment. O's columns come out permuted, which the epilogue's staging undoes (CodeOStaging).
 // Both access patterns hit 8 distinct 16-byte bank groups per quarter warp under the 128-byte swizzle.
 //
-// The conversion is exact (fp8x2_to in kv_format.cuh); the per-head scales are applied to the fp32 scores and
-// probabilities as for every quantized tile (scores_to_probabilities).
+// The conversion is exact (codes2_to in kv_format.cuh); the scales (per KV head for fp8, per token for int8)
+// are applied to the fp32 scores and probabilities as for every quantized tile (scores_to_probabilities).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -41,12 +41,33 @@ __device__ __forceinline__ uint4 load_code_unit(const unsigned char* tile, int r
                                          ((unit ^ (row & 7)) << 4));
 }
 
-/// Head-dim column of O accumulator element n of n8 tile dt under the code tiles' V column order.
-struct CodeOColumns {
-  static constexpr bool kNatural = false;
+/// The epilogue staging of code tiles' O (warp_tile_math.cuh's NaturalOStaging is the plain one). Lane (g, t)
+/// holds, for rows g and g + 8, columns 128 j + 32 t + 16 e + (dt % 16) in element e of n8 tile dt = 16 j +
+/// (dt % 16): 32 contiguous columns per panel j, written as float4s. Unswizzled, the 8 lanes of each quarter
+/// warp would write one 16-byte bank group (rows D floats apart, t 32 floats apart); the float4 chunk c of
+/// row r goes to chunk c ^ ((((c >> 3) & 3) << 1) | (r & 1)) instead, 8 distinct groups for the 8 lanes.
+struct CodeOStaging {
+  __device__ __forceinline__ static int chunk(int row, int c) {
+    return c ^ ((((c >> 3) & 3) << 1) | (row & 1));
+  }
   template <int kHeadDim>
-  __device__ __forceinline__ static int column(int dt, int n) {
-    return (dt >> 4) * 128 + n * 16 + (dt & 15);
+  __device__ __forceinline__ static void store(const WarpSoftmaxState<kHeadDim>& st, float* o0, float* o1,
+                                               int lane) {
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < kHeadDim / 128; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int dt = 16 * j + 4 * q, c = chunk(g, 32 * j + 8 * t + 4 * e + q);
+          *reinterpret_cast<float4*>(o0 + 4 * c) =
+              make_float4(st.o[dt][e], st.o[dt + 1][e], st.o[dt + 2][e], st.o[dt + 3][e]);
+          *reinterpret_cast<float4*>(o1 + 4 * c) =
+              make_float4(st.o[dt][2 + e], st.o[dt + 1][2 + e], st.o[dt + 2][2 + e], st.o[dt + 3][2 + e]);
+        }
+      }
+    }
   }
 };
 
@@ -100,8 +121,8 @@ __device__ __forceinline__ void code_scores(const unsigned char* k_tile, int row
 #pragma unroll
       for (int nb = 0; nb < 2; ++nb) {
         const uint32_t word = word_of(k[nb], w);
-        Mma<T>::run(acc[nb][kSplit ? ks & 1 : 0], q_frag[ks], fp8x2_to<T, Fmt>(word),
-                    fp8x2_to<T, Fmt>(word >> 16));
+        Mma<T>::run(acc[nb][kSplit ? ks & 1 : 0], q_frag[ks], codes2_to<T, Fmt>(word),
+                    codes2_to<T, Fmt>(word >> 16));
       }
     }
   }
@@ -111,9 +132,9 @@ __device__ __forceinline__ void code_scores(const unsigned char* k_tile, int row
     for (int e = 0; e < 4; ++e) s[nb][e] = acc[nb][0][e] + acc[nb][1][e];
 }
 
-/// O += P V for the warp's 16 keys (tile rows row0 ..) from the V codes (O's columns in CodeOColumns order),
-/// one 128-column panel at a time. `release` runs once every code is in registers (the stage may be
-/// refilled).
+/// O += P V for the warp's 16 keys (tile rows row0 ..) from the V codes (O's columns as CodeOStaging
+/// describes), one 128-column panel at a time. `release` runs once every code is in registers (the stage may
+/// be refilled).
 template <typename T, typename Fmt, int kHeadDim, int kBlockN, typename Release>
 __device__ __forceinline__ void code_pv(const unsigned char* v_tile, int row0, const float (&s)[2][4],
                                         WarpSoftmaxState<kHeadDim>& st, int lane, Release release) {
@@ -140,10 +161,10 @@ __device__ __forceinline__ void code_pv(const unsigned char* v_tile, int row0, c
       const uint32_t lo01 = __byte_perm(a, b, 0x5140), hi01 = __byte_perm(a, b, 0x7362);
       const uint32_t lo89 = __byte_perm(c, d, 0x5140), hi89 = __byte_perm(c, d, 0x7362);
       const int dt = 16 * j + 4 * w;
-      Mma<T>::run(st.o[dt + 0], pf, fp8x2_to<T, Fmt>(lo01), fp8x2_to<T, Fmt>(lo89));
-      Mma<T>::run(st.o[dt + 1], pf, fp8x2_to<T, Fmt>(lo01 >> 16), fp8x2_to<T, Fmt>(lo89 >> 16));
-      Mma<T>::run(st.o[dt + 2], pf, fp8x2_to<T, Fmt>(hi01), fp8x2_to<T, Fmt>(hi89));
-      Mma<T>::run(st.o[dt + 3], pf, fp8x2_to<T, Fmt>(hi01 >> 16), fp8x2_to<T, Fmt>(hi89 >> 16));
+      Mma<T>::run(st.o[dt + 0], pf, codes2_to<T, Fmt>(lo01), codes2_to<T, Fmt>(lo89));
+      Mma<T>::run(st.o[dt + 1], pf, codes2_to<T, Fmt>(lo01 >> 16), codes2_to<T, Fmt>(lo89 >> 16));
+      Mma<T>::run(st.o[dt + 2], pf, codes2_to<T, Fmt>(hi01), codes2_to<T, Fmt>(hi89));
+      Mma<T>::run(st.o[dt + 3], pf, codes2_to<T, Fmt>(hi01 >> 16), codes2_to<T, Fmt>(hi89 >> 16));
     }
   }
 }

@@ -51,7 +51,6 @@ namespace pagedattn::cuda {
 template <int kHeadDim_, typename Fmt_ = KVAsQuery>
 struct DecodeSm90Config {
   using Format = Fmt_;
-  static_assert(!Fmt_::kTokenScales, "the TMA decode kernel does not load per-token scales");
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kCodeBytes = Fmt_::kBytes;
   static constexpr int kPanelCols = 128 / kCodeBytes;  // cache columns of one 128-byte panel row
@@ -68,7 +67,13 @@ struct DecodeSm90Config {
   static constexpr int kQBytes = (kBlockM * kQStride * 2 + 1023) / 1024 * 1024;  // stages stay 1024-aligned
   static constexpr int kTileBytes = kBlockN * kHeadDim * kCodeBytes;             // one K or V tile
   static constexpr int kStageBytes = 2 * kTileBytes;
-  // fp8: the epilogue's staging (the warps' fp32 partial O), which no fp8 stage is large enough to hold.
+  // int8: each stage's per-token scales (K then V, fp32 per key), kept apart from the 1024-aligned stages.
+  static constexpr bool kTokenScales = Fmt_::kTokenScales;
+  static constexpr int kScaleStageBytes = kTokenScales ? 2 * kBlockN * 4 : 0;
+  // Arrivals that complete a `full` phase: the producer's announcement, and for int8 each producer lane's
+  // arrival once its scale copies have landed.
+  static constexpr int kFullArrivals = kTokenScales ? 1 + 32 : 1;
+  // fp8 / int8: the epilogue's staging (the warps' fp32 partial O), which no 1-byte stage can hold.
   static constexpr int kEpilogueStagingBytes =
       kConvert ? kEpilogueBytes<kHeadDim, kBlockM, kComputeWarps> : 0;
   // Two CTAs share an SM where each still gets three stages (228 KB, 1 KB reserved per CTA; the dynamic base
@@ -78,12 +83,13 @@ struct DecodeSm90Config {
   // the tile loop (H200, bench/NOTES.md version 19: 64 x 4096 took 459 us, one CTA of four stages 375 us).
   // fp8 at head dim 128: 16 KB stages, 32 KB of epilogue staging, two CTAs of four stages.
   static constexpr int kFixedBytes = 1024 + kQBytes + kEpilogueStagingBytes + 1024;
-  static constexpr int kStagesForTwo = (113 * 1024 - kFixedBytes) / kStageBytes;
-  static constexpr int kStagesForOne = (227 * 1024 - kFixedBytes) / kStageBytes;
+  static constexpr int kStagesForTwo = (113 * 1024 - kFixedBytes) / (kStageBytes + kScaleStageBytes);
+  static constexpr int kStagesForOne = (227 * 1024 - kFixedBytes) / (kStageBytes + kScaleStageBytes);
   static constexpr bool kTwoPerSm = kStagesForTwo >= 3;
   static constexpr int kStages = kTwoPerSm ? (kStagesForTwo < 6 ? kStagesForTwo : 6) : kStagesForOne;
   static_assert(kStages >= 2, "a K/V tile must stream while another is computed");
-  static constexpr int kSmemBytes = 1024 + kQBytes + kEpilogueStagingBytes + kStages * kStageBytes;
+  static constexpr int kSmemBytes =
+      1024 + kQBytes + kEpilogueStagingBytes + kStages * (kStageBytes + kScaleStageBytes);
   static constexpr int kMinBlocksPerSm = kTwoPerSm ? 2 : 1;
   // The epilogue stages the warps' partial O in an item's last K/V stage (kept until it is done), or, for
   // converted formats (whose warps release every stage once its codes are in registers), in its own buffer.
@@ -120,15 +126,16 @@ struct DecodeSm90Control {
 /// lane's box is, where it lands in a stage — is worked out once, before the loop.
 template <typename Cfg>
 __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const QueryTile& t, int kv_head,
-                                                 uint32_t stages, DecodeSm90Control<Cfg::kStages>& ctl,
-                                                 uint32_t& tiles_made) {
+                                                 uint32_t stages, float* tile_scales,
+                                                 DecodeSm90Control<Cfg::kStages>& ctl, uint32_t& tiles_made) {
   constexpr int BN = Cfg::kBlockN, S = Cfg::kStages, kPanels = Cfg::kPanels;
   constexpr int kRounds = (8 * kPanels * 2 + 31) / 32;  // boxes per tile: at most 8 pages x panels x K/V
   const int lane = threadIdx.x & 31;
   const int32_t* table = p.batch.block_tables + static_cast<int64_t>(t.seq) * p.batch.block_table_stride;
   const int bs = p.kv.block_size;  // a power of two >= 8 (checked by the host)
   const int bs_shift = __ffs(bs) - 1;
-  const int rows = p.tma.box_rows;               // tokens per box: min(bs, BN) (kv_tensor_map.h)
+  const int rows = p.tma.box_rows;  // tokens per box: min(bs, BN) (kv_tensor_map.h)
+  const int rows_shift = __ffs(rows) - 1;
   const int pages_shift = __ffs(BN / rows) - 1;  // boxes per panel of a tile: 1, 2, 4 or 8
   const int pages = 1 << pages_shift;
   const uint32_t box_bytes = static_cast<uint32_t>(rows) * 128;
@@ -176,6 +183,24 @@ __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const Q
                           token_first ? slot : kv_head, token_first ? kv_head : slot, b);
       }
     }
+    if constexpr (Cfg::kTokenScales) {
+      // The tile's per-token scales, 4-byte copies, zero for keys no query row may see (their codes are
+      // finite, so a zero scale makes their V rows 0 whatever P holds); each lane arrives on `full` once
+      // its copies have landed.
+      float* dst = tile_scales + stage * 2 * BN;
+#pragma unroll
+      for (int i0 = 0; i0 < BN; i0 += 32) {
+        const int i = i0 + lane, key = t.kv_begin + tile * BN + i;
+        const int32_t b = __shfl_sync(0xffffffffu, block, i >> rows_shift);
+        const bool live = b >= 0 && key >= t.first_key && key < t.seq_len;
+        const int key_slot = slot + (i & (rows - 1));
+        const float* ks = static_cast<const float*>(p.kv.k_meta.data);
+        const float* vs = static_cast<const float*>(p.kv.v_meta.data);
+        cp_async_4(dst + i, live ? p.kv.k_meta.at<float>(b, key_slot, kv_head) : ks, live ? 4 : 0);
+        cp_async_4(dst + BN + i, live ? p.kv.v_meta.at<float>(b, key_slot, kv_head) : vs, live ? 4 : 0);
+      }
+      sm90::mbarrier_arrive_after_copies(full_bar);
+    }
     block = next;
   }
 }
@@ -187,7 +212,7 @@ __device__ __forceinline__ void produce_kv_tiles(const UnifiedParams& p, const Q
 /// the next Q lands.
 template <typename T, typename Cfg>
 __device__ __forceinline__ void produce_items(const UnifiedParams& p, DecodeSm90Control<Cfg::kStages>& ctl,
-                                              T* sQ, uint32_t stages) {
+                                              T* sQ, uint32_t stages, float* tile_scales) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
   const int lane = threadIdx.x & 31;
   const uint32_t num_items = static_cast<uint32_t>(p.grid_tiles) * p.kv.num_kv_heads * p.num_segments;
@@ -209,7 +234,7 @@ __device__ __forceinline__ void produce_items(const UnifiedParams& p, DecodeSm90
           load_q_tile_async<T, Cfg::kHeadDim, BM, 32>(p, t, kv_head, sQ, Cfg::kQStride, lane);
         });
         ++items_made;
-        produce_kv_tiles<Cfg>(p, t, kv_head, stages, ctl, tiles_made);
+        produce_kv_tiles<Cfg>(p, t, kv_head, stages, tile_scales, ctl, tiles_made);
       }
     }
     if (!persistent) break;
@@ -226,7 +251,8 @@ __device__ __forceinline__ void produce_items(const UnifiedParams& p, DecodeSm90
 template <typename T, typename Cfg>
 __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90Control<Cfg::kStages>& ctl,
                                               const T* sQ, unsigned char* epilogue_staging,
-                                              unsigned char* stages, float (*s_ml)[Cfg::kBlockM][2]) {
+                                              unsigned char* stages, const float* tile_scales,
+                                              float (*s_ml)[Cfg::kBlockM][2]) {
   constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, S = Cfg::kStages;
   constexpr int kWarpKeys = Cfg::kWarpKeys, kComputeThreads = Cfg::kComputeThreads;
   const auto& a = p.attn;
@@ -286,7 +312,14 @@ __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90
         static_assert(kWarpKeys == 16, "code tiles are 16 keys per warp");
         float s[2][4];
         code_scores<T, typename Cfg::Format, D, BN>(sk, row0, q_frag, s, lane);
-        const HeadKVScales scales{p.kv.k_head_scale(kv_head), p.kv.v_head_scale(kv_head)};
+        const float* sc = tile_scales + stage * 2 * BN + row0;  // int8: this warp's keys' scales
+        const auto scales = [&] {
+          if constexpr (Cfg::kTokenScales) {
+            return TokenKVScales{sc, sc + BN};
+          } else {
+            return HeadKVScales{p.kv.k_head_scale(kv_head), p.kv.v_head_scale(kv_head)};
+          }
+        }();
         scores_to_probabilities<D, 2>(a, s, key0, keys_unmasked(a, t, key0, kWarpKeys), row_qpos, row_slope,
                                       unit, st, lane, scales);
         code_pv<T, typename Cfg::Format, D, BN>(sv, row0, s, st, lane, [&] {
@@ -308,8 +341,8 @@ __device__ __forceinline__ void consume_items(const UnifiedParams& p, DecodeSm90
     compute_barrier<kComputeThreads>();  // every warp is done with the last stage's K/V (or its staging
                                          // reads)
     unsigned char* staging = Cfg::kConvert ? epilogue_staging : stages + stage * Cfg::kStageBytes;
-    using OColumns = std::conditional_t<Cfg::kConvert, CodeOColumns, NaturalOColumns>;
-    merge_warps_and_store<T, D, BM, Cfg::kComputeWarps, kComputeThreads, OColumns>(
+    using OStaging = std::conditional_t<Cfg::kConvert, CodeOStaging, NaturalOStaging>;
+    merge_warps_and_store<T, D, BM, Cfg::kComputeWarps, kComputeThreads, OStaging>(
         p, t, kv_head, segment, st, unit, reinterpret_cast<float*>(staging), s_ml, 0, wn,
         [] { compute_barrier<kComputeThreads>(); });
     if constexpr (Cfg::kConvert) {
@@ -337,12 +370,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   T* sQ = reinterpret_cast<T*>(smem);                     // (BM, kQStride)
   unsigned char* epilogue_staging = smem + Cfg::kQBytes;  // fp8: the epilogue's fp32 partial O
   unsigned char* stages = epilogue_staging + Cfg::kEpilogueStagingBytes;  // kStages x (K panels, V panels)
+  float* tile_scales =
+      reinterpret_cast<float*>(stages + S * Cfg::kStageBytes);  // int8: kStages x (K, V) x BN
 
   allow_dependent_launch();  // the merge of a split launch may start launching (it waits for our partials)
   // Set-up that reads nothing an earlier kernel writes, done before waiting for it (an early start).
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
-      sm90::mbarrier_init(smem_addr(&ctl.full[s]), 1);
+      sm90::mbarrier_init(smem_addr(&ctl.full[s]), Cfg::kFullArrivals);
       sm90::mbarrier_init(smem_addr(&ctl.empty[s]), Cfg::kComputeWarps);
     }
     sm90::mbarrier_init(smem_addr(&ctl.q_full), 32 + 1);
@@ -355,9 +390,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   __syncthreads();
   wait_for_prerequisite_grid();
   if (threadIdx.x >= Cfg::kComputeThreads) {
-    produce_items<T, Cfg>(p, ctl, sQ, base + Cfg::kQBytes + Cfg::kEpilogueStagingBytes);
+    produce_items<T, Cfg>(p, ctl, sQ, base + Cfg::kQBytes + Cfg::kEpilogueStagingBytes, tile_scales);
   } else {
-    consume_items<T, Cfg>(p, ctl, sQ, epilogue_staging, stages, s_ml);
+    consume_items<T, Cfg>(p, ctl, sQ, epilogue_staging, stages, tile_scales, s_ml);
   }
 #else
   __trap();  // the host selects this kernel only for sm_90 devices in builds that include it

@@ -75,6 +75,24 @@ __device__ __forceinline__ uint32_t fp8x2_to(uint32_t pair) {
   }
 }
 
+/// Two int8 codes (the low 16 bits of `pair`, the first in the low byte) -> two elements of T, exactly.
+template <typename T>
+__device__ __forceinline__ uint32_t int8x2_to(uint32_t pair) {
+  const float a = static_cast<float>(static_cast<int8_t>(pair & 0xffu));
+  const float b = static_cast<float>(static_cast<int8_t>((pair >> 8) & 0xffu));
+  return detail::from_float2<T>(a, b);
+}
+
+/// Two 1-byte codes of a quantized format -> two elements of T, exactly.
+template <typename T, typename Fmt>
+__device__ __forceinline__ uint32_t codes2_to(uint32_t pair) {
+  if constexpr (std::is_same_v<Fmt, KVInt8>) {
+    return int8x2_to<T>(pair);
+  } else {
+    return fp8x2_to<T, Fmt>(pair);
+  }
+}
+
 /// 8 stored codes (8 bytes) -> 8 elements of T (16 bytes), exactly.
 template <typename T, typename Fmt>
 __device__ __forceinline__ uint4 dequantize8(uint2 raw) {
@@ -84,14 +102,7 @@ __device__ __forceinline__ uint4 dequantize8(uint2 raw) {
   for (int w = 0; w < 2; ++w) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const uint32_t pair = (words[w] >> (16 * h)) & 0xffffu;
-      if constexpr (std::is_same_v<Fmt, KVInt8>) {
-        const float a = static_cast<float>(static_cast<int8_t>(pair & 0xffu));
-        const float b = static_cast<float>(static_cast<int8_t>(pair >> 8));
-        out[w * 2 + h] = detail::from_float2<T>(a, b);
-      } else {
-        out[w * 2 + h] = fp8x2_to<T, Fmt>(pair);
-      }
+      out[w * 2 + h] = codes2_to<T, Fmt>(words[w] >> (16 * h));
     }
   }
   return make_uint4(out[0], out[1], out[2], out[3]);

@@ -57,7 +57,7 @@ std::string encode_one(const void* pool, DType dtype, int head_dim, int num_kv_h
   const cuuint32_t panel_cols = static_cast<cuuint32_t>(128 / elem);
   const cuuint32_t box[4] = {panel_cols, token_dim_first ? rows : 1u, token_dim_first ? 1u : rows, 1};
   const cuuint32_t element_strides[4] = {1, 1, 1, 1};
-  // fp8 codes travel as bytes: the copy engine moves them, the compute warps convert them.
+  // fp8 and int8 codes travel as bytes: the copy engine moves them, the compute warps convert them.
   const CUtensorMapDataType type = dtype == DType::kBFloat16  ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                    : dtype == DType::kFloat16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                               : CU_TENSOR_MAP_DATA_TYPE_UINT8;
@@ -96,9 +96,9 @@ std::string encode_pools(const kernels::PagedKVArgs& kv, KVTensorMaps& maps) {
 
 std::string tma_decode_shape_limit(int head_dim, int block_size, DType format) {
   if (format != DType::kBFloat16 && format != DType::kFloat16 && format != DType::kFloat8E4M3 &&
-      format != DType::kFloat8E5M2) {
-    return std::string("the TMA decode kernel reads bf16, fp16 and fp8 pages; ") +
-           std::string(dtype_name(format)) + " pages keep per-token scales it does not load";
+      format != DType::kFloat8E5M2 && format != DType::kInt8) {
+    return std::string("the TMA decode kernel reads bf16, fp16, fp8 and int8 pages, not ") +
+           std::string(dtype_name(format));
   }
   const int panel_cols = 128 / dtype_size(format);
   if (head_dim % panel_cols != 0) {

@@ -20,8 +20,8 @@
 namespace pagedattn::cuda {
 
 /// Why the TMA decode kernel cannot read a cache of this head dim, page size and format, or empty: boxes are
-/// whole 128-byte panels (64 bf16/fp16 or 128 fp8 columns), each box (a page, or a 64-token run of one) must
-/// start a 1024-byte swizzle atom, and int8 pages' per-token scales are not loaded by it.
+/// whole 128-byte panels (64 bf16/fp16 or 128 fp8/int8 columns) and each box (a page, or a 64-token run of
+/// one) must start a 1024-byte swizzle atom.
 std::string tma_decode_shape_limit(int head_dim, int block_size, DType format);
 
 /// The K and V maps of the caches seen so far, one set per pool description (a device context owns one). A

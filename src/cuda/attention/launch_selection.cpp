@@ -82,6 +82,10 @@ constexpr double kMergeTiles = 2.0;  // the merge launch
 // 1.055x the best count, 16.
 constexpr double kMergePerSegment = 0.05;
 constexpr double kLoneTileTime = 0.5;  // a KV tile's time for a CTA alone on an SM that fits two
+// The same for 1-byte codes on the TMA decode kernel: their conversion leaves a lone CTA's four compute warps
+// less idle time to gain (H100, bench/NOTES.md version 22: fp8 16 x 4096 took 79.2 us as 128 lone CTAs and
+// 69.2 us as 256 CTAs plus the merge, which the model gives for 0.63).
+constexpr double kLoneTileTimeConverted = 0.63;
 
 int group_of(const LaunchInputs& in) {
   return in.num_q_heads / in.num_kv_heads;
@@ -132,10 +136,10 @@ double modeled_split_time(const LaunchInputs& in, int segments) {
   const double merge = s > 1 ? kMergeTiles + kMergePerSegment * static_cast<double>(s) : 0.0;
   // CTAs per SM in a single partial wave (the busiest SM's count), against the resident maximum.
   const int64_t per_sm = (ctas * s + in.sm_count - 1) / in.sm_count;
-  const double lone =
-      frac < 1.0 && per_sm < resident
-          ? std::max(kLoneTileTime, static_cast<double>(per_sm) / static_cast<double>(resident))
-          : 1.0;
+  const double lone = frac < 1.0 && per_sm < resident
+                          ? std::max(in.converted_kv ? kLoneTileTimeConverted : kLoneTileTime,
+                                     static_cast<double>(per_sm) / static_cast<double>(resident))
+                          : 1.0;
   // A segment covers ceil(T / s) whole tiles (plan_query_tile): 1 x 4096 runs 13, 14 and 15 segments of 5
   // tiles alike (the last ones empty), and 16 of 4 tiles faster.
   const double per_segment = std::ceil(tiles / static_cast<double>(s));

@@ -27,6 +27,9 @@ struct LaunchInputs {
   bool early_merge_launch = false;  // the device has programmatic dependent launch (sm_90+)
   bool early_start = false;       // PAGEDATTN_PDL: the attention kernel may start before its predecessor ends
   bool persistent_decode = true;  // the TMA decode beyond one wave runs persistent CTAs
+  // 1-byte K/V codes (fp8, int8) converted in registers: a CTA alone on its SM gains less than a bf16 one
+  // (launch_selection.cpp, kLoneTileTime).
+  bool converted_kv = false;
 };
 
 struct LaunchChoice {

@@ -22,22 +22,22 @@ using PrefillConfig = UnifiedConfig<kHeadDim, 4, 1, (kHeadDim <= 128 ? 64 : 32),
 
 template <int kHeadDim>
 using PrefillSm90 = PrefillSm90Config<kHeadDim>;
-// The TMA decode kernel is compiled (CMake option PAGEDATTN_TMA, sm_90 targets) for bf16/fp16 and fp8
-// caches whose head dim is whole 128-byte panels (64 bf16/fp16 or 128 fp8 columns, kv_tensor_map.h); int8
-// pages keep per-token scales it does not load. Elsewhere the host never selects it, and the alias names the
-// cp.async config so that nothing uncompilable is instantiated.
+// The TMA decode kernel is compiled (CMake option PAGEDATTN_TMA, sm_90 targets) for bf16/fp16, fp8 and int8
+// caches whose head dim is whole 128-byte panels (64 bf16/fp16 or 128 one-byte columns, kv_tensor_map.h).
+// Elsewhere the host never selects it, and the alias names the cp.async config so that nothing uncompilable
+// is instantiated.
 #ifdef PAGEDATTN_HAS_TMA
 constexpr bool kTmaCompiled = true;
 #else
 constexpr bool kTmaCompiled = false;
 #endif
 template <int kHeadDim, typename Fmt>
-constexpr bool kTmaDecodeCompiled = kTmaCompiled && !Fmt::kTokenScales && kHeadDim % (128 / Fmt::kBytes) == 0;
+constexpr bool kTmaDecodeCompiled = kTmaCompiled&& kHeadDim % (128 / Fmt::kBytes) == 0;
 template <int kHeadDim, typename Fmt = KVAsQuery>
-using DecodeSm90 = std::conditional_t<kTmaDecodeCompiled<kHeadDim, Fmt>,
-                                      DecodeSm90Config<(kTmaDecodeCompiled<kHeadDim, Fmt> ? kHeadDim : 128),
-                                                       std::conditional_t<Fmt::kTokenScales, KVAsQuery, Fmt>>,
-                                      DecodeConfig<kHeadDim, Fmt>>;
+using DecodeSm90 =
+    std::conditional_t<kTmaDecodeCompiled<kHeadDim, Fmt>,
+                       DecodeSm90Config<(kTmaDecodeCompiled<kHeadDim, Fmt> ? kHeadDim : 128), Fmt>,
+                       DecodeConfig<kHeadDim, Fmt>>;
 
 // The kernel and its launch facts for each (dtype, config).
 template <typename T, typename Cfg>

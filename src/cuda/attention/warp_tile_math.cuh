@@ -169,13 +169,24 @@ __device__ __forceinline__ void attend_kv_tile(const kernels::AttentionArgs& a,
   }
 }
 
-/// Which head-dim column an O accumulator holds: element n (0..7) of n8 tile dt, by default dt * 8 + n. Code
-/// tiles (code_tile_math.cuh) permute the columns so that each lane's V bytes are contiguous.
-struct NaturalOColumns {
-  static constexpr bool kNatural = true;
+/// How the epilogue stages a warp's O accumulators (fp32, row-major (row, head-dim column) of kHeadDim per
+/// row): store() writes the thread's rows g and g + 8 (o0, o1: their staging rows), and chunk(row, c) is
+/// where the 4 columns 4c .. 4c + 3 of a row sit (in float4 units). Here the mma C layout as it is: element n
+/// of n8 tile dt is column dt * 8 + n. Code tiles (code_tile_math.cuh) hold other columns and swizzle.
+struct NaturalOStaging {
   template <int kHeadDim>
-  __device__ __forceinline__ static int column(int dt, int n) {
-    return dt * 8 + n;
+  __device__ __forceinline__ static void store(const WarpSoftmaxState<kHeadDim>& st, float* o0, float* o1,
+                                               int lane) {
+    const int t4 = lane & 3;
+#pragma unroll
+    for (int dt = 0; dt < kHeadDim / 8; ++dt) {
+      const int col = dt * 8 + 2 * t4;
+      *reinterpret_cast<float2*>(o0 + col) = make_float2(st.o[dt][0], st.o[dt][1]);
+      *reinterpret_cast<float2*>(o1 + col) = make_float2(st.o[dt][2], st.o[dt][3]);
+    }
+  }
+  __device__ __forceinline__ static int chunk(int, int c) {
+    return c;
   }
 };
 
@@ -188,7 +199,7 @@ constexpr int kEpilogueBytes = kWarpsN* kBlockM* kHeadDim * 4;
 /// the row's O and LSE, or its segment's partials for the merge kernel. Called by the kThreads computing
 /// threads (ids 0 .. kThreads - 1); sync() is a barrier among exactly them.
 template <typename T, int kHeadDim, int kBlockM, int kWarpsN, int kThreads,
-          typename OColumns = NaturalOColumns, typename Sync>
+          typename OStaging = NaturalOStaging, typename Sync>
 __device__ __forceinline__ void merge_warps_and_store(const UnifiedParams& p, const QueryTile& t, int kv_head,
                                                       int segment, WarpSoftmaxState<kHeadDim>& st, float unit,
                                                       float* s_o, float (*s_ml)[kBlockM][2], int wm, int wn,
@@ -210,22 +221,7 @@ __device__ __forceinline__ void merge_warps_and_store(const UnifiedParams& p, co
       s_ml[wn][r + 8][1] = st.row_sum[1];
     }
     float* o0 = s_o + (wn * BM + r) * D;
-    float* o1 = o0 + 8 * D;
-#pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      if constexpr (OColumns::kNatural) {
-        const int col = dt * 8 + 2 * t4;
-        *reinterpret_cast<float2*>(o0 + col) = make_float2(st.o[dt][0], st.o[dt][1]);
-        *reinterpret_cast<float2*>(o1 + col) = make_float2(st.o[dt][2], st.o[dt][3]);
-      } else {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int col = OColumns::template column<D>(dt, 2 * t4 + e);
-          o0[col] = st.o[dt][e];
-          o1[col] = st.o[dt][2 + e];
-        }
-      }
-    }
+    OStaging::template store<D>(st, o0, o0 + 8 * D, lane);
   }
   sync();
 
@@ -242,7 +238,8 @@ __device__ __forceinline__ void merge_warps_and_store(const UnifiedParams& p, co
     for (int w = 0; w < kWarpsN; ++w) {
       const float f = exp2f(s_ml[w][r][0] - base);
       l += s_ml[w][r][1] * f;
-      const float4 v = *reinterpret_cast<const float4*>(s_o + (w * BM + r) * D + col);
+      const float4 v =
+          *reinterpret_cast<const float4*>(s_o + (w * BM + r) * D + 4 * OStaging::chunk(r, col / 4));
       o[0] += v.x * f;
       o[1] += v.y * f;
       o[2] += v.z * f;
