@@ -120,7 +120,7 @@ class CudaRunner final : public BackendRunner {
   std::string name() const override { return "cuda"; }
 
   std::string unsupported(const ProblemSpec& s) const override {
-    if (s.tq) return "TurboQuant caches run on the CPU backend (their CUDA kernels are not written yet)";
+    if (s.tq) return "TurboQuant attention runs on the CPU backend (its CUDA kernels are not written yet)";
     if (s.cache_dtype != s.dtype && !kv_format(s.cache_dtype).quantized())
       return "the CUDA backend reads caches of the query dtype or quantized ones";
     return cuda_not_compiled(s.dtype, s.cache_dtype, s.head_dim);

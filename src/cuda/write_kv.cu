@@ -1,7 +1,8 @@
 // Scatter of new K/V rows into their cache slots, one warp per (token, kv head): 16-byte copies for a
 // bf16/fp16 cache of the key dtype; for the quantized formats each lane encodes 8 elements at a time, exactly
 // as the CPU backend does (write_kv_cpu.cpp): fp8 = value / scale rounded to nearest even and saturated, int8
-// = codes round(value / s) with s = absmax / 127 of the head vector, found by a warp reduction.
+// = codes round(value / s) with s = absmax / 127 of the head vector, found by a warp reduction. TurboQuant
+// caches go to their own writer (turboquant/write_kv_turboquant.cu).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -13,29 +14,14 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_guard.h"
+#include "cuda/turboquant/write_kv_turboquant.h"
+#include "cuda/write_kv_rows.cuh"
 #include "pagedattn/kv_format.h"
 
 namespace pagedattn::cuda {
 namespace {
 
-constexpr int kWarps = 4;
-
-// The (token, head) item of this warp, or false when it has none or its token is skipped (slot -1).
-__device__ __forceinline__ bool warp_item(const kernels::PagedKVArgs& kv, const kernels::WriteKVArgs& src,
-                                          int64_t& token, int& head, int64_t& block, int32_t& slot) {
-  const int64_t item =
-      static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);  // token * heads + head
-  if (item >= src.num_tokens * kv.num_kv_heads) return false;
-  token = item / kv.num_kv_heads;
-  head = static_cast<int>(item % kv.num_kv_heads);
-  const int64_t slot_id = src.slot_mapping[token];
-  if (slot_id < 0) return false;
-  block = slot_id / kv.block_size;
-  slot = static_cast<int32_t>(slot_id - block * kv.block_size);
-  return true;
-}
-
-__global__ void __launch_bounds__(32 * kWarps)
+__global__ void __launch_bounds__(32 * kWriteWarps)
     write_kv_kernel(const __grid_constant__ kernels::PagedKVArgs kv,
                     const __grid_constant__ kernels::WriteKVArgs src) {
   // The attention call that follows may become resident now (programmatic dependent launch, sm_90); it waits
@@ -56,17 +42,6 @@ __global__ void __launch_bounds__(32 * kWarps)
   for (int c = threadIdx.x & 31; c < chunks; c += 32) {
     reinterpret_cast<uint4*>(kd)[c] = reinterpret_cast<const uint4*>(ks)[c];
     reinterpret_cast<uint4*>(vd)[c] = reinterpret_cast<const uint4*>(vs)[c];
-  }
-}
-
-__device__ __forceinline__ float load_float(const void* p, DType t, int64_t i) {
-  switch (t) {
-    case DType::kFloat16:
-      return __half2float(static_cast<const __half*>(p)[i]);
-    case DType::kBFloat16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default:
-      return static_cast<const float*>(p)[i];
   }
 }
 
@@ -126,7 +101,7 @@ __device__ __forceinline__ float encode_int8_row(const void* src, DType src_dtyp
   return scale;
 }
 
-__global__ void __launch_bounds__(32 * kWarps)
+__global__ void __launch_bounds__(32 * kWriteWarps)
     write_kv_quantized_kernel(const __grid_constant__ kernels::PagedKVArgs kv,
                               const __grid_constant__ kernels::WriteKVArgs src) {
   allow_dependent_launch();
@@ -172,23 +147,24 @@ void check_aligned(const void* ptr, std::initializer_list<int64_t> strides, int 
 
 void write_kv(const core::WriteKVProblem& p, Stream stream_handle, bool validate_slots) {
   DeviceGuard guard(p.device.index);
-  PA_CHECK(p.kv.tq_key_bits == 0,
-           "TurboQuant caches run on the CPU backend in this build; their CUDA kernels "
-           "are not written yet");
+  const bool turboquant = p.kv.tq_key_bits > 0;
   const bool quantized = kv_format(p.kv.dtype).quantized();
   PA_CHECK(
-      quantized || (p.kv.dtype == p.src.src_dtype &&
-                    (p.kv.dtype == DType::kFloat16 || p.kv.dtype == DType::kBFloat16)),
+      turboquant || quantized ||
+          (p.kv.dtype == p.src.src_dtype &&
+           (p.kv.dtype == DType::kFloat16 || p.kv.dtype == DType::kBFloat16)),
       "the CUDA backend writes fp16 and bf16 caches from keys of the same dtype, and fp8_e4m3, fp8_e5m2 ",
       "and int8 caches from any key dtype; got ", dtype_name(p.src.src_dtype), " keys into a ",
       dtype_name(p.kv.dtype), " cache");
   const int src_elem = dtype_size(p.src.src_dtype), cache_elem = dtype_size(p.kv.dtype);
-  check_aligned(p.src.key, {p.src.key_stride_token, p.src.key_stride_head}, src_elem, "key");
-  check_aligned(p.src.value, {p.src.value_stride_token, p.src.value_stride_head}, src_elem, "value");
-  check_aligned(p.kv.k.data, {p.kv.k.stride_block, p.kv.k.stride_token, p.kv.k.stride_head}, cache_elem,
-                "cache.k");
-  check_aligned(p.kv.v.data, {p.kv.v.stride_block, p.kv.v.stride_token, p.kv.v.stride_head}, cache_elem,
-                "cache.v");
+  if (!turboquant) {  // the TurboQuant writer reads and writes element by element: any alignment
+    check_aligned(p.src.key, {p.src.key_stride_token, p.src.key_stride_head}, src_elem, "key");
+    check_aligned(p.src.value, {p.src.value_stride_token, p.src.value_stride_head}, src_elem, "value");
+    check_aligned(p.kv.k.data, {p.kv.k.stride_block, p.kv.k.stride_token, p.kv.k.stride_head}, cache_elem,
+                  "cache.k");
+    check_aligned(p.kv.v.data, {p.kv.v.stride_block, p.kv.v.stride_token, p.kv.v.stride_head}, cache_elem,
+                  "cache.v");
+  }
   const int64_t items = p.src.num_tokens * p.kv.num_kv_heads;
   if (items == 0) return;
   cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
@@ -203,12 +179,16 @@ void write_kv(const core::WriteKVProblem& p, Stream stream_handle, bool validate
       core::check_slots(slots.data(), p.src.num_tokens, p.kv);
     }
   }
-  const unsigned blocks = static_cast<unsigned>((items + kWarps - 1) / kWarps);
+  if (turboquant) {
+    write_kv_turboquant(p, stream);
+    return;
+  }
+  const unsigned blocks = static_cast<unsigned>((items + kWriteWarps - 1) / kWriteWarps);
   if (quantized) {
-    write_kv_quantized_kernel<<<blocks, 32 * kWarps, 0, stream>>>(p.kv, p.src);
+    write_kv_quantized_kernel<<<blocks, 32 * kWriteWarps, 0, stream>>>(p.kv, p.src);
     PA_CUDA_CHECK_LAUNCH("write_kv_quantized_kernel");
   } else {
-    write_kv_kernel<<<blocks, 32 * kWarps, 0, stream>>>(p.kv, p.src);
+    write_kv_kernel<<<blocks, 32 * kWriteWarps, 0, stream>>>(p.kv, p.src);
     PA_CUDA_CHECK_LAUNCH("write_kv_kernel");
   }
 }

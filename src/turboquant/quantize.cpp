@@ -126,10 +126,25 @@ void unpack_codes(const uint8_t* packed, int bits, std::span<uint8_t> codes) {
 
 namespace {
 
-// fp16 bits of a non-negative norm, saturating at the largest finite fp16 (65504); NaN stays NaN.
+// fp16 bits of a non-negative norm, saturating at the largest finite fp16 (65504); NaN gives the positive
+// quiet NaN whatever NaN it is (the CUDA writer's arithmetic does not keep NaN signs).
 uint16_t norm_to_fp16(float n) {
-  if (std::isnan(n)) return float_to_fp16_bits(n);
+  if (std::isnan(n)) return float_to_fp16_bits(NAN);
   return float_to_fp16_bits(std::min(n, 65504.0f));
+}
+
+// A sum of n terms in the order a warp reduces it, so that the CUDA writer (write_kv_turboquant.cu) gets the
+// same bits: lane l adds terms l, l + 32, ... in turn, then the lanes' sums are halved pairwise (l + 16, l +
+// 8,
+// ... into l).
+template <typename Term>
+double warp_order_sum(int n, Term term) {
+  std::array<double, 32> s{};
+  for (int j = 0; j < n; ++j) s[static_cast<size_t>(j % 32)] += term(j);
+  for (int m = 16; m >= 1; m /= 2) {
+    for (int l = 0; l < m; ++l) s[static_cast<size_t>(l)] += s[static_cast<size_t>(l + m)];
+  }
+  return s[0];
 }
 
 }  // namespace
@@ -137,19 +152,18 @@ uint16_t norm_to_fp16(float n) {
 void quantize_key(const float* k, int head_dim, int bits, uint8_t* codes, uint16_t* norm_fp16) {
   const Codebook& cb = codebook(head_dim, bits);
   const Rotation& rot = rotation(head_dim);
-  double sum = 0.0;
-  for (int j = 0; j < head_dim; ++j) sum += static_cast<double>(k[j]) * k[j];
+  const double sum = warp_order_sum(head_dim, [&](int j) { return static_cast<double>(k[j]) * k[j]; });
   const float n = static_cast<float>(std::sqrt(sum));
   std::vector<float> y(head_dim);
   const float inv = 1.0f / (n + 1e-8f);
   for (int j = 0; j < head_dim; ++j) y[j] = k[j] * inv;
   rot.apply(y.data(), y.data());
   std::vector<uint8_t> idx(head_dim);
-  double cnorm = 0.0;
-  for (int j = 0; j < head_dim; ++j) {
-    idx[j] = static_cast<uint8_t>(bucket(cb, y[j]));
-    cnorm += static_cast<double>(cb.centroids[idx[j]]) * cb.centroids[idx[j]];
-  }
+  for (int j = 0; j < head_dim; ++j) idx[j] = static_cast<uint8_t>(bucket(cb, y[j]));
+  const double cnorm = warp_order_sum(head_dim, [&](int j) {
+    const double c = cb.centroids[idx[static_cast<size_t>(j)]];
+    return c * c;
+  });
   pack_codes(idx, bits, codes);
   // Norm correction: the dequantized key n' Rᵀ c[idx] has norm exactly n (R is orthogonal).
   *norm_fp16 = norm_to_fp16(static_cast<float>(n / std::sqrt(cnorm)));

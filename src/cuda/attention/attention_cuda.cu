@@ -36,8 +36,8 @@ void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides
 
 void check_supported(const core::AttentionProblem& p) {
   PA_CHECK(p.kv.tq_key_bits == 0,
-           "TurboQuant caches run on the CPU backend in this build; their CUDA kernels "
-           "are not written yet");
+           "attention over TurboQuant caches runs on the CPU backend in this build (write_kv into them runs "
+           "on the GPU; the CUDA attention kernels for them are not written yet)");
   PA_CHECK(p.attn.q_dtype == DType::kFloat16 || p.attn.q_dtype == DType::kBFloat16,
            "the CUDA backend supports fp16 and bf16 queries, got ", dtype_name(p.attn.q_dtype));
   PA_CHECK(p.kv.dtype == p.attn.q_dtype || kv_format(p.kv.dtype).quantized(), "the CUDA backend reads ",
