@@ -1,8 +1,9 @@
-// TurboQuant caches on the GPU: write_kv stores exactly the bytes the CPU writer stores (shared/TURBOQUANT.md,
-// src/cuda/turboquant/write_kv_turboquant.cu).
+// TurboQuant caches on the GPU: write_kv stores exactly the bytes the CPU writer stores
+// (shared/TURBOQUANT.md, src/cuda/turboquant/write_kv_turboquant.cu).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -24,8 +25,8 @@ bool have_gpu() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-// One preset's four planes on the host, poisoned with 0xA5 so that a row written by neither side compares equal
-// and a row written by one side only does not.
+// One preset's four planes on the host, poisoned with 0xA5 so that a row written by neither side compares
+// equal and a row written by one side only does not.
 struct TqPlanes {
   tq::TokenBytes tb;
   int64_t rows;
@@ -49,13 +50,28 @@ std::vector<float> draw_rows(int64_t rows, int d, std::mt19937_64& rng) {
     float* row = x.data() + r * d;
     for (int i = 0; i < d; ++i) row[i] = g(rng) * scale;
     switch (r % 11) {
-      case 1: row[d / 3] = std::numeric_limits<float>::quiet_NaN(); break;
-      case 2: row[0] = std::numeric_limits<float>::infinity(); break;
-      case 3: row[d - 1] = -std::numeric_limits<float>::infinity(); break;
-      case 4: row[5] = 1e6f; row[6] = -7e4f; break;
-      case 5: for (int i = 0; i < d; ++i) row[i] = i % 2 ? 0.0f : -0.0f; break;
-      case 6: row[1] = 0.0f; row[2] = -0.0f; break;
-      default: break;
+      case 1:
+        row[d / 3] = std::numeric_limits<float>::quiet_NaN();
+        break;
+      case 2:
+        row[0] = std::numeric_limits<float>::infinity();
+        break;
+      case 3:
+        row[d - 1] = -std::numeric_limits<float>::infinity();
+        break;
+      case 4:
+        row[5] = 1e6f;
+        row[6] = -7e4f;
+        break;
+      case 5:
+        for (int i = 0; i < d; ++i) row[i] = i % 2 ? 0.0f : -0.0f;
+        break;
+      case 6:
+        row[1] = 0.0f;
+        row[2] = -0.0f;
+        break;
+      default:
+        break;
     }
   }
   return x;
@@ -78,8 +94,8 @@ TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
     for (int d : kSupportedHeadDims) {
       const DType src_types[] = {DType::kBFloat16, DType::kFloat16, DType::kFloat32};
       const DType src = src_types[i++ % 3];
-      SCOPED_TRACE(testing::Message() << tq::preset_info(preset).name << " D " << d << " keys "
-                                      << dtype_name(src));
+      SCOPED_TRACE(testing::Message()
+                   << tq::preset_info(preset).name << " D " << d << " keys " << dtype_name(src));
       const int64_t tokens = 41;
       const std::vector<uint8_t> key = encode(draw_rows(tokens * hkv, d, rng), src);
       const std::vector<uint8_t> value = encode(draw_rows(tokens * hkv, d, rng), src);
@@ -93,8 +109,8 @@ TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
         TensorView norms;
         if (!fp8_keys) norms = TensorView::contiguous(n, DType::kFloat16, {blocks, bs, hkv}, dev);
         return PagedKVCache::turboquant(
-            preset, d, TensorView::contiguous(k, DType::kUInt8, {blocks, bs, hkv, p.tb.key_codes}, dev), norms,
-            TensorView::contiguous(v, DType::kUInt8, {blocks, bs, hkv, p.tb.value_codes}, dev),
+            preset, d, TensorView::contiguous(k, DType::kUInt8, {blocks, bs, hkv, p.tb.key_codes}, dev),
+            norms, TensorView::contiguous(v, DType::kUInt8, {blocks, bs, hkv, p.tb.value_codes}, dev),
             TensorView::contiguous(m, DType::kFloat16, {blocks, bs, hkv, 2}, dev));
       };
       TqPlanes cpu(preset, pool_rows, d), gpu(preset, pool_rows, d);
@@ -121,7 +137,8 @@ TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
       const Device dev = Device::cuda(0);
       write_kv(TensorView::contiguous(dkey, src, {tokens, hkv, d}, dev),
                TensorView::contiguous(dval, src, {tokens, hkv, d}, dev),
-               TensorView::contiguous(dslots, DType::kInt64, {tokens}, dev), cache_on(gpu, dk, dn, dv, dm, dev));
+               TensorView::contiguous(dslots, DType::kInt64, {tokens}, dev),
+               cache_on(gpu, dk, dn, dv, dm, dev));
       ASSERT_CUDA(cudaDeviceSynchronize());
       ASSERT_CUDA(cudaMemcpy(gpu.k.data(), dk, gpu.k.size(), cudaMemcpyDeviceToHost));
       ASSERT_CUDA(cudaMemcpy(gpu.norms.data(), dn, gpu.norms.size() * 2, cudaMemcpyDeviceToHost));
@@ -131,8 +148,9 @@ TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
       // Every byte, row by row, so that a failure names the first row that differs.
       int reported = 0;
       for (int64_t r = 0; r < pool_rows && reported < 3; ++r) {
-        const bool k_same = std::equal(cpu.k.begin() + r * cpu.tb.key_codes,
-                                       cpu.k.begin() + (r + 1) * cpu.tb.key_codes, gpu.k.begin() + r * cpu.tb.key_codes);
+        const bool k_same =
+            std::equal(cpu.k.begin() + r * cpu.tb.key_codes, cpu.k.begin() + (r + 1) * cpu.tb.key_codes,
+                       gpu.k.begin() + r * cpu.tb.key_codes);
         const bool v_same =
             std::equal(cpu.v.begin() + r * cpu.tb.value_codes, cpu.v.begin() + (r + 1) * cpu.tb.value_codes,
                        gpu.v.begin() + r * cpu.tb.value_codes);
@@ -141,9 +159,10 @@ TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
         if (!(k_same && v_same && meta_same)) {
           ADD_FAILURE() << "pool row " << r << " (block " << r / (bs * hkv) << ", slot " << (r / hkv) % bs
                         << ", head " << r % hkv << "): key codes " << (k_same ? "equal" : "differ")
-                        << ", value codes " << (v_same ? "equal" : "differ") << ", norm " << cpu.norms[r] << " / "
-                        << gpu.norms[r] << ", value scale " << cpu.meta[2 * r] << " / " << gpu.meta[2 * r]
-                        << ", minimum " << cpu.meta[2 * r + 1] << " / " << gpu.meta[2 * r + 1];
+                        << ", value codes " << (v_same ? "equal" : "differ") << ", norm " << cpu.norms[r]
+                        << " / " << gpu.norms[r] << ", value scale " << cpu.meta[2 * r] << " / "
+                        << gpu.meta[2 * r] << ", minimum " << cpu.meta[2 * r + 1] << " / "
+                        << gpu.meta[2 * r + 1];
           ++reported;
         }
       }

@@ -56,7 +56,8 @@ __device__ __forceinline__ double warp_sum(double partial) {
 }
 
 // Packs the warp's `n` b-bit codes from `codes` into `dst` (LSB first), each lane writing whole bytes.
-__device__ __forceinline__ void pack_codes_warp(const uint8_t* codes, int n, int bits, uint8_t* dst, int lane) {
+__device__ __forceinline__ void pack_codes_warp(const uint8_t* codes, int n, int bits, uint8_t* dst,
+                                                int lane) {
   const int bytes = n * bits / 8;
   for (int i = lane; i < bytes; i += 32) {
     uint32_t out = 0;
@@ -75,7 +76,8 @@ __device__ void quantize_key(const kernels::PagedKVArgs& kv, const kernels::Writ
   const int d = kv.head_dim, bits = kv.tq_key_bits;
   uint8_t* codes = const_cast<uint8_t*>(kv.k.at<uint8_t>(block, slot, head));
   if (bits == 8) {
-    for (int j = lane; j < d; j += 32) codes[j] = fp8_e4m3_bits(load_float(src.key, src.src_dtype, k_src + j));
+    for (int j = lane; j < d; j += 32)
+      codes[j] = fp8_e4m3_bits(load_float(src.key, src.src_dtype, k_src + j));
     return;
   }
   double sq = 0.0;

@@ -1,4 +1,5 @@
-// write_kv into a TurboQuant cache on the GPU (shared/TURBOQUANT.md; the host side is pagedattn/turboquant.h).
+// write_kv into a TurboQuant cache on the GPU (shared/TURBOQUANT.md; the host side is
+// pagedattn/turboquant.h).
 #pragma once
 
 #include <cuda_runtime.h>
