@@ -19,11 +19,12 @@
 // never wait on global memory; the stage ring runs on across items, and the compute warps stage their
 // epilogue in the item's last stage while the producer fills the others with the next item.
 //
-// fp8 caches (e4m3, e5m2) stream as codes: a 128-byte panel holds 128 of them, so a tile is half the bytes
-// and more stages fit. Each compute warp reads its 16 keys' codes of a landed tile into registers, releases
-// the stage, converts them in registers into the MMA's fragments (exact: every fp8 value is a bf16 and an
-// fp16 value; code_tile_math.cuh) and applies the per-head scales in fp32 (kv_format.cuh). The epilogue
-// stages in a buffer of its own (a 16-row fp8 stage is smaller than the warps' fp32 partial O).
+// fp8 (e4m3, e5m2) and int8 caches stream as codes: a 128-byte panel holds 128 of them, so a tile is half
+// the bytes and more stages fit. Each compute warp reads its 16 keys' codes of a landed tile into registers,
+// releases the stage, converts them in registers into the MMA's fragments (exact: every fp8 value and int8
+// code is a bf16 and an fp16 value; code_tile_math.cuh) and applies the scales in fp32 (kv_format.cuh): per
+// KV head for fp8, per token for int8 (the producer copies a tile's scales into the stage with its boxes).
+// The epilogue stages in a buffer of its own (a 16-row 1-byte stage is smaller than the warps' fp32 O).
 //
 // Rows a TMA box brings in that no query row may see (a page's slots past seq_len, a sliding window's keys
 // before its first) hold whatever the pool holds there: their logits are masked, and each compute warp zeroes
