@@ -194,6 +194,21 @@ TEST(LaunchSelection, TmaDecodeTile) {
   EXPECT_EQ(choose_launch(in).shape, TileShape::kPrefill);
 }
 
+// 1-byte codes converted in registers gain less from a CTA alone on its SM (kLoneTileTimeConverted): the
+// measured case (H100, bench/NOTES.md version 22), fp8 16 x 4096, 128 lone CTAs at 79.2 us against two
+// segments at 69.2 us, splits in two; bf16 keeps its lone CTAs; a full grid splits for neither.
+TEST(LaunchSelection, ConvertedCodesLeanLessOnLoneCtas) {
+  LaunchInputs in = decode(16, 4096);
+  in.tma_decode = true;
+  EXPECT_EQ(choose_launch(in).num_segments, 1);
+  in.converted_kv = true;
+  EXPECT_EQ(choose_launch(in).num_segments, 2);
+  LaunchInputs full = decode(256, 4096);
+  full.tma_decode = true;
+  full.converted_kv = true;
+  EXPECT_EQ(choose_launch(full).num_segments, 1);
+}
+
 // The merge launches early (programmatic dependent launch) only where the device has it and there is a merge.
 TEST(LaunchSelection, EarlyMergeLaunch) {
   LaunchInputs in = decode(1, 32768);
