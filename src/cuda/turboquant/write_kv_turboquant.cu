@@ -118,9 +118,10 @@ __device__ void quantize_key(const kernels::PagedKVArgs& kv, const kernels::Writ
   __syncwarp();
   pack_codes_warp(idx, d, bits, codes, lane);
   if (lane == 0) {
+    // A NaN norm is the positive quiet NaN on both sides, whatever NaN the arithmetic produced.
     const float corrected = static_cast<float>(static_cast<double>(n) / sqrt(cnorm));
-    const float saturated = isnan(corrected) ? corrected : fminf(corrected, 65504.0f);
-    *const_cast<uint16_t*>(kv.k_meta.at<uint16_t>(block, slot, head)) = fp16_bits(saturated);
+    *const_cast<uint16_t*>(kv.k_meta.at<uint16_t>(block, slot, head)) =
+        isnan(corrected) ? uint16_t{0x7e00} : fp16_bits(fminf(corrected, 65504.0f));
   }
 }
 
