@@ -15,6 +15,7 @@
 #include "engine/cuda/model_kernels.cuh"
 #include "engine/cuda/sampling.cuh"
 #include "pagedattn/attention.h"
+#include "pagedattn/block_manager.h"
 #include "pagedattn/error.h"
 #include "pagedattn/plan.h"
 
@@ -280,10 +281,9 @@ class CudaRunner final : public ModelRunner {
   }
 
   void allocate_pools() {
-    // One block across layers: K and V codes, and int8's two scale planes.
-    const size_t per_block =
-        static_cast<size_t>(c_.num_layers) * o_.block_size * c_.num_kv_heads * 2 *
-        (c_.head_dim * dtype_size(kv_dtype_) + (kv_dtype_ == DType::kInt8 ? sizeof(float) : 0));
+    // One block across layers, every plane of the format (the library's one definition of its bytes).
+    const KVCacheGeometry geometry{c_.num_layers, c_.num_kv_heads, c_.head_dim, o_.block_size, kv_dtype_, {}};
+    const size_t per_block = static_cast<size_t>(geometry.bytes_per_block());
     if (o_.num_blocks <= 0) {
       // What the card has left after the weights and the step buffers, less a reserve for the attention
       // workspaces (split-KV partials), the decode graphs and allocator slack.

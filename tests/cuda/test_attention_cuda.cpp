@@ -11,6 +11,7 @@
 #include <sstream>
 #include <utility>
 
+#include "cuda/cuda_test_util.h"
 #include "pagedattn/info.h"
 #include "pagedattn/kv_format.h"
 #include "pagedattn/plan.h"
@@ -19,8 +20,6 @@
 #include "runner.h"
 #include "test_util.h"
 
-#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
-
 namespace pagedattn {
 namespace {
 
@@ -28,14 +27,6 @@ namespace {
 // about twice the error of rounding the exact result once. 3x leaves margin without hiding wrong masks or
 // indexing.
 constexpr double kTolerance = 3.0;
-
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 // A quick build compiles one dtype and head dim: a test of another configuration skips, saying why, instead
 // of failing on the backend's "not compiled" error. Loops over configurations skip the cases this build lacks

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda/cuda_test_util.h"
 #include "pagedattn/attention.h"
 #include "pagedattn/dtype.h"
 #include "pagedattn/turboquant.h"
@@ -17,13 +18,6 @@
 
 namespace pagedattn {
 namespace {
-
-#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
-
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
 
 // One preset's four planes on the host, poisoned with 0xA5 so that a row written by neither side compares
 // equal and a row written by one side only does not.
@@ -85,7 +79,7 @@ std::vector<uint8_t> encode(const std::vector<float>& x, DType t) {
 }
 
 TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  REQUIRE_GPU();
   std::mt19937_64 rng(test::run_seed());
   const int64_t blocks = 9, bs = 7, hkv = 3;
   const int64_t pool_rows = blocks * bs * hkv;
