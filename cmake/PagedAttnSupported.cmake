@@ -1,7 +1,7 @@
 # Validates the instantiation lists against what the library supports at all.
 set(PAGEDATTN_ALL_HEAD_DIMS 64 80 96 112 128 192 256)
 set(PAGEDATTN_ALL_DTYPES fp16 bf16)
-set(PAGEDATTN_ALL_KV_FORMATS fp16 bf16 fp8_e4m3 fp8_e5m2 int8)
+set(PAGEDATTN_ALL_KV_FORMATS fp16 bf16 fp8_e4m3 fp8_e5m2 int8 tq_k8v4 tq_k4v4 tq_k3v4 tq_k3v3)
 foreach(fmt IN LISTS PAGEDATTN_KV_FORMATS)
   if(NOT fmt IN_LIST PAGEDATTN_ALL_KV_FORMATS)
     message(FATAL_ERROR "PAGEDATTN_KV_FORMATS: ${fmt} is not supported; choose from ${PAGEDATTN_ALL_KV_FORMATS}")

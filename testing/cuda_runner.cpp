@@ -71,8 +71,9 @@ struct DeviceProblem {
         v(upload(p.v_pool)),
         k_scale(upload(p.k_scale)),
         v_scale(upload(p.v_scale)),
-        k_meta(upload(p.k_meta)),
-        v_meta(upload(p.v_meta)),
+        // int8: fp32 scales; TurboQuant: fp16 key norms and (value scale, minimum) pairs.
+        k_meta(p.spec.tq ? upload(p.k_norms) : upload(p.k_meta)),
+        v_meta(p.spec.tq ? upload(p.v_scale_min) : upload(p.v_meta)),
         q(upload(p.q)),
         out(upload(p.out)),
         alibi(upload(p.alibi)),
@@ -120,7 +121,7 @@ class CudaRunner final : public BackendRunner {
   std::string name() const override { return "cuda"; }
 
   std::string unsupported(const ProblemSpec& s) const override {
-    if (s.tq) return "TurboQuant attention runs on the CPU backend (its CUDA kernels are not written yet)";
+    if (s.tq) return cuda_not_compiled(s);
     if (s.cache_dtype != s.dtype && !kv_format(s.cache_dtype).quantized())
       return "the CUDA backend reads caches of the query dtype or quantized ones";
     return cuda_not_compiled(s.dtype, s.cache_dtype, s.head_dim);
@@ -237,6 +238,16 @@ std::string cuda_not_compiled(DType dtype, DType cache_dtype, int head_dim) {
   static const BuildInfo b = build_info();
   if (b.cuda_compiled(dtype, cache_dtype, head_dim)) return "";
   return "not compiled in this build (PAGEDATTN_DTYPES / PAGEDATTN_KV_FORMATS / PAGEDATTN_HEAD_DIMS)";
+}
+
+std::string cuda_not_compiled(const ProblemSpec& s) {
+  if (!s.tq) return cuda_not_compiled(s.dtype, s.cache_dtype, static_cast<int>(s.head_dim));
+  static const BuildInfo b = build_info();
+  for (const auto& i : b.cuda_tq_instances) {
+    if (i.query == s.dtype && i.preset == *s.tq && i.head_dim == s.head_dim) return "";
+  }
+  return "TurboQuant attention is not compiled for this query dtype, preset and head dim (CUDA: head dims "
+         "64/128/256 among PAGEDATTN_HEAD_DIMS, presets among PAGEDATTN_KV_FORMATS)";
 }
 
 void run_planned_layers(const std::vector<HostProblem*>& layers) {

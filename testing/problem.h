@@ -96,7 +96,9 @@ struct Comparison {
 /// is tolerance_factor times the error the reference itself has once rounded to the out dtype, plus a small
 /// floor for fp32 accumulation (FlashAttention's rule: at most a few times a same-precision naive
 /// implementation's error).
-Comparison compare(const HostProblem& p, const DenseResult& ref, double tolerance_factor = 2.0);
+/// tolerance = max(tolerance_factor x the output's rounding error + 1e-5, min_tolerance) (relative).
+Comparison compare(const HostProblem& p, const DenseResult& ref, double tolerance_factor = 2.0,
+                   double min_tolerance = 0.0);
 
 /// The grid of problems `pagedattn check` and the tests run. quick = a smoke subset.
 struct GridCase {

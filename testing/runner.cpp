@@ -48,6 +48,9 @@ std::unique_ptr<BackendRunner> make_cuda_runner() {
 std::string cuda_not_compiled(DType, DType, int) {
   return "this build has no CUDA backend";
 }
+std::string cuda_not_compiled(const ProblemSpec&) {
+  return "this build has no CUDA backend";
+}
 #endif
 
 std::vector<std::string> available_backends() {

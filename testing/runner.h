@@ -45,6 +45,8 @@ void run_planned_layers(const std::vector<HostProblem*>& layers);
 /// "" when the CUDA kernels of this build were compiled for the query dtype, cache format and head dim; else
 /// why not.
 std::string cuda_not_compiled(DType dtype, DType cache_dtype, int head_dim);
+/// The same for a problem, TurboQuant caches (compiled per query dtype, preset and head dim) included.
+std::string cuda_not_compiled(const ProblemSpec& s);
 
 /// Backends usable here: "cpu", and "cuda" when built and a GPU is present.
 std::vector<std::string> available_backends();

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "pagedattn/dtype.h"
+#include "pagedattn/turboquant.h"
 
 namespace pagedattn {
 
@@ -39,6 +40,13 @@ struct BuildInfo {
   std::vector<DType> cuda_kv_formats;  ///< K/V cache formats compiled into the CUDA kernels
   /// Every compiled (query dtype, cache format, head dim): the instantiation axis as CMake generated it.
   std::vector<CudaInstance> cuda_instances;
+  /// TurboQuant attention compiled into the CUDA kernels: (query dtype, preset, head dim).
+  struct TurboQuantInstance {
+    DType query = DType::kBFloat16;
+    tq::Preset preset = tq::Preset::kK4V4;
+    int head_dim = 0;
+  };
+  std::vector<TurboQuantInstance> cuda_tq_instances;
 
   /// Whether attention over this combination is compiled into the CUDA kernels.
   bool cuda_compiled(DType query, DType cache, int head_dim) const {

@@ -30,6 +30,8 @@ struct PresetInfo {
 PresetInfo preset_info(Preset p);
 /// The preset of a name ("tq_k4v4"), or an error listing the presets.
 Preset parse_preset(const std::string& name);
+/// The preset of (key bits, value bits), or an error.
+Preset preset_of_bits(int key_bits, int value_bits);
 inline constexpr Preset kAllPresets[] = {Preset::kK8V4, Preset::kK4V4, Preset::kK3V4, Preset::kK3V3};
 
 /// Bytes one token of one KV head costs, by plane (no alignment padding: D * bits is a whole number of bytes

@@ -37,6 +37,8 @@ void check_matches_plan(const PlanState& plan, const AttentionProblem& p) {
   expect_same("the query dtype", std::string(dtype_name(q.attn.q_dtype)),
               std::string(dtype_name(p.attn.q_dtype)));
   expect_same("the cache format", std::string(dtype_name(q.kv.dtype)), std::string(dtype_name(p.kv.dtype)));
+  expect_same("the TurboQuant key bits", q.kv.tq_key_bits, p.kv.tq_key_bits);
+  expect_same("the TurboQuant value bits", q.kv.tq_value_bits, p.kv.tq_value_bits);
   expect_same("num_tokens (query rows)", q.batch.num_tokens, p.batch.num_tokens);
   expect_same("num_seqs", q.batch.num_seqs, p.batch.num_seqs);
   expect_same("num_q_heads", q.attn.num_q_heads, p.attn.num_q_heads);

@@ -63,13 +63,19 @@ void fill_cuda_build_info(BuildInfo& info) {
 #endif
   for (const auto& hd : split_csv(PAGEDATTN_HEAD_DIMS_STRING)) info.cuda_head_dims.push_back(std::stoi(hd));
   for (const auto& dt : split_csv(PAGEDATTN_DTYPES_STRING)) info.cuda_dtypes.push_back(parse_dtype(dt));
-  for (const auto& f : split_csv(PAGEDATTN_KV_FORMATS_STRING)) info.cuda_kv_formats.push_back(parse_dtype(f));
-    // The generated instance list (src/cuda/CMakeLists.txt); only its dtype enums and head dims are used
-    // here.
+  for (const auto& f : split_csv(PAGEDATTN_KV_FORMATS_STRING)) {
+    if (f.rfind("tq_", 0) != 0) info.cuda_kv_formats.push_back(parse_dtype(f));  // presets: below
+  }
+  // The generated instance list (src/cuda/CMakeLists.txt); only its dtype enums and head dims are used
+  // here.
 #define PAGEDATTN_INSTANCE_INFO(TYPE, DTYPE, FORMAT, CACHE_DTYPE, HEAD_DIM) \
   info.cuda_instances.push_back({DTYPE, CACHE_DTYPE, HEAD_DIM});
   PAGEDATTN_FOR_EACH_INSTANCE(PAGEDATTN_INSTANCE_INFO)
 #undef PAGEDATTN_INSTANCE_INFO
+#define PAGEDATTN_TQ_INSTANCE_INFO(TYPE, DTYPE, KEY_BITS, VALUE_BITS, HEAD_DIM) \
+  info.cuda_tq_instances.push_back({DTYPE, tq::preset_of_bits(KEY_BITS, VALUE_BITS), HEAD_DIM});
+  PAGEDATTN_FOR_EACH_TQ_INSTANCE(PAGEDATTN_TQ_INSTANCE_INFO)
+#undef PAGEDATTN_TQ_INSTANCE_INFO
 }
 
 }  // namespace pagedattn::core

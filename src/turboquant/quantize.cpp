@@ -35,6 +35,13 @@ Preset parse_preset(const std::string& name) {
   PA_CHECK(false, "unknown TurboQuant preset '", name, "'; expected tq_k8v4, tq_k4v4, tq_k3v4 or tq_k3v3");
 }
 
+Preset preset_of_bits(int key_bits, int value_bits) {
+  for (Preset p : kAllPresets) {
+    if (preset_info(p).key_bits == key_bits && preset_info(p).value_bits == value_bits) return p;
+  }
+  PA_CHECK(false, "no TurboQuant preset has ", key_bits, "-bit keys and ", value_bits, "-bit values");
+}
+
 TokenBytes token_bytes(Preset p, int head_dim) {
   const PresetInfo info = preset_info(p);
   PA_CHECK(head_dim % 8 == 0, "TurboQuant codes need a head dim that is a multiple of 8, got ", head_dim);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -27,16 +28,21 @@ namespace {
 // about twice the error of rounding the exact result once. 3x leaves margin without hiding wrong masks or
 // indexing.
 constexpr double kTolerance = 3.0;
+// TurboQuant caches: the kernel's tensor-core operands are fp16 (the rotated query, the centroids, p x s),
+// whatever the output dtype; the bound against the fp64 reference over the same codes.
+constexpr double kTurboQuantTolerance = 2e-3;
+double min_tolerance(const testing::ProblemSpec& s) {
+  return s.tq ? kTurboQuantTolerance : 0.0;
+}
 
 // A quick build compiles one dtype and head dim: a test of another configuration skips, saying why, instead
 // of failing on the backend's "not compiled" error. Loops over configurations skip the cases this build lacks
 // (compiled) and the test skips when none was left.
 bool compiled(const testing::ProblemSpec& s) {
-  return testing::cuda_not_compiled(s.dtype, s.cache_dtype, s.head_dim).empty();
+  return testing::cuda_not_compiled(s).empty();
 }
 #define SKIP_UNLESS_COMPILED(spec) \
-  if (!compiled(spec))             \
-  GTEST_SKIP() << testing::cuda_not_compiled((spec).dtype, (spec).cache_dtype, (spec).head_dim)
+  if (!compiled(spec)) GTEST_SKIP() << testing::cuda_not_compiled(spec)
 #define SKIP_IF_NONE_RAN(ran) \
   if ((ran) == 0) GTEST_SKIP() << "no configuration of this test is compiled in this build"
 
@@ -47,10 +53,10 @@ const std::vector<testing::GridCase>& gpu_grid() {
     // agree.
     std::vector<testing::GridCase> all = testing::attention_grid(false, test::run_seed()), gpu;
     for (auto& c : all) {
-      const bool readable = c.spec.cache_dtype == c.spec.dtype || kv_format(c.spec.cache_dtype).quantized();
+      const bool readable = c.spec.cache_dtype == c.spec.dtype || kv_format(c.spec.cache_dtype).quantized() ||
+                            c.spec.tq.has_value();
       if (c.spec.dtype == DType::kFloat32 || !readable) continue;
-      if (testing::cuda_not_compiled(c.spec.dtype, c.spec.cache_dtype, c.spec.head_dim).empty())
-        gpu.push_back(c);
+      if (testing::cuda_not_compiled(c.spec).empty()) gpu.push_back(c);
     }
     return gpu;
   }();
@@ -65,7 +71,7 @@ TEST_P(CudaGrid, MatchesDenseReference) {
   SCOPED_TRACE(c.group + ": " + c.spec.describe());
   testing::HostProblem p = testing::make_problem(c.spec);
   testing::make_cuda_runner()->run_attention(p);
-  const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+  const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance, min_tolerance(c.spec));
   EXPECT_TRUE(cmp.ok) << cmp.summary();
 }
 
@@ -78,6 +84,7 @@ struct SegmentCase {
   testing::BatchKind kind;
   int seqs, max_len;
   DType cache_dtype = DType::kBFloat16;
+  std::optional<tq::Preset> tq = std::nullopt;  // a TurboQuant cache (cache_dtype unused)
 };
 
 class CudaSegments : public ::testing::TestWithParam<SegmentCase> {};
@@ -92,8 +99,9 @@ TEST_P(CudaSegments, SegmentCountInvariance) {
   s.num_kv_heads = sc.kv_heads;
   s.block_size = sc.block_size;
   s.dtype = DType::kBFloat16;
-  s.cache_dtype = sc.cache_dtype;
-  s.head_scales = true;
+  s.cache_dtype = sc.tq ? DType::kUInt8 : sc.cache_dtype;
+  s.tq = sc.tq;
+  s.head_scales = !sc.tq;
   s.sinks = s.lse = true;
   s.seed = rng();
   SKIP_UNLESS_COMPILED(s);
@@ -105,7 +113,7 @@ TEST_P(CudaSegments, SegmentCountInvariance) {
     s.force_segments = segments;
     testing::HostProblem p = testing::make_problem(s);
     runner->run_attention(p);
-    const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance);
+    const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance, min_tolerance(s));
     EXPECT_TRUE(cmp.ok) << segments << " segments: " << cmp.summary();
     if (first.empty()) {
       first = p.out;
@@ -126,21 +134,27 @@ TEST_P(CudaSegments, SegmentCountInvariance) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, CudaSegments,
-    ::testing::Values(SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000},
-                      SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500},
-                      SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700},
-                      SegmentCase{112, 6, 1, 3, testing::BatchKind::kChunked, 3, 700},
-                      SegmentCase{64, 16, 16, 32, testing::BatchKind::kPrefill, 2, 400},
-                      SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000, DType::kFloat8E4M3},
-                      SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500, DType::kInt8},
-                      SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700, DType::kFloat8E5M2},
-                      SegmentCase{112, 6, 1, 7, testing::BatchKind::kChunked, 3, 700, DType::kInt8},
-                      SegmentCase{128, 40, 8, 128, testing::BatchKind::kPrefill, 2, 600, DType::kFloat8E4M3}),
+    ::testing::Values(
+        SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000},
+        SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500},
+        SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700},
+        SegmentCase{112, 6, 1, 3, testing::BatchKind::kChunked, 3, 700},
+        SegmentCase{64, 16, 16, 32, testing::BatchKind::kPrefill, 2, 400},
+        SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000, DType::kFloat8E4M3},
+        SegmentCase{80, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500, DType::kInt8},
+        SegmentCase{256, 8, 1, 256, testing::BatchKind::kMixed, 5, 700, DType::kFloat8E5M2},
+        SegmentCase{112, 6, 1, 7, testing::BatchKind::kChunked, 3, 700, DType::kInt8},
+        SegmentCase{128, 40, 8, 128, testing::BatchKind::kPrefill, 2, 600, DType::kFloat8E4M3},
+        SegmentCase{128, 32, 8, 16, testing::BatchKind::kDecode, 3, 5000, {}, tq::Preset::kK4V4},
+        SegmentCase{64, 10, 2, 1, testing::BatchKind::kDecode, 2, 1500, {}, tq::Preset::kK3V3},
+        SegmentCase{256, 8, 1, 7, testing::BatchKind::kMixed, 5, 700, {}, tq::Preset::kK8V4},
+        SegmentCase{128, 12, 2, 32, testing::BatchKind::kChunked, 3, 700, {}, tq::Preset::kK3V4}),
     [](const ::testing::TestParamInfo<SegmentCase>& param_info) {
       const SegmentCase& c = param_info.param;
-      return std::string(dtype_name(c.cache_dtype)) + "_" + testing::batch_kind_name(c.kind) + "_hd" +
-             std::to_string(c.head_dim) + "_hq" + std::to_string(c.q_heads) + "_hkv" +
-             std::to_string(c.kv_heads) + "_bs" + std::to_string(c.block_size);
+      return std::string(c.tq ? tq::preset_info(*c.tq).name : dtype_name(c.cache_dtype)) + "_" +
+             testing::batch_kind_name(c.kind) + "_hd" + std::to_string(c.head_dim) + "_hq" +
+             std::to_string(c.q_heads) + "_hkv" + std::to_string(c.kv_heads) + "_bs" +
+             std::to_string(c.block_size);
     });
 
 // The tests run the kernel the device should run: on a compute capability 9.0 device long queries take the

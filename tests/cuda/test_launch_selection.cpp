@@ -108,6 +108,30 @@ TEST(LaunchSelection, ShapesAndUnknownHints) {
   EXPECT_GT(choose_launch(in).workspace_bytes, 0u);
 }
 
+// A kernel with the decode tile only (TurboQuant caches) takes it for every query length: a chunk of 100
+// tokens x 4 heads is 25 tiles of 16 rows, each sequence's tiles found by the tile search (not one per
+// sequence), no persistent launch, and the split model counts the decode tile's residency.
+TEST(LaunchSelection, DecodeShapeOnlyKernels) {
+  LaunchInputs in = decode(4, 2048);
+  in.max_query_len = 100;
+  in.num_tokens = 400;
+  in.decode_shape_only = true;
+  in.wgmma_prefill = true;
+  in.tma_decode = true;
+  in.resident_prefill = 1;
+  const LaunchChoice c = choose_launch(in);
+  EXPECT_EQ(c.shape, TileShape::kDecode);
+  EXPECT_EQ(c.block_m, 16);
+  EXPECT_FALSE(c.one_tile_per_seq);
+  EXPECT_GE(c.grid_tiles, 400 * 4 / 16);
+  EXPECT_EQ(c.persistent_ctas, 0);
+  in.max_query_len = 1;
+  in.num_tokens = 4;
+  const LaunchChoice d = choose_launch(in);
+  EXPECT_EQ(d.shape, TileShape::kDecode);
+  EXPECT_TRUE(d.one_tile_per_seq);
+}
+
 TEST(LaunchSelection, HopperPrefillTile) {
   LaunchInputs in = decode(4, 4096);
   in.num_tokens = 4 * 4096;

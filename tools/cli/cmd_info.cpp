@@ -34,6 +34,12 @@ int run_info() {
     std::printf("\n  K/V formats:");
     for (DType t : b.cuda_kv_formats) std::printf(" %s", std::string(dtype_name(t)).c_str());
     std::printf("\n  instances: %zu (query dtype x K/V format x head dim)\n", b.cuda_instances.size());
+    std::printf("  TurboQuant attention:");
+    for (const auto& i : b.cuda_tq_instances) {
+      std::printf(" %s/%s/hd%d", std::string(dtype_name(i.query)).c_str(), tq::preset_info(i.preset).name,
+                  i.head_dim);
+    }
+    std::printf("%s\n", b.cuda_tq_instances.empty() ? " none" : "");
   } else {
     std::printf("cuda backend: no (built without CUDA)\n");
   }

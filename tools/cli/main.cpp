@@ -79,9 +79,7 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--workload", bench.workload,
                         "one workload of the grid, by its label (e.g. 16x4096)");
   bench_cmd->add_option("--json", bench.json_path, "also write the rows as JSON to this file");
-  bench_cmd
-      ->add_option("--kv-dtype", bench.kv_dtype,
-                   "K/V cache format (queries are bf16); tq_*: TurboQuant (CPU)")
+  bench_cmd->add_option("--kv-dtype", bench.kv_dtype, "K/V cache format (queries are bf16); tq_*: TurboQuant")
       ->check(
           CLI::IsMember({"bf16", "fp8_e4m3", "fp8_e5m2", "int8", "tq_k8v4", "tq_k4v4", "tq_k3v4", "tq_k3v3"}))
       ->capture_default_str();

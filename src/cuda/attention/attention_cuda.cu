@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "cuda/attention/attention_params.h"
 #include "cuda/attention/kv_tensor_map.h"
 #include "cuda/attention/launch_selection.h"
 #include "cuda/attention/unified_launch.h"
@@ -16,15 +17,15 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
 #include "cuda/device_guard.h"
+#include "cuda/turboquant/attention_turboquant.h"
 #include "pagedattn/kv_format.h"
 #include "pagedattn_cuda_instances.h"
 
 namespace pagedattn::cuda {
-namespace {
 
 // Inputs are read 16 bytes at a time; outputs are written 4 elements (8 bytes) at a time.
 void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides, int vector,
-                         const char* name, int bytes = 0) {
+                         const char* name, int bytes) {
   if (bytes == 0) bytes = 2 * vector;
   PA_CHECK(reinterpret_cast<uintptr_t>(ptr) % bytes == 0, name, " must be ", bytes,
            "-byte aligned for the CUDA backend (vector accesses of ", vector, " elements)");
@@ -34,10 +35,9 @@ void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides
   }
 }
 
+namespace {
+
 void check_supported(const core::AttentionProblem& p) {
-  PA_CHECK(p.kv.tq_key_bits == 0,
-           "attention over TurboQuant caches runs on the CPU backend in this build (write_kv into them runs "
-           "on the GPU; the CUDA attention kernels for them are not written yet)");
   PA_CHECK(p.attn.q_dtype == DType::kFloat16 || p.attn.q_dtype == DType::kBFloat16,
            "the CUDA backend supports fp16 and bf16 queries, got ", dtype_name(p.attn.q_dtype));
   PA_CHECK(p.kv.dtype == p.attn.q_dtype || kv_format(p.kv.dtype).quantized(), "the CUDA backend reads ",
@@ -177,7 +177,28 @@ void validate_on_host(const core::AttentionProblem& p, cudaStream_t stream) {
 
 }  // namespace
 
+void fill_unified_params(const LaunchChoice& choice, const core::AttentionProblem& p, unsigned char* scratch,
+                         UnifiedParams& params) {
+  params.kv = p.kv;
+  params.batch = p.batch;
+  params.attn = p.attn;
+  params.group = FastDivmod(p.attn.group_size);
+  params.num_segments = choice.num_segments;
+  params.grid_tiles = static_cast<int32_t>(choice.grid_tiles);
+  params.one_tile_per_seq = choice.one_tile_per_seq ? 1 : 0;
+  if (choice.persistent_ctas > 0) {
+    params.work_counter = reinterpret_cast<uint32_t*>(scratch);
+    scratch += kWorkCounterBytes;
+  }
+  if (choice.num_segments > 1) {
+    params.partial_o = reinterpret_cast<float*>(scratch);
+    params.partial_ml = params.partial_o + static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads *
+                                               choice.num_segments * p.kv.head_dim;
+  }
+}
+
 void plan_attention(CudaContext& ctx, const core::AttentionProblem& p, core::PlanState& plan) {
+  if (p.kv.tq_key_bits != 0) return plan_turboquant_attention(ctx, p, plan);
   DeviceGuard guard(p.device.index);
   check_supported(p);
   auto launch = std::make_shared<CudaLaunch>();
@@ -196,6 +217,7 @@ void plan_attention(CudaContext& ctx, const core::AttentionProblem& p, core::Pla
 
 void run_attention(const core::PlanState& plan, const core::AttentionProblem& p, Workspace workspace,
                    Stream stream_handle) {
+  if (p.kv.tq_key_bits != 0) return run_turboquant_attention(plan, p, workspace, stream_handle);
   // This run's tensors (another layer's cache, the real `out`, which the plan never saw) must meet the vector
   // access rules too: a few modulo tests, not a choice.
   check_supported(p);
@@ -213,23 +235,7 @@ void run_attention(const core::PlanState& plan, const core::AttentionProblem& p,
              "described to it (",
              why, "); plan with this cache");
   }
-  params.kv = p.kv;
-  params.batch = p.batch;
-  params.attn = p.attn;
-  params.group = FastDivmod(p.attn.group_size);
-  params.num_segments = choice.num_segments;
-  params.grid_tiles = static_cast<int32_t>(choice.grid_tiles);
-  params.one_tile_per_seq = choice.one_tile_per_seq ? 1 : 0;
-  unsigned char* scratch = static_cast<unsigned char*>(workspace.data);
-  if (choice.persistent_ctas > 0) {
-    params.work_counter = reinterpret_cast<uint32_t*>(scratch);
-    scratch += kWorkCounterBytes;
-  }
-  if (choice.num_segments > 1) {
-    params.partial_o = reinterpret_cast<float*>(scratch);
-    params.partial_ml = params.partial_o + static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads *
-                                               choice.num_segments * p.kv.head_dim;
-  }
+  fill_unified_params(choice, p, static_cast<unsigned char*>(workspace.data), params);
   launch.inst.launch(choice, params, static_cast<cudaStream_t>(stream_handle));
 }
 

@@ -94,6 +94,7 @@ bool short_queries(const LaunchInputs& in) {
   return in.max_query_len >= 0 && in.max_query_len * group_of(in) <= 16;
 }
 TileShape shape_of(const LaunchInputs& in) {
+  if (in.decode_shape_only) return TileShape::kDecode;
   if (short_queries(in)) return in.tma_decode ? TileShape::kDecodeSm90 : TileShape::kDecode;
   return in.wgmma_prefill ? TileShape::kPrefillSm90 : TileShape::kPrefill;
 }
@@ -125,7 +126,8 @@ double modeled_split_time(const LaunchInputs& in, int segments) {
   const int group = group_of(in), block_m = block_m_for(shape), block_n = block_n_for(shape, in.head_dim);
   const int64_t tiles_per_seq = (static_cast<int64_t>(in.max_query_len) * group + block_m - 1) / block_m;
   const int64_t ctas = std::max<int64_t>(1, in.num_seqs * tiles_per_seq * in.num_kv_heads);
-  const int resident = short_queries(in) ? in.resident_decode : in.resident_prefill;
+  const bool decode_tile = shape == TileShape::kDecode || shape == TileShape::kDecodeSm90;
+  const int resident = decode_tile ? in.resident_decode : in.resident_prefill;
   const int64_t capacity = static_cast<int64_t>(in.sm_count) * std::max(1, resident);
   const double tiles = std::ceil(static_cast<double>(kv_range(in)) / block_n);  // of the longest range
   const int64_t s = segments;

@@ -30,6 +30,8 @@ struct LaunchInputs {
   // 1-byte K/V codes (fp8, int8) converted in registers: a CTA alone on its SM gains less than a bf16 one
   // (launch_selection.cpp, kLoneTileTime).
   bool converted_kv = false;
+  // The kernel has the 16-row decode tile only (TurboQuant caches): every query length takes it.
+  bool decode_shape_only = false;
 };
 
 struct LaunchChoice {

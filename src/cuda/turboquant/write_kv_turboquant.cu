@@ -17,6 +17,7 @@
 
 #include "cuda/attention/dependent_launch.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/turboquant/tq_tables.h"
 #include "cuda/turboquant/write_kv_turboquant.h"
 #include "cuda/write_kv_rows.cuh"
 #include "pagedattn/error.h"
@@ -26,15 +27,6 @@ namespace pagedattn::cuda {
 namespace {
 
 constexpr int kMaxDim = 256;
-
-/// The preset's tables, passed by value (a few hundred bytes): no device allocation, nothing to free.
-struct TurboQuantTables {
-  float midpoints[15];   // key codebook: 2^bits - 1 midpoints
-  float centroids[16];   // and its 2^bits centroids
-  uint32_t negative[8];  // bit i: coordinate i's sign flip is -1
-  int hadamard_block = 0;
-  float hadamard_norm = 1.0f;  // 1 / sqrt(block), as the host computes it
-};
 
 // fp16 bits as pagedattn/dtype.h's float_to_fp16_bits gives them (the hardware rounds alike; NaN differs).
 __device__ __forceinline__ uint16_t fp16_bits(float f) {
@@ -190,21 +182,25 @@ __global__ void __launch_bounds__(32 * kWriteWarps)
 
 }  // namespace
 
+TurboQuantTables make_turboquant_tables(int head_dim, int key_bits) {
+  TurboQuantTables tab{};
+  if (key_bits == 8) return tab;
+  const tq::Codebook& cb = tq::codebook(head_dim, key_bits);
+  const tq::Rotation& rot = tq::rotation(head_dim);
+  for (size_t i = 0; i < cb.midpoints.size(); ++i) tab.midpoints[i] = cb.midpoints[i];
+  for (size_t i = 0; i < cb.centroids.size(); ++i) tab.centroids[i] = cb.centroids[i];
+  for (int i = 0; i < head_dim; ++i) {
+    if (rot.signs[static_cast<size_t>(i)] < 0) tab.negative[i >> 5] |= 1u << (i & 31);
+  }
+  tab.hadamard_block = rot.block;
+  tab.hadamard_norm = 1.0f / std::sqrt(static_cast<float>(rot.block));  // as quantize.cpp's fwht_blocks
+  return tab;
+}
+
 void write_kv_turboquant(const core::WriteKVProblem& p, cudaStream_t stream) {
   const int d = p.kv.head_dim;
   PA_CHECK(d <= kMaxDim, "TurboQuant head dims are at most ", kMaxDim, ", got ", d);
-  TurboQuantTables tab;
-  if (p.kv.tq_key_bits != 8) {
-    const tq::Codebook& cb = tq::codebook(d, p.kv.tq_key_bits);
-    const tq::Rotation& rot = tq::rotation(d);
-    for (size_t i = 0; i < cb.midpoints.size(); ++i) tab.midpoints[i] = cb.midpoints[i];
-    for (size_t i = 0; i < cb.centroids.size(); ++i) tab.centroids[i] = cb.centroids[i];
-    for (int i = 0; i < d; ++i) {
-      if (rot.signs[static_cast<size_t>(i)] < 0) tab.negative[i >> 5] |= 1u << (i & 31);
-    }
-    tab.hadamard_block = rot.block;
-    tab.hadamard_norm = 1.0f / std::sqrt(static_cast<float>(rot.block));  // as quantize.cpp's fwht_blocks
-  }
+  const TurboQuantTables tab = make_turboquant_tables(d, p.kv.tq_key_bits);
   const int64_t items = p.src.num_tokens * p.kv.num_kv_heads;
   if (items == 0) return;
   const unsigned blocks = static_cast<unsigned>((items + kWriteWarps - 1) / kWriteWarps);

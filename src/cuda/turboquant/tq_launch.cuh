@@ -1,0 +1,79 @@
+// Definitions of the TurboQuant attention launchers; included only by the generated instantiation files.
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <atomic>
+
+#include "cuda/attention/merge_kernel.cuh"
+#include "cuda/cuda_check.h"
+#include "cuda/turboquant/tq_decode_kernel.cuh"
+#include "cuda/turboquant/tq_launch.h"
+
+namespace pagedattn::cuda {
+
+template <typename T, typename Cfg>
+auto* configured_tq_kernel() {
+  static_assert(Cfg::kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
+  auto* kernel = tq_attention_kernel<T, Cfg>;
+  static std::atomic<uint64_t> configured_devices{0};  // the dynamic shared-memory limit is per device
+  int device = 0;
+  PA_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t bit = 1ULL << (device & 63);
+  if (!(configured_devices.load() & bit)) {
+    PA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+    configured_devices.fetch_or(bit);
+  }
+  return kernel;
+}
+
+template <typename T, int kKeyBits, int kValueBits, int kHeadDim>
+int tq_resident_ctas_per_sm(TileShape) {
+  using Cfg = TQDecodeConfig<kHeadDim, kKeyBits, kValueBits>;
+  int ctas = 0;
+  PA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, configured_tq_kernel<T, Cfg>(),
+                                                              Cfg::kThreads, Cfg::kSmemBytes));
+  return ctas;
+}
+
+template <typename T, int kKeyBits, int kValueBits, int kHeadDim>
+void launch_tq_attention(const LaunchChoice& choice, const UnifiedParams& params, const TQLaunchArgs& args,
+                         cudaStream_t stream) {
+  using Cfg = TQDecodeConfig<kHeadDim, kKeyBits, kValueBits>;
+  PA_CHECK(choice.shape == TileShape::kDecode && choice.block_m == Cfg::kBlockM &&
+               choice.block_n == Cfg::kBlockN && choice.persistent_ctas == 0,
+           "internal: the TurboQuant attention kernel has the 16 x 64 decode tile, launched as a grid");
+  const int64_t rows = params.batch.num_tokens * params.attn.num_q_heads;
+  if (rows == 0) return;
+  tq_rotate_queries_kernel<T, kHeadDim><<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(
+      params.attn, rows, args.tab, kKeyBits == 8 ? 0 : 1, args.q_rot, args.q_row_scale);
+  PA_CUDA_CHECK_LAUNCH("tq_rotate_queries_kernel");
+
+  TQAttentionParams p;
+  p.u = params;
+  p.q_rot = args.q_rot;
+  p.q_row_scale = args.q_row_scale;
+  p.tab = args.tab;
+  auto* kernel = configured_tq_kernel<T, Cfg>();
+  const dim3 grid(static_cast<unsigned>(choice.grid_tiles), static_cast<unsigned>(params.kv.num_kv_heads),
+                  static_cast<unsigned>(params.num_segments));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  PA_CUDA_CHECK_LAUNCH("tq_attention_kernel");
+
+  if (params.num_segments > 1) {
+    const unsigned blocks = static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps);
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(blocks);
+    config.blockDim = dim3(32 * kMergeWarps);
+    config.stream = stream;
+    cudaLaunchAttribute early;
+    early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    early.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &early;
+    config.numAttrs = choice.early_merge_launch ? 1 : 0;
+    PA_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_segments_kernel<T, kHeadDim>, params));
+    PA_CUDA_CHECK_LAUNCH("merge_segments_kernel");
+  }
+}
+
+}  // namespace pagedattn::cuda

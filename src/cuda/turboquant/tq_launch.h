@@ -1,0 +1,30 @@
+// Launchers of attention over TurboQuant pages, one instantiation per (query dtype, preset, head dim):
+// generated from tq_attention_instance.cu.in by src/cuda/CMakeLists.txt.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/attention/launch_selection.h"
+#include "cuda/attention/unified_params.h"
+#include "cuda/turboquant/tq_tables.h"
+
+namespace pagedattn::cuda {
+
+/// What the launch needs beyond the family's parameters: the workspace's rotated-query region.
+struct TQLaunchArgs {
+  __half* q_rot = nullptr;
+  float* q_row_scale = nullptr;
+  TurboQuantTables tab;
+};
+
+/// Rotates the queries, launches the attention kernel (decode tile shape) and, when choice.num_segments > 1,
+/// the merge kernel, on stream.
+template <typename T, int kKeyBits, int kValueBits, int kHeadDim>
+void launch_tq_attention(const LaunchChoice& choice, const UnifiedParams& params, const TQLaunchArgs& args,
+                         cudaStream_t stream);
+
+/// CTAs of the attention kernel resident per SM (the occupancy API).
+template <typename T, int kKeyBits, int kValueBits, int kHeadDim>
+int tq_resident_ctas_per_sm(TileShape shape);
+
+}  // namespace pagedattn::cuda
