@@ -104,15 +104,7 @@ LaunchChoice choose(CudaContext& ctx, const Instance& inst, const core::Attentio
   in.sm_count = ctx.sm_count();
   in.early_merge_launch = ctx.major() >= 9;
   in.early_start = ctx.early_start();
-  in.num_seqs = p.batch.num_seqs;
-  in.num_tokens = p.batch.num_tokens;
-  in.num_q_heads = p.attn.num_q_heads;
-  in.num_kv_heads = p.kv.num_kv_heads;
-  in.head_dim = p.kv.head_dim;
-  in.max_query_len = p.max_query_len;
-  in.max_seq_len = p.max_seq_len;
-  in.window_left = p.attn.window_left;
-  in.force_segments = p.force_segments;
+  fill_batch_inputs(p, in);
   in.converted_kv = quantized;
   LaunchChoice choice = choose_launch(in);
   if (choice.shape == TileShape::kDecodeSm90) {
@@ -195,6 +187,18 @@ void fill_unified_params(const LaunchChoice& choice, const core::AttentionProble
     params.partial_ml = params.partial_o + static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads *
                                                choice.num_segments * p.kv.head_dim;
   }
+}
+
+void fill_batch_inputs(const core::AttentionProblem& p, LaunchInputs& in) {
+  in.num_seqs = p.batch.num_seqs;
+  in.num_tokens = p.batch.num_tokens;
+  in.num_q_heads = p.attn.num_q_heads;
+  in.num_kv_heads = p.kv.num_kv_heads;
+  in.head_dim = p.kv.head_dim;
+  in.max_query_len = p.max_query_len;
+  in.max_seq_len = p.max_seq_len;
+  in.window_left = p.attn.window_left;
+  in.force_segments = p.force_segments;
 }
 
 void plan_attention(CudaContext& ctx, const core::AttentionProblem& p, core::PlanState& plan) {

@@ -17,6 +17,10 @@ namespace pagedattn::cuda {
 void check_vector_access(const void* ptr, std::initializer_list<int64_t> strides, int vector,
                          const char* name, int bytes = 0);
 
+/// The batch shape and hints of a problem as the launch selection reads them (sizes, lengths, window, forced
+/// split); the device's and kernel's facts are the caller's.
+void fill_batch_inputs(const core::AttentionProblem& p, LaunchInputs& in);
+
 /// The family's kernel parameters for a planned launch: the problem's tensors, the choice's split and grid,
 /// and the work counter and split-KV partials at the start of `scratch` (the workspace).
 void fill_unified_params(const LaunchChoice& choice, const core::AttentionProblem& p, unsigned char* scratch,

@@ -10,6 +10,7 @@
 #include "cuda/attention/unified_kernel.cuh"
 #include "cuda/attention/unified_launch.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernel_setup.h"
 
 namespace pagedattn::cuda {
 
@@ -61,15 +62,8 @@ template <typename T, typename Cfg>
 auto* configured_kernel() {
   static_assert(Cfg::kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
   auto* kernel = KernelOf<T, Cfg>::kernel;
-  // Raising the dynamic shared-memory limit is per device; do it once for each.
   static std::atomic<uint64_t> configured_devices{0};
-  int device = 0;
-  PA_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t bit = 1ULL << (device & 63);
-  if (!(configured_devices.load() & bit)) {
-    PA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
-    configured_devices.fetch_or(bit);
-  }
+  raise_smem_limit_once(kernel, Cfg::kSmemBytes, configured_devices);
   return kernel;
 }
 

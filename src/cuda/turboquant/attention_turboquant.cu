@@ -87,15 +87,7 @@ void plan_turboquant_attention(CudaContext& ctx, const core::AttentionProblem& p
                                     launch->inst.resident);
   in.sm_count = ctx.sm_count();
   in.early_merge_launch = ctx.major() >= 9;
-  in.num_seqs = p.batch.num_seqs;
-  in.num_tokens = p.batch.num_tokens;
-  in.num_q_heads = p.attn.num_q_heads;
-  in.num_kv_heads = p.kv.num_kv_heads;
-  in.head_dim = p.kv.head_dim;
-  in.max_query_len = p.max_query_len;
-  in.max_seq_len = p.max_seq_len;
-  in.window_left = p.attn.window_left;
-  in.force_segments = p.force_segments;
+  fill_batch_inputs(p, in);
   in.converted_kv = true;
   launch->choice = choose_launch(in);
   const LaunchChoice& c = launch->choice;

@@ -7,6 +7,7 @@
 
 #include "cuda/attention/merge_kernel.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/kernel_setup.h"
 #include "cuda/turboquant/tq_decode_kernel.cuh"
 #include "cuda/turboquant/tq_launch.h"
 
@@ -16,14 +17,8 @@ template <typename T, typename Cfg>
 auto* configured_tq_kernel() {
   static_assert(Cfg::kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
   auto* kernel = tq_attention_kernel<T, Cfg>;
-  static std::atomic<uint64_t> configured_devices{0};  // the dynamic shared-memory limit is per device
-  int device = 0;
-  PA_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t bit = 1ULL << (device & 63);
-  if (!(configured_devices.load() & bit)) {
-    PA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
-    configured_devices.fetch_or(bit);
-  }
+  static std::atomic<uint64_t> configured_devices{0};
+  raise_smem_limit_once(kernel, Cfg::kSmemBytes, configured_devices);
   return kernel;
 }
 
