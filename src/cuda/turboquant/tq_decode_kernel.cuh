@@ -76,6 +76,7 @@ struct TQDecodeConfig {
   // Q fragments and O accumulators grow with the head dim: 3 CTAs per SM fit 168 registers per thread at
   // head dim <= 128, 2 CTAs 255 at 256.
   static constexpr int kMinBlocksPerSm = kHeadDim <= 128 ? 3 : 2;
+  static constexpr bool kPrefetch = kHeadDim <= 128;  // a second register buffer for the next tile's codes
 };
 
 /// The launch parameters: the family's (cache, batch, attention, split) plus the rotated queries and tables.
@@ -134,7 +135,7 @@ template <typename Cfg>
 struct TQTileRegs {
   uint32_t k[2][Cfg::kKeyWords];    // key codes of keys g and 8 + g of the warp's 16, dims [t D/4, (t+1) D/4)
   uint32_t v[4][Cfg::kValueWords];  // value codes of keys 2t, 2t+1, 8+2t, 9+2t, dims [g D/8, (g+1) D/8)
-  uint32_t kn[4];                   // n' (fp16 bits) of keys 2t, 2t+1, 8+2t, 9+2t (fp8 keys: unused)
+  uint32_t kn[2];                   // n' (fp16 pairs) of keys (2t, 2t+1), (8+2t, 9+2t) (fp8 keys: unused)
   uint32_t vm[4];                   // value scale (low half) and minimum (high half) of the same keys
 };
 
@@ -164,6 +165,7 @@ __device__ __forceinline__ void load_tq_tile(const kernels::PagedKVArgs& kv, con
       for (int i = 0; i < Cfg::kKeyWords; ++i) r.k[nb][i] = 0;
     }
   }
+  r.kn[0] = r.kn[1] = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     int64_t block = 0;
@@ -172,12 +174,14 @@ __device__ __forceinline__ void load_tq_tile(const kernels::PagedKVArgs& kv, con
       const auto* row = static_cast<const unsigned char*>(kv.v.data) + kv.v.offset(block, slot, kv_head);
       load_code_bytes<Cfg::kValueLaneBytes, Cfg::kValueLaneAlign>(row + g * Cfg::kValueLaneBytes, r.v[j]);
       r.vm[j] = __ldg(reinterpret_cast<const unsigned int*>(kv.v_meta.at<uint16_t>(block, slot, kv_head)));
-      r.kn[j] = Cfg::kKeyBits == 8 ? 0u : __ldg(kv.k_meta.at<unsigned short>(block, slot, kv_head));
+      if constexpr (Cfg::kKeyBits != 8) {
+        r.kn[j >> 1] |= static_cast<uint32_t>(__ldg(kv.k_meta.at<unsigned short>(block, slot, kv_head)))
+                        << (16 * (j & 1));
+      }
     } else {
 #pragma unroll
       for (int i = 0; i < Cfg::kValueWords; ++i) r.v[j][i] = 0;
       r.vm[j] = 0;
-      r.kn[j] = 0;
     }
   }
 }
@@ -195,11 +199,9 @@ __device__ __forceinline__ void tq_scores(const TQTileRegs<Cfg>& r,
                                           const uint32_t (&q_frag)[Cfg::kHeadDim / 16][4],
                                           const uint32_t* lut, float (&s)[2][4]) {
   constexpr int D = Cfg::kHeadDim;
-  float acc[2][2][4];
+  // One accumulator per n8 block: the two blocks' MMAs interleave, so each chain waits on every other MMA.
 #pragma unroll
-  for (int nb = 0; nb < 2; ++nb)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) acc[nb][h][0] = acc[nb][h][1] = acc[nb][h][2] = acc[nb][h][3] = 0.0f;
+  for (int nb = 0; nb < 2; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
 #pragma unroll
   for (int ks = 0; ks < D / 16; ++ks) {
 #pragma unroll
@@ -221,13 +223,9 @@ __device__ __forceinline__ void tq_scores(const TQTileRegs<Cfg>& r,
         b0 = lut[code_field<6, Cfg::kKeyWords>(r.k[nb], 12 * ks) << 5];
         b1 = lut[code_field<6, Cfg::kKeyWords>(r.k[nb], 12 * ks + 6) << 5];
       }
-      Mma<__half>::run(acc[nb][ks & 1], q_frag[ks], b0, b1);
+      Mma<__half>::run(s[nb], q_frag[ks], b0, b1);
     }
   }
-#pragma unroll
-  for (int nb = 0; nb < 2; ++nb)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[nb][e] = acc[nb][0][e] + acc[nb][1][e];
 }
 
 /// Four 4-bit codes of two keys (16-bit lanes of y: key a low, key b high; code i at bits 4i) -> the fp16
@@ -373,25 +371,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   float v_min_sum[2] = {0.0f, 0.0f};  // sum_n p_n m_n of rows g, g + 8 (the lane's keys)
   TQTileRegs<Cfg> cur, next = {};
   auto key0_of = [&](int tile) { return t.kv_begin + tile * BN + wn * Cfg::kWarpKeys; };
-  load_tq_tile<Cfg>(u.kv, table, kv_head, key0_of(t.tile_lo), t.first_key, t.seq_len, lane, cur);
-  for (int tile = t.tile_lo; tile < t.tile_hi; ++tile) {
-    // The next tile's codes are requested before this one is computed: their latency hides behind it.
-    if (tile + 1 < t.tile_hi)
-      load_tq_tile<Cfg>(u.kv, table, kv_head, key0_of(tile + 1), t.first_key, t.seq_len, lane, next);
+  auto load = [&](int tile, TQTileRegs<Cfg>& regs) {
+    load_tq_tile<Cfg>(u.kv, table, kv_head, key0_of(tile), t.first_key, t.seq_len, lane, regs);
+  };
+  auto attend = [&](int tile, const TQTileRegs<Cfg>& regs) {
     const int key0 = key0_of(tile);
     if (key0 < t.seq_len && key0 + Cfg::kWarpKeys > t.first_key) {
       float s[2][4];
-      tq_scores<Cfg>(cur, q_frag, my_lut, s);
+      tq_scores<Cfg>(regs, q_frag, my_lut, s);
 #pragma unroll
       for (int nb = 0; nb < 2; ++nb) {
+        const float2 kn =
+            Cfg::kKeyBits == 8 ? make_float2(1.0f, 1.0f) : __half22float2(bits_half2(regs.kn[nb]));
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = 2 * nb + (e & 1);
-          const float kn = Cfg::kKeyBits == 8
-                               ? 1.0f
-                               : __half2float(__ushort_as_half(static_cast<unsigned short>(cur.kn[j])));
-          s[nb][e] *= kn * row_scale[e >> 1];
-        }
+        for (int e = 0; e < 4; ++e) s[nb][e] *= (e & 1 ? kn.y : kn.x) * row_scale[e >> 1];
       }
       const float old_max[2] = {st.row_max[0], st.row_max[1]};
       scores_to_probabilities<D, 2>(a, s, key0, keys_unmasked(a, t, key0, Cfg::kWarpKeys), row_qpos,
@@ -404,7 +397,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       for (int nb = 0; nb < 2; ++nb) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float2 sm = __half22float2(bits_half2(cur.vm[2 * nb + (e & 1)]));  // (scale, minimum)
+          const float2 sm = __half22float2(bits_half2(regs.vm[2 * nb + (e & 1)]));  // (scale, minimum)
           v_min_sum[e >> 1] += s[nb][e] * sm.y;
           s[nb][e] *= sm.x;
         }
@@ -414,9 +407,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       pf[1] = Mma<__half>::pack(s[0][2], s[0][3]);
       pf[2] = Mma<__half>::pack(s[1][0], s[1][1]);
       pf[3] = Mma<__half>::pack(s[1][2], s[1][3]);
-      tq_pv<Cfg>(cur, pf, st);
+      tq_pv<Cfg>(regs, pf, st);
     }
-    cur = next;
+  };
+  // The next tile's codes are requested before this one is computed: their latency hides behind it.
+  // (Two buffers used in turn without the copy, the loop unrolled by two, spilled more at head dim 128.)
+  // At head dim 256, Q and O alone take 192 registers: no second buffer (it spilled 440 bytes); the warps of
+  // the other CTA on the SM hide the loads instead.
+  if constexpr (Cfg::kPrefetch) {
+    load(t.tile_lo, cur);
+    for (int tile = t.tile_lo; tile < t.tile_hi; ++tile) {
+      if (tile + 1 < t.tile_hi) load(tile + 1, next);
+      attend(tile, cur);
+      cur = next;
+    }
+  } else {
+    for (int tile = t.tile_lo; tile < t.tile_hi; ++tile) {
+      load(tile, cur);
+      attend(tile, cur);
+    }
   }
 
   // The minima's share, summed over the quad's keys, joins every column of its row.
