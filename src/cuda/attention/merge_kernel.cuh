@@ -8,6 +8,7 @@
 #include "cuda/attention/dependent_launch.cuh"
 #include "cuda/attention/mma_sm80.cuh"
 #include "cuda/attention/unified_params.h"
+#include "cuda/kernel_setup.h"
 
 namespace pagedattn::cuda {
 
@@ -109,6 +110,17 @@ __global__ void __launch_bounds__(32 * kMergeWarps)
   if (a.lse != nullptr && lane == 0) {
     a.lse[token * a.lse_stride_token + head * a.lse_stride_head] = (top + log2f(l)) / kLog2e;
   }
+}
+
+/// Launches the merge of a split launch's partials (params.num_segments > 1), one warp per (token, query
+/// head); `early`: while the attention kernel still runs (it waits for the partials on the device).
+template <typename T, int kHeadDim>
+void launch_merge_segments(const UnifiedParams& params, bool early, cudaStream_t stream) {
+  const int64_t rows = params.batch.num_tokens * params.attn.num_q_heads;
+  const unsigned blocks = static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps);
+  if (blocks == 0) return;
+  launch_kernel(merge_segments_kernel<T, kHeadDim>, "merge_segments_kernel", dim3(blocks),
+                dim3(32 * kMergeWarps), 0, stream, early, params);
 }
 
 }  // namespace pagedattn::cuda

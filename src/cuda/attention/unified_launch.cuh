@@ -95,24 +95,6 @@ int resident_ctas_per_sm(TileShape shape) {
   return 0;
 }
 
-/// Launches kernel(params); `early`: with programmatic stream serialization, so that its CTAs may start
-/// while the previous kernel in the stream drains (the kernel waits for its results: dependent_launch.cuh).
-inline void launch_kernel(void (*kernel)(UnifiedParams), const char* name, dim3 grid, dim3 block,
-                          size_t smem_bytes, cudaStream_t stream, bool early, const UnifiedParams& params) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem_bytes;
-  config.stream = stream;
-  cudaLaunchAttribute early_start;
-  early_start.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  early_start.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &early_start;
-  config.numAttrs = early ? 1 : 0;
-  PA_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
-  PA_CUDA_CHECK_LAUNCH(name);
-}
-
 template <typename T, typename Cfg>
 void launch_shape(const LaunchChoice& choice, const UnifiedParams& params, cudaStream_t stream) {
   PA_CHECK(choice.block_m == Cfg::kBlockM && choice.block_n == Cfg::kBlockN,
@@ -155,14 +137,7 @@ void launch_attention(const LaunchChoice& choice, const UnifiedParams& params, c
       }
       break;
   }
-  if (params.num_segments > 1) {
-    const int64_t rows = params.batch.num_tokens * params.attn.num_q_heads;
-    const unsigned blocks = static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps);
-    if (blocks > 0) {
-      launch_kernel(merge_segments_kernel<T, kHeadDim>, "merge_segments_kernel", dim3(blocks),
-                    dim3(32 * kMergeWarps), 0, stream, choice.early_merge_launch, params);
-    }
-  }
+  if (params.num_segments > 1) launch_merge_segments<T, kHeadDim>(params, choice.early_merge_launch, stream);
 }
 
 }  // namespace pagedattn::cuda

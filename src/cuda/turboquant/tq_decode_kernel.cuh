@@ -42,6 +42,7 @@
 #include "cuda/attention/query_tile.cuh"
 #include "cuda/attention/unified_params.h"
 #include "cuda/attention/warp_tile_math.cuh"
+#include "cuda/turboquant/hadamard_warp.cuh"
 #include "cuda/turboquant/tq_tables.h"
 
 namespace pagedattn::cuda {
@@ -467,17 +468,10 @@ __global__ void __launch_bounds__(128)
     y[j] = rotate && (tab.negative[j >> 5] >> (j & 31) & 1u) ? -x : x;
   }
   if (rotate) {
-    for (int len = 1; len < tab.hadamard_block; len <<= 1) {
-      __syncwarp();
-      for (int pr = lane; pr < kHeadDim / 2; pr += 32) {
-        const int i = (pr / len) * 2 * len + pr % len;
-        const float x0 = y[i], x1 = y[i + len];
-        y[i] = x0 + x1;
-        y[i + len] = x0 - x1;
-      }
-    }
+    hadamard_butterflies_warp(y, kHeadDim, tab.hadamard_block, lane);
+  } else {
+    __syncwarp();
   }
-  __syncwarp();
   const float norm = rotate ? tab.hadamard_norm : 1.0f;
   float peak = 0.0f;
   for (int j = lane; j < kHeadDim; j += 32) peak = fmaxf(peak, fabsf(y[j] * norm));

@@ -55,20 +55,7 @@ void launch_tq_attention(const LaunchChoice& choice, const UnifiedParams& params
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
   PA_CUDA_CHECK_LAUNCH("tq_attention_kernel");
 
-  if (params.num_segments > 1) {
-    const unsigned blocks = static_cast<unsigned>((rows + kMergeWarps - 1) / kMergeWarps);
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(blocks);
-    config.blockDim = dim3(32 * kMergeWarps);
-    config.stream = stream;
-    cudaLaunchAttribute early;
-    early.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    early.val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = &early;
-    config.numAttrs = choice.early_merge_launch ? 1 : 0;
-    PA_CUDA_CHECK(cudaLaunchKernelEx(&config, merge_segments_kernel<T, kHeadDim>, params));
-    PA_CUDA_CHECK_LAUNCH("merge_segments_kernel");
-  }
+  if (params.num_segments > 1) launch_merge_segments<T, kHeadDim>(params, choice.early_merge_launch, stream);
 }
 
 }  // namespace pagedattn::cuda

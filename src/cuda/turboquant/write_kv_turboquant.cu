@@ -17,6 +17,7 @@
 
 #include "cuda/attention/dependent_launch.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/turboquant/hadamard_warp.cuh"
 #include "cuda/turboquant/tq_tables.h"
 #include "cuda/turboquant/write_kv_turboquant.h"
 #include "cuda/write_kv_rows.cuh"
@@ -85,17 +86,7 @@ __device__ void quantize_key(const kernels::PagedKVArgs& kv, const kernels::Writ
     const float x = __fmul_rn(y[j], inv);
     y[j] = (tab.negative[j >> 5] >> (j & 31) & 1u) ? -x : x;
   }
-  // Walsh-Hadamard butterflies over blocks of tab.hadamard_block, pair (a, b) -> (a + b, a - b).
-  for (int len = 1; len < tab.hadamard_block; len <<= 1) {
-    __syncwarp();
-    for (int p = lane; p < d / 2; p += 32) {
-      const int i = (p / len) * 2 * len + p % len;
-      const float a = y[i], b = y[i + len];
-      y[i] = __fadd_rn(a, b);
-      y[i + len] = __fsub_rn(a, b);
-    }
-  }
-  __syncwarp();
+  hadamard_butterflies_warp(y, d, tab.hadamard_block, lane);
   const int levels = 1 << bits;
   double cn = 0.0;
   for (int j = lane; j < d; j += 32) {
