@@ -1,15 +1,16 @@
 // The Walsh-Hadamard butterflies of the TurboQuant rotation on the GPU, by one warp over a vector in shared
-// memory: the write kernel (keys, bit-identical to the CPU writer) and the query rotation of attention use it.
+// memory: the write kernel (keys, bit-identical to the CPU writer) and the query rotation of attention use
+// it.
 #pragma once
 
 #include <cuda_runtime.h>
 
 namespace pagedattn::cuda {
 
-/// y[0 .. d) <- blockwise unnormalized Walsh-Hadamard transform over blocks of `block` coordinates: per stage,
-/// pair (a, b) -> (a + b, a - b) with IEEE adds (no fused or reordered arithmetic, as the CPU's fwht_blocks;
-/// each pair is combined once per stage, so the order of pairs does not matter). Called by all 32 lanes; the
-/// result is visible to the whole warp on return.
+/// y[0 .. d) <- blockwise unnormalized Walsh-Hadamard transform over blocks of `block` coordinates: per
+/// stage, pair (a, b) -> (a + b, a - b) with IEEE adds (no fused or reordered arithmetic, as the CPU's
+/// fwht_blocks; each pair is combined once per stage, so the order of pairs does not matter). Called by all
+/// 32 lanes; the result is visible to the whole warp on return.
 __device__ __forceinline__ void hadamard_butterflies_warp(float* y, int d, int block, int lane) {
   for (int len = 1; len < block; len <<= 1) {
     __syncwarp();
