@@ -184,6 +184,10 @@ std::vector<float> CpuModel::forward(std::span<const int32_t> tokens, HostBatch&
   const TensorView kview = TensorView::contiguous(k.data(), DType::kFloat32, {n, hkv, d});
   const TensorView vview = TensorView::contiguous(v.data(), DType::kFloat32, {n, hkv, d});
   AttentionParams params;
+  if (cache.turboquant()) {  // the new tokens attend to their raw K/V, earlier ones to the codes
+    params.new_key = kview;
+    params.new_value = vview;
+  }
   const AttentionPlan plan = plan_attention(qv, cache.layer(0), desc, params);  // once per step
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeightsF32& L = w_.layers[static_cast<size_t>(l)];

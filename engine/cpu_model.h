@@ -34,6 +34,9 @@ class HostKVCache {
   int32_t block_size() const { return block_size_; }
   /// Bytes of one token of one layer, every plane (K and V).
   int64_t bytes_per_token_layer() const;
+  /// A TurboQuant cache: attention reads the step's own tokens raw (AttentionParams::new_key), the spec's
+  /// prefill semantics.
+  bool turboquant() const { return tq_.has_value(); }
 
  private:
   struct Plane {

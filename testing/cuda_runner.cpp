@@ -59,8 +59,8 @@ TensorView on_device(TensorView t, const DeviceBuffer& buf) {
 
 // Device copies of every input and output of one problem, and the views the op takes.
 struct DeviceProblem {
-  DeviceBuffer k, v, k_scale, v_scale, k_meta, v_meta, q, out, alibi, sinks, lse, tables, lens, qsl,
-      workspace;
+  DeviceBuffer k, v, k_scale, v_scale, k_meta, v_meta, q, out, alibi, sinks, lse, tables, lens, qsl, new_k,
+      new_v, workspace;
   TensorView query, output;
   PagedKVCache cache;
   BatchDesc batch;
@@ -81,7 +81,9 @@ struct DeviceProblem {
         lse(upload(p.lse)),
         tables(upload(p.block_tables)),
         lens(upload(p.seq_lens)),
-        qsl(upload(p.query_start_loc)) {
+        qsl(upload(p.query_start_loc)),
+        new_k(upload(p.new_k)),
+        new_v(upload(p.new_v)) {
     query = on_device(p.query(), q);
     output = on_device(p.output(), out);
     cache = p.cache();
@@ -100,6 +102,8 @@ struct DeviceProblem {
     if (params.alibi_slopes.data) params.alibi_slopes = on_device(params.alibi_slopes, alibi);
     if (params.sinks.data) params.sinks = on_device(params.sinks, sinks);
     if (params.lse.data) params.lse = on_device(params.lse, lse);
+    if (params.new_key.data) params.new_key = on_device(params.new_key, new_k);
+    if (params.new_value.data) params.new_value = on_device(params.new_value, new_v);
     workspace = DeviceBuffer(attention_workspace_size(query, cache, batch, params));
   }
 

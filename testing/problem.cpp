@@ -43,6 +43,7 @@ std::string ProblemSpec::describe() const {
   if (alibi) os << " alibi";
   if (sinks) os << " sinks";
   if (lse) os << " lse";
+  if (new_kv) os << " new-kv";
   os << " seqs=" << seq_lens.size() << " [";
   for (size_t i = 0; i < seq_lens.size(); ++i) os << (i ? " " : "") << query_lens[i] << "/" << seq_lens[i];
   os << "] seed=" << seed;
@@ -219,6 +220,12 @@ HostProblem make_problem(const ProblemSpec& spec_in) {
   p.q.resize(
       static_cast<size_t>(std::max<int64_t>(p.num_tokens * p.q_stride_token, 1) * dtype_size(s.dtype)));
   fill_random(p.q, s.dtype, rng);
+  if (s.new_kv) {  // independent of the pool's copy of those positions, so a read of the wrong one shows
+    for (auto* t : {&p.new_k, &p.new_v}) {
+      t->resize(static_cast<size_t>(std::max<int64_t>(p.num_tokens * hkv * d, 1) * dtype_size(s.dtype)));
+      fill_random(*t, s.dtype, rng);
+    }
+  }
   p.out.resize(
       static_cast<size_t>(std::max<int64_t>(p.num_tokens * p.o_stride_token, 1) * dtype_size(s.dtype)));
 
@@ -287,6 +294,12 @@ AttentionParams HostProblem::params() {
   if (spec.alibi) a.alibi_slopes = TensorView::contiguous(alibi.data(), DType::kFloat32, {spec.num_q_heads});
   if (spec.sinks) a.sinks = TensorView::contiguous(sinks.data(), DType::kFloat32, {spec.num_q_heads});
   if (spec.lse) a.lse = TensorView::contiguous(lse.data(), DType::kFloat32, {num_tokens, spec.num_q_heads});
+  if (spec.new_kv) {
+    a.new_key =
+        TensorView::contiguous(new_k.data(), spec.dtype, {num_tokens, spec.num_kv_heads, spec.head_dim});
+    a.new_value =
+        TensorView::contiguous(new_v.data(), spec.dtype, {num_tokens, spec.num_kv_heads, spec.head_dim});
+  }
   return a;
 }
 
@@ -363,7 +376,15 @@ DenseResult dense_reference(const HostProblem& p) {
     const int64_t q0 = p.query_start_loc[seq], qlen = p.query_start_loc[seq + 1] - q0;
     // Dense K and V of the sequence: [len, hkv, d].
     std::vector<double> k(static_cast<size_t>(len * hkv * d)), v(k.size());
-    for (int64_t pos = 0; pos < len; ++pos) {
+    const int64_t cached_end = s.new_kv ? len - qlen : len;  // new_kv: the query positions read raw K/V
+    for (int64_t pos = cached_end; pos < len; ++pos) {
+      for (int64_t i = 0; i < hkv * d; ++i) {
+        const int64_t src = (q0 + pos - cached_end) * hkv * d + i;
+        k[pos * hkv * d + i] = ref_decode(p.new_k.data(), s.dtype, src);
+        v[pos * hkv * d + i] = ref_decode(p.new_v.data(), s.dtype, src);
+      }
+    }
+    for (int64_t pos = 0; pos < cached_end; ++pos) {
       const int64_t block = p.block_tables[seq * p.max_blocks_per_seq + pos / bs];
       for (int64_t h = 0; h < hkv; ++h) {
         if (s.tq) {

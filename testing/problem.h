@@ -37,6 +37,7 @@ struct ProblemSpec {
   bool lse = false;
   int extra_blocks = 3;    // pool blocks nobody uses: catches reads through wrong block ids
   int force_segments = 0;  // GPU: forwarded to AttentionParams::force_segments
+  bool new_kv = false;     // pass the query rows' own raw K/V (AttentionParams::new_key/new_value)
   uint64_t seed = 0;
 
   std::string describe() const;
@@ -53,6 +54,7 @@ struct HostProblem {
   int64_t max_blocks_per_seq = 0;
   int64_t num_tokens = 0;
   std::vector<uint8_t> k_pool, v_pool, q, out;
+  std::vector<uint8_t> new_k, new_v;  // spec.new_kv: [num_tokens, num_kv_heads, head_dim] of spec.dtype
   std::vector<float> alibi, sinks, lse;
   std::vector<float> k_scale, v_scale;  // fp8: [1] or [num_kv_heads]
   std::vector<float> k_meta,

@@ -21,6 +21,16 @@ struct AttentionParams {
   TensorView sinks;         ///< optional [num_q_heads] fp32: a logit that joins the softmax denominator only
   TensorView lse;           ///< optional output [num_tokens, num_q_heads] fp32: natural log of the softmax
                             ///< denominator, sink included
+  /// Optional, both or neither: the step's new keys and values [num_tokens, num_kv_heads, head_dim] in the
+  /// query dtype (row r belongs to query row r: what write_kv was given this step). When present, each
+  /// sequence's query positions (its last query_len positions) read their K/V from here, unquantized, and
+  /// only the earlier positions come from the cache. This is the prefill semantics of quantized caches
+  /// (shared/TURBOQUANT.md): a fresh prompt attends to its raw K/V; a continuation chunk to its quantized
+  /// prefix and its own raw tokens; a decode token to the cache and itself raw. Every query length follows
+  /// the same rule, so a sequence gives the same result alone or in any batch. For a bf16/fp16 cache holding
+  /// what write_kv wrote, results are unchanged. CUDA: not implemented yet (a clear error at plan time).
+  TensorView new_key;
+  TensorView new_value;
   /// GPU only: copy the batch description to the host and check its contents (block ids inside the pool,
   /// seq_len covered by the block table, query_start_loc monotone, query_len <= seq_len) before the launch.
   /// This synchronizes the stream; it is skipped while the stream is capturing a CUDA graph. The CPU always

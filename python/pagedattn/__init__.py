@@ -71,14 +71,16 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
               window_left: int = 0, softcap: float = 0.0, alibi_slopes=None, sinks=None, return_lse: bool = False,
               lse=None, workspace=None, max_query_len: int = -1, max_seq_len: int = -1, validate: bool = True,
               force_segments: int = 0, stream: int | None = None, k_scale=None, v_scale=None, k_meta=None,
-              v_meta=None, kv_format: str | None = None):
+              v_meta=None, kv_format: str | None = None, new_key=None, new_value=None):
     """Causal attention of query [num_tokens, num_q_heads, head_dim] over the paged cache.
 
     k_cache/v_cache: [num_blocks, block_size, num_kv_heads, head_dim] (any strides, head_dim contiguous), of the
     query's dtype or a quantized format read directly (float8_e4m3fn / float8_e5m2 with optional k_scale /
     v_scale; int8 with its k_meta / v_meta planes: see write_kv).
     block_tables [num_seqs, max_blocks] int32, seq_lens [num_seqs] int32 (cached tokens, new ones included),
-    query_start_loc [num_seqs + 1] int32. Returns out (and lse [num_tokens, num_q_heads] float32 when asked).
+    query_start_loc [num_seqs + 1] int32. new_key / new_value (optional, both or neither): the step's raw K/V
+    [num_tokens, num_kv_heads, head_dim], read for each sequence's query positions instead of the cache (the
+    prefill semantics of quantized caches; CPU only for now). Returns out (and lse [num_tokens, num_q_heads] float32 when asked).
     When workspace is None, one of attention_workspace_size() bytes is allocated in query's framework.
     A convenience over Plan (plan, validate, run): a model that runs many layers over one batch makes a Plan
     once per step and calls Plan.run per layer.
@@ -87,9 +89,9 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
                          format=kv_format)
     plan = Plan(query, cache, block_tables, seq_lens, query_start_loc, max_query_len=max_query_len,
                 max_seq_len=max_seq_len, window_left=window_left, force_segments=force_segments, validate=validate,
-                workspace=workspace, stream=stream)
+                workspace=workspace, stream=stream, new_key=new_key, new_value=new_value)
     return plan.run(query, cache, out, scale=scale, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks,
-                    return_lse=return_lse, lse=lse, stream=stream)
+                    return_lse=return_lse, lse=lse, stream=stream, new_key=new_key, new_value=new_value)
 
 
 if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:

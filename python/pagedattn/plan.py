@@ -124,22 +124,27 @@ class Plan:
     batch's host hints (they steer the launch; -1 = unknown: the widest case). window_left fixes the sliding
     window. validate checks the batch's contents now (on the GPU: a copy and a synchronization, skipped while
     a CUDA graph is captured). The workspace is allocated once in query's framework unless one is given.
+    new_key / new_value (optional, both or neither, shaped like every run's): runs will pass the step's raw K/V
+    [num_tokens, num_kv_heads, head_dim] (see Plan.run).
     """
 
     def __init__(self, query, cache: PagedKVCache, block_tables, seq_lens, query_start_loc, *,
                  max_query_len: int = -1, max_seq_len: int = -1, window_left: int = 0, force_segments: int = 0,
-                 validate: bool = True, workspace=None, stream: int | None = None):
+                 validate: bool = True, workspace=None, stream: int | None = None, new_key=None, new_value=None):
         if not isinstance(cache, PagedKVCache):
             raise Error(f"cache must be a pagedattn.PagedKVCache, got {type(cache).__name__}")
         for x, name in ((query, "query"), (block_tables, "block_tables"), (seq_lens, "seq_lens"),
                         (query_start_loc, "query_start_loc")):
             _tensor(x, name)
         _tensor(workspace, "workspace", writable=True, optional=True)
+        _tensor(new_key, "new_key", optional=True)
+        _tensor(new_value, "new_value", optional=True)
         self.block_tables, self.seq_lens, self.query_start_loc = block_tables, seq_lens, query_start_loc
         self.max_query_len, self.max_seq_len = max_query_len, max_seq_len
         self.window_left, self.force_segments = window_left, force_segments
         self._plan = _C.plan_attention(query, cache.k, cache.v, block_tables, seq_lens, query_start_loc,
-                                       max_query_len, max_seq_len, window_left, force_segments, **cache._planes())
+                                       max_query_len, max_seq_len, window_left, force_segments, **cache._planes(),
+                                       new_key=new_key, new_value=new_value)
         if validate:
             _C.validate_batch(query, cache.k, cache.v, block_tables, seq_lens, query_start_loc, max_query_len,
                               max_seq_len, current_stream(query) if stream is None else stream, **cache._planes())
@@ -157,14 +162,20 @@ class Plan:
         return self._plan.describe()
 
     def run(self, query, cache: PagedKVCache, out=None, *, scale: float = 0.0, softcap: float = 0.0,
-            alibi_slopes=None, sinks=None, return_lse: bool = False, lse=None, stream: int | None = None):
+            alibi_slopes=None, sinks=None, return_lse: bool = False, lse=None, stream: int | None = None,
+            new_key=None, new_value=None):
         """Attention of query over one layer's cache with the planned batch; returns out (and lse
-        [num_tokens, num_q_heads] float32 when asked). Shapes, dtypes and format must be the planned ones."""
+        [num_tokens, num_q_heads] float32 when asked). Shapes, dtypes and format must be the planned ones.
+        new_key / new_value: the step's raw K/V [num_tokens, num_kv_heads, head_dim] in the query dtype (what
+        write was given), read for each sequence's query positions instead of the cache: the prefill
+        semantics of quantized caches (given to the plan too). CPU only for now."""
         if not isinstance(cache, PagedKVCache):
             raise Error(f"cache must be a pagedattn.PagedKVCache, got {type(cache).__name__}")
         _tensor(query, "query")
         _tensor(alibi_slopes, "alibi_slopes", optional=True)
         _tensor(sinks, "sinks", optional=True)
+        _tensor(new_key, "new_key", optional=True)
+        _tensor(new_value, "new_value", optional=True)
         _tensor(out, "out", writable=True, optional=True)
         _tensor(lse, "lse", writable=True, optional=True)
         if out is None:
@@ -176,7 +187,8 @@ class Plan:
                          alibi_slopes=alibi_slopes, sinks=sinks, lse=lse, workspace=self.workspace,
                          max_query_len=self.max_query_len, max_seq_len=self.max_seq_len,
                          force_segments=self.force_segments,
-                         stream=current_stream(query) if stream is None else stream, **cache._planes())
+                         stream=current_stream(query) if stream is None else stream, **cache._planes(),
+                         new_key=new_key, new_value=new_value)
         return (out, lse) if (return_lse or lse is not None) else out
 
     def __repr__(self) -> str:

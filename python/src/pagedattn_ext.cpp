@@ -108,7 +108,8 @@ BatchDesc batch_view(const Array& block_tables, const Array& seq_lens, const Arr
 
 AttentionParams params_view(float scale, int window_left, float softcap,
                             const std::optional<Array>& alibi_slopes, const std::optional<Array>& sinks,
-                            const std::optional<OutArray>& lse, bool validate, int force_segments) {
+                            const std::optional<OutArray>& lse, bool validate, int force_segments,
+                            const std::optional<Array>& new_key, const std::optional<Array>& new_value) {
   AttentionParams p;
   p.scale = scale;
   p.window_left = window_left;
@@ -116,6 +117,8 @@ AttentionParams params_view(float scale, int window_left, float softcap,
   p.alibi_slopes = optional_view(alibi_slopes, "alibi_slopes");
   p.sinks = optional_view(sinks, "sinks");
   p.lse = optional_view(lse, "lse");
+  p.new_key = optional_view(new_key, "new_key");
+  p.new_value = optional_view(new_value, "new_value");
   p.validate_batch = validate;
   p.force_segments = force_segments;
   return p;
@@ -183,7 +186,7 @@ NB_MODULE(_pagedattn, m) {
          std::optional<OutArray> lse, std::optional<OutArray> workspace, int max_query_len, int max_seq_len,
          bool validate, int force_segments, uintptr_t stream, std::optional<Array> k_scale,
          std::optional<Array> v_scale, std::optional<Array> k_meta, std::optional<Array> v_meta,
-         const std::string& kv_format) {
+         const std::string& kv_format, std::optional<Array> new_key, std::optional<Array> new_value) {
         // The workspace is raw bytes of any dtype; only its size and address matter.
         Workspace ws;
         if (workspace) {
@@ -191,19 +194,19 @@ NB_MODULE(_pagedattn, m) {
           ws.bytes = workspace->nbytes();
         }
         nb::gil_scoped_release release;
-        attention(
-            view(query, "query"),
-            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
-            batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
-            params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, validate, force_segments),
-            view(out, "out"), ws, to_stream(stream));
+        attention(view(query, "query"),
+                  cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
+                  batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
+                  params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, validate, force_segments,
+                              new_key, new_value),
+                  view(out, "out"), ws, to_stream(stream));
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a, "out"_a,
       "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
       "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
       "max_seq_len"_a = -1, "validate"_a = true, "force_segments"_a = 0, "stream"_a = 0,
       "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(),
-      "kv_format"_a = "");
+      "kv_format"_a = "", "new_key"_a = nb::none(), "new_value"_a = nb::none());
 
   // Plan once per batch shape, run per layer (pagedattn/plan.h). The Python layer's Plan owns one of these
   // together with the batch tensors and the workspace.
@@ -217,10 +220,13 @@ NB_MODULE(_pagedattn, m) {
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
          const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
          int window_left, int force_segments, std::optional<Array> k_scale, std::optional<Array> v_scale,
-         std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format) {
+         std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format,
+         std::optional<Array> new_key, std::optional<Array> new_value) {
         AttentionParams p;
         p.window_left = window_left;
         p.force_segments = force_segments;
+        p.new_key = optional_view(new_key, "new_key");  // the plan reads their shapes, never their data
+        p.new_value = optional_view(new_value, "new_value");
         return plan_attention(
             view(query, "query"),
             cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
@@ -229,7 +235,7 @@ NB_MODULE(_pagedattn, m) {
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "max_query_len"_a = -1, "max_seq_len"_a = -1, "window_left"_a = 0, "force_segments"_a = 0,
       "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(),
-      "kv_format"_a = "");
+      "kv_format"_a = "", "new_key"_a = nb::none(), "new_value"_a = nb::none());
 
   m.def(
       "run_attention",
@@ -239,25 +245,27 @@ NB_MODULE(_pagedattn, m) {
          std::optional<Array> sinks, std::optional<OutArray> lse, std::optional<OutArray> workspace,
          int max_query_len, int max_seq_len, int force_segments, uintptr_t stream,
          std::optional<Array> k_scale, std::optional<Array> v_scale, std::optional<Array> k_meta,
-         std::optional<Array> v_meta, const std::string& kv_format) {
+         std::optional<Array> v_meta, const std::string& kv_format, std::optional<Array> new_key,
+         std::optional<Array> new_value) {
         Workspace ws;
         if (workspace) {
           ws.data = workspace->data();
           ws.bytes = workspace->nbytes();
         }
         nb::gil_scoped_release release;
-        run_attention(
-            plan, view(query, "query"),
-            cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
-            batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
-            params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, false, force_segments),
-            view(out, "out"), ws, to_stream(stream));
+        run_attention(plan, view(query, "query"),
+                      cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
+                      batch_view(block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len),
+                      params_view(scale, window_left, softcap, alibi_slopes, sinks, lse, false,
+                                  force_segments, new_key, new_value),
+                      view(out, "out"), ws, to_stream(stream));
       },
       "plan"_a, "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "out"_a, "scale"_a = 0.0f, "window_left"_a = 0, "softcap"_a = 0.0f, "alibi_slopes"_a = nb::none(),
       "sinks"_a = nb::none(), "lse"_a = nb::none(), "workspace"_a = nb::none(), "max_query_len"_a = -1,
       "max_seq_len"_a = -1, "force_segments"_a = 0, "stream"_a = 0, "k_scale"_a = nb::none(),
-      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(), "kv_format"_a = "");
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(), "kv_format"_a = "",
+      "new_key"_a = nb::none(), "new_value"_a = nb::none());
 
   m.def(
       "validate_batch",

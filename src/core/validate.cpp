@@ -291,6 +291,20 @@ AttentionProblem check_attention(const TensorView& query, const PagedKVCache& ca
     check_dtype(params.lse, "lse", DType::kFloat32);
     check_device(params.lse, "lse", p.device);
   }
+  PA_CHECK((params.new_key.data == nullptr) == (params.new_value.data == nullptr),
+           "new_key and new_value go together: give both (the step's raw K/V) or neither");
+  for (const auto& [view, name] :
+       {std::pair{&params.new_key, "new_key"}, std::pair{&params.new_value, "new_value"}}) {
+    if (view->data == nullptr) continue;
+    check_rank(*view, name, 3, "[num_tokens, num_kv_heads, head_dim]");
+    PA_CHECK(view->shape[0] == query.shape[0] && view->shape[1] == hkv && view->shape[2] == query.shape[2],
+             name, " must have shape [num_tokens, num_kv_heads, head_dim] = [", query.shape[0], ", ", hkv,
+             ", ", query.shape[2], "], got ", view->shape_string());
+    PA_CHECK(view->dtype == query.dtype, name, " dtype ", dtype_name(view->dtype), " must equal query dtype ",
+             dtype_name(query.dtype));
+    check_device(*view, name, p.device);
+    check_inner_contiguous(*view, name);
+  }
 
   p.batch.block_tables = static_cast<const int32_t*>(batch.block_tables.data);
   p.batch.block_table_stride = batch.block_tables.strides[0];
@@ -318,6 +332,14 @@ AttentionProblem check_attention(const TensorView& query, const PagedKVCache& ca
   a.lse_stride_head = params.lse.strides[1];
   a.alibi_slopes = static_cast<const float*>(params.alibi_slopes.data);
   a.sinks = static_cast<const float*>(params.sinks.data);
+  a.new_k = params.new_key.data;
+  a.new_v = params.new_value.data;
+  if (a.new_k != nullptr) {
+    a.new_k_stride_token = params.new_key.strides[0];
+    a.new_k_stride_head = params.new_key.strides[1];
+    a.new_v_stride_token = params.new_value.strides[0];
+    a.new_v_stride_head = params.new_value.strides[1];
+  }
   a.num_q_heads = static_cast<int32_t>(hq);
   a.group_size = static_cast<int32_t>(hq / hkv);
   a.scale = params.scale > 0.0f ? params.scale : 1.0f / std::sqrt(static_cast<float>(cache.head_dim()));

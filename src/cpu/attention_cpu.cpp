@@ -60,7 +60,18 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
   std::vector<float> values(static_cast<size_t>(seq_len) * d);
   const int32_t* table = b.block_tables + seq * b.block_table_stride;
   const float k_head_scale = kv.k_head_scale(kv_head), v_head_scale = kv.v_head_scale(kv_head);
-  for (int32_t pos = 0; pos < seq_len; ++pos) {
+  const bool rotated_keys = kv.tq_key_bits > 0 && kv.tq_key_bits < 8;
+  // With the step's own K/V given, the query positions read them raw instead of the cache.
+  const int32_t cached_end = a.new_k != nullptr ? seq_len - query_len : seq_len;
+  for (int32_t pos = cached_end; pos < seq_len; ++pos) {
+    const int64_t row = q_begin + (pos - cached_end);
+    float* key = &keys[static_cast<size_t>(pos) * d];
+    load_row(a.new_k, a.q_dtype, row * a.new_k_stride_token + kv_head * a.new_k_stride_head, d, key);
+    load_row(a.new_v, a.q_dtype, row * a.new_v_stride_token + kv_head * a.new_v_stride_head, d,
+             &values[static_cast<size_t>(pos) * d]);
+    if (rotated_keys) tq::rotation(d).apply(key, key);  // into the domain of the rotated cached keys
+  }
+  for (int32_t pos = 0; pos < cached_end; ++pos) {
     int32_t page = 0, slot = 0;
     kv.locate(pos, page, slot);
     const int64_t block = table[page];
@@ -91,7 +102,6 @@ void attend_sequence_head(const core::AttentionProblem& p, int32_t seq, int32_t 
       for (int i = 0; i < d; ++i) value[i] *= vs;
   }
 
-  const bool rotated_keys = kv.tq_key_bits > 0 && kv.tq_key_bits < 8;
   std::vector<float> q(d), acc(d), logits(seq_len);
   for (int32_t j = 0; j < query_len; ++j) {
     const int64_t row = q_begin + j;

@@ -84,6 +84,12 @@ struct AttentionArgs {
   int64_t lse_stride_token = 0, lse_stride_head = 0;
   const float* alibi_slopes = nullptr;  // optional [num_q_heads]
   const float* sinks = nullptr;         // optional [num_q_heads]
+  // Optional (AttentionParams::new_key/new_value): the query rows' own K/V [num_tokens, num_kv_heads,
+  // head_dim] in q_dtype, read for each sequence's last query_len positions instead of the cache.
+  const void* new_k = nullptr;
+  const void* new_v = nullptr;
+  int64_t new_k_stride_token = 0, new_k_stride_head = 0;
+  int64_t new_v_stride_token = 0, new_v_stride_head = 0;
   int32_t num_q_heads = 0;
   int32_t group_size = 1;  // query heads per kv head
   float scale = 1.0f;

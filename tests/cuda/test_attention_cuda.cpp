@@ -493,6 +493,26 @@ TEST(CudaAttention, BadInputSameMessagesAsCpu) {
   expect_both([](auto& p) { p.query_start_loc = {0, 11, 1, 16}; }, "query_start_loc must be non-decreasing");
 }
 
+// The step's raw K/V (AttentionParams::new_key) is a CPU-only feature for now: the GPU says so at plan time,
+// for the bf16 and the TurboQuant paths, instead of reading the cache's copies.
+TEST(CudaAttention, NewKvIsAClearErrorUntilImplemented) {
+  REQUIRE_GPU();
+  for (const std::optional<tq::Preset> preset :
+       {std::optional<tq::Preset>{}, std::optional{tq::Preset::kK4V4}}) {
+    testing::ProblemSpec s;
+    s.tq = preset;
+    s.num_q_heads = 4;
+    s.num_kv_heads = 2;
+    s.seq_lens = {20, 9};
+    s.query_lens = {20, 1};
+    s.new_kv = true;
+    s.seed = test::run_seed();
+    testing::HostProblem p = testing::make_problem(s);
+    EXPECT_ERROR_CONTAINS(testing::make_cuda_runner()->run_attention(p),
+                          "params.new_key / new_value) is not implemented by the CUDA backend yet");
+  }
+}
+
 // A captured graph replays to the same bytes as the eager call: decode (split-KV partials and merge) and
 // chunked prefill (on Hopper the persistent kernel, whose work counter a memset node resets every replay).
 TEST(CudaAttention, GraphReplayEqualsEager) {
