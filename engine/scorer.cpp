@@ -1,6 +1,9 @@
 #include "engine/scorer.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <random>
 
 #include "engine/engine.h"
 #include "pagedattn/error.h"
@@ -39,6 +42,61 @@ SequenceScorer make_scorer(const std::string& model, int32_t max_tokens, uint64_
                           ? ModelWeightsF32::load(config, SafetensorsFolder(model))
                           : ModelWeightsF32::random(config, weights_seed);
   return SequenceScorer(config, std::move(w), max_tokens, 16, kv_format);
+}
+
+namespace {
+
+// KL(softmax(a) || softmax(b)) in double precision.
+double kl_divergence(const std::vector<float>& a, const std::vector<float>& b) {
+  const float ma = *std::max_element(a.begin(), a.end()), mb = *std::max_element(b.begin(), b.end());
+  double za = 0, zb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    za += std::exp(static_cast<double>(a[i] - ma));
+    zb += std::exp(static_cast<double>(b[i] - mb));
+  }
+  double k = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double la = a[i] - ma - std::log(za), lb = b[i] - mb - std::log(zb);
+    k += std::exp(la) * (la - lb);
+  }
+  return k;
+}
+
+int32_t argmax(const std::vector<float>& x) {
+  return static_cast<int32_t>(std::max_element(x.begin(), x.end()) - x.begin());
+}
+
+}  // namespace
+
+KVQuality measure_kv_quality(const std::string& model, const std::string& reference_format,
+                             const std::string& format, int32_t prompt_len, int32_t steps,
+                             uint64_t prompt_seed, uint64_t weights_seed) {
+  PA_CHECK(prompt_len >= 1 && steps >= 1, "measure_kv_quality: prompt_len and steps must be >= 1, got ",
+           prompt_len, " and ", steps);
+  EngineConfig c;
+  c.model = model;
+  const int64_t vocab = resolve_model(c).vocab_size;
+  const int32_t max_tokens = prompt_len + steps + 16;
+  SequenceScorer ref = make_scorer(model, max_tokens, weights_seed, reference_format);
+  SequenceScorer test = make_scorer(model, max_tokens, weights_seed, format);
+  std::mt19937_64 rng(prompt_seed);
+  std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
+  for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  std::vector<float> a = ref.feed(prompt), b = test.feed(prompt);
+  KVQuality q;
+  int32_t agree = 0;
+  for (int32_t s = 0; s < steps; ++s) {
+    const double d = kl_divergence(a, b);
+    q.mean_kl += d / steps;
+    q.max_kl = std::max(q.max_kl, d);
+    const int32_t next = argmax(a);
+    agree += next == argmax(b);
+    const std::vector<int32_t> token{next};  // both follow the reference run
+    a = ref.feed(token);
+    b = test.feed(token);
+  }
+  q.agreement = static_cast<double>(agree) / steps;
+  return q;
 }
 
 }  // namespace pagedattn::engine

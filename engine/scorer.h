@@ -29,4 +29,15 @@ class SequenceScorer {
 SequenceScorer make_scorer(const std::string& model, int32_t max_tokens, uint64_t weights_seed = 0,
                            const std::string& kv_format = "fp32");
 
+/// How closely a KV cache format tracks a reference format on one model: a random prompt of prompt_len
+/// tokens (prompt_seed), then `steps` greedy tokens of the reference run fed to both, so the two see the
+/// same sequence; after the prompt and each step the logits' KL(reference || format) and whether their
+/// top-1 tokens agree.
+struct KVQuality {
+  double mean_kl = 0, max_kl = 0, agreement = 0;
+};
+KVQuality measure_kv_quality(const std::string& model, const std::string& reference_format,
+                             const std::string& format, int32_t prompt_len, int32_t steps,
+                             uint64_t prompt_seed, uint64_t weights_seed = 11);
+
 }  // namespace pagedattn::engine

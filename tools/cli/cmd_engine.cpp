@@ -1,5 +1,6 @@
-// `pagedattn generate` and `pagedattn bench-engine`: the engine from the command line (flags of the benchmark
-// named as in `vllm bench throughput`). The model is a Hugging Face folder or a preset with random weights.
+// `pagedattn generate`, `pagedattn bench-engine` and `pagedattn kv-quality`: the engine from the command line
+// (flags of the benchmark named as in `vllm bench throughput`). The model is a Hugging Face folder or a
+// preset with random weights.
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -13,6 +14,7 @@
 
 #include "commands.h"
 #include "engine/engine.h"
+#include "engine/scorer.h"
 #ifdef PAGEDATTN_ENGINE_CUDA
 #include "engine/cuda/ceilings.h"
 #endif
@@ -295,6 +297,22 @@ int run_bench_engine(const BenchEngineOptions& o) {
       << ", \"roofline_fraction\": " << (roofline_s > 0 ? roofline_s / wall : 0.0) << "}\n";
   }
   return aborted == 0 ? 0 : 1;
+}
+
+int run_kv_quality(const KvQualityOptions& o) {
+  std::printf(
+      "KV format quality on %s (CPU runner): a %d-token random prompt (seed %llu), then %d greedy steps "
+      "of the %s run fed to both; per step KL(%s || format) of the logits and top-1 agreement\n\n",
+      o.model.c_str(), o.prompt_len, static_cast<unsigned long long>(o.seed), o.steps, o.reference.c_str(),
+      o.reference.c_str());
+  std::printf("| cache | mean KL | max KL | greedy agreement |\n|---|---|---|---|\n");
+  for (const std::string& format : o.formats) {
+    const engine::KVQuality q =
+        engine::measure_kv_quality(o.model, o.reference, format, o.prompt_len, o.steps, o.seed);
+    std::printf("| %s | %.5f | %.4f | %.3f |\n", format.c_str(), q.mean_kl, q.max_kl, q.agreement);
+    std::fflush(stdout);
+  }
+  return 0;
 }
 
 }  // namespace pagedattn::cli

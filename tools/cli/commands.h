@@ -68,7 +68,18 @@ struct BenchEngineOptions {
   std::string output_json;
 };
 
+/// `pagedattn kv-quality`: how closely each KV format tracks a reference format through the CPU model.
+struct KvQualityOptions {
+  std::string model = "tiny-llama";  // a Hugging Face folder or a preset (random weights)
+  std::string reference = "fp32";    // the CPU runner's unquantized cache (it computes in fp32)
+  std::vector<std::string> formats = {"fp8_e4m3", "int8", "tq_k8v4", "tq_k4v4", "tq_k3v4", "tq_k3v3"};
+  int prompt_len = 64;
+  int steps = 512;
+  uint64_t seed = 0;
+};
+
 int run_info();
+int run_kv_quality(const KvQualityOptions& options);
 int run_generate(const GenerateOptions& options);
 int run_bench_engine(const BenchEngineOptions& options);
 int run_check(const CheckOptions& options);

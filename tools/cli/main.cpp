@@ -191,26 +191,49 @@ int main(int argc, char** argv) {
   bench_engine_cmd->add_option("--output-json", bench_engine.output_json,
                                "write the results as JSON to this file");
 
+  KvQualityOptions kv_quality;
+  CLI::App* kv_quality_cmd = app.add_subcommand(
+      "kv-quality", "logit KL and greedy agreement of KV cache formats against a reference (CPU runner)");
+  kv_quality_cmd
+      ->add_option("--model", kv_quality.model, "a Hugging Face folder or a preset (random weights)")
+      ->capture_default_str();
+  kv_quality_cmd
+      ->add_option("--reference", kv_quality.reference,
+                   "the reference KV format (fp32: the unquantized cache)")
+      ->capture_default_str();
+  kv_quality_cmd->add_option("--formats", kv_quality.formats, "the formats to measure")
+      ->delimiter(',')
+      ->capture_default_str();
+  kv_quality_cmd->add_option("--prompt-len", kv_quality.prompt_len, "random prompt tokens")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  kv_quality_cmd->add_option("--steps", kv_quality.steps, "greedy decode steps")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  kv_quality_cmd->add_option("--seed", kv_quality.seed, "seed of the prompt")->capture_default_str();
+
+  // The command names, once: for `help <command>` and the messages below.
+  std::vector<std::string> commands;
+  for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    commands.push_back(sub->get_name());
+  commands.push_back("help");
+  std::string command_list;
+  for (size_t i = 0; i < commands.size(); ++i)
+    command_list += (i == 0 ? "" : i + 1 == commands.size() ? " or " : ", ") + commands[i];
   CLI::App* help = app.add_subcommand("help", "this help, or a command's: pagedattn help <command>");
   std::string help_topic;
-  help->add_option("command", help_topic, "command to describe")
-      ->check(CLI::IsMember({"info", "check", "bench", "generate", "bench-engine", "help"}));
+  help->add_option("command", help_topic, "command to describe")->check(CLI::IsMember(commands));
 
   if (argc == 1) {
-    std::fputs(
-        "pagedattn: a command is required: info, check, bench, generate, bench-engine or help (see "
-        "'pagedattn --help')\n",
-        stderr);
+    std::fprintf(stderr, "pagedattn: a command is required: %s (see 'pagedattn --help')\n",
+                 command_list.c_str());
     return kUsageError;
   }
   const std::string first = argv[1];
-  const bool known = first == "info" || first == "check" || first == "bench" || first == "generate" ||
-                     first == "bench-engine" || first == "help";
+  const bool known = std::find(commands.begin(), commands.end(), first) != commands.end();
   if (!known && !first.starts_with('-')) {
-    std::fprintf(
-        stderr,
-        "pagedattn: unknown command '%s'; expected info, check, bench, generate, bench-engine or help\n",
-        first.c_str());
+    std::fprintf(stderr, "pagedattn: unknown command '%s'; expected %s\n", first.c_str(),
+                 command_list.c_str());
     return kUsageError;
   }
   try {
@@ -252,6 +275,7 @@ int main(int argc, char** argv) {
       return run_generate(generate);
     }
     if (bench_engine_cmd->parsed()) return run_bench_engine(bench_engine);
+    if (kv_quality_cmd->parsed()) return run_kv_quality(kv_quality);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;
