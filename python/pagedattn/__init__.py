@@ -57,14 +57,16 @@ def write_kv(key, value, slot_mapping, k_cache, v_cache, *, k_scale=None, v_scal
 
 def attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, *,
                              max_query_len: int = -1, max_seq_len: int = -1, force_segments: int = 0,
-                             k_scale=None, v_scale=None, k_meta=None, v_meta=None, kv_format: str | None = None) -> int:
+                             k_scale=None, v_scale=None, k_meta=None, v_meta=None, kv_format: str | None = None,
+                             new_key=None, new_value=None) -> int:
     """Bytes of device workspace that ``attention`` needs for this batch shape (0 on the CPU)."""
     for x, name in ((query, "query"), (k_cache, "k_cache"), (v_cache, "v_cache"), (block_tables, "block_tables"),
                     (seq_lens, "seq_lens"), (query_start_loc, "query_start_loc")):
         _tensor(x, name)
     return _C.attention_workspace_size(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc,
                                        max_query_len, max_seq_len, force_segments,
-                                       **_scales(k_scale, v_scale, k_meta, v_meta), kv_format=kv_format or "")
+                                       **_scales(k_scale, v_scale, k_meta, v_meta), kv_format=kv_format or "",
+                                       new_key=new_key, new_value=new_value)
 
 
 def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out=None, *, scale: float = 0.0,

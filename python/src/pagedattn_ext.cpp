@@ -166,9 +166,12 @@ NB_MODULE(_pagedattn, m) {
       [](const Array& query, const Array& k_cache, const Array& v_cache, const Array& block_tables,
          const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
          int force_segments, std::optional<Array> k_scale, std::optional<Array> v_scale,
-         std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format) {
+         std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format,
+         std::optional<Array> new_key, std::optional<Array> new_value) {
         AttentionParams p;
         p.force_segments = force_segments;
+        p.new_key = optional_view(new_key, "new_key");
+        p.new_value = optional_view(new_value, "new_value");
         return attention_workspace_size(
             view(query, "query"),
             cache_view(k_cache, v_cache, k_scale, v_scale, k_meta, v_meta, kv_format, query),
@@ -176,7 +179,8 @@ NB_MODULE(_pagedattn, m) {
       },
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "max_query_len"_a = -1, "max_seq_len"_a = -1, "force_segments"_a = 0, "k_scale"_a = nb::none(),
-      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(), "kv_format"_a = "");
+      "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(), "kv_format"_a = "",
+      "new_key"_a = nb::none(), "new_value"_a = nb::none());
 
   m.def(
       "attention",
@@ -382,6 +386,11 @@ NB_MODULE(_pagedattn, m) {
       instances.append(
           nb::make_tuple(std::string(dtype_name(i.query)), std::string(dtype_name(i.cache)), i.head_dim));
     d["cuda_instances"] = instances;
+    nb::list tq_instances;  // (query dtype, TurboQuant preset, head dim)
+    for (const BuildInfo::TurboQuantInstance& i : b.cuda_tq_instances)
+      tq_instances.append(nb::make_tuple(std::string(dtype_name(i.query)),
+                                         std::string(tq::preset_info(i.preset).name), i.head_dim));
+    d["cuda_tq_instances"] = tq_instances;
     nb::list devices;
     for (const auto& dev : cuda_devices()) {
       nb::dict e;

@@ -221,3 +221,56 @@ def test_custom_op_in_cuda_graph(rng):
     eager = torch_ops.attention(q_static, *args, max_query_len=1, max_seq_len=9000)
     torch.cuda.synchronize()
     assert torch.equal(out_static, eager)
+
+
+def test_torch_ops_over_a_turboquant_cache(rng):
+    """torch.ops with the format named: write_kv quantizes into uint8 planes on the GPU with the CPU writer's bytes,
+    attention over them (compiled, and inside a CUDA graph) matches the CPU backend over the same bytes; the step's
+    raw K/V is a clear error on the GPU for now."""
+    if ("bf16", "tq_k4v4", 128) not in pagedattn.build_info()["cuda_tq_instances"]:
+        pytest.skip("no TurboQuant attention compiled for bf16 queries, tq_k4v4, head dim 128 in this build")
+    seq_lens, query_lens = make_batch(rng, "decode", 5, 700)
+    p = make_problem(rng, head_dim=128, num_q_heads=8, num_kv_heads=2, block_size=16, seq_lens=seq_lens,
+                     query_lens=query_lens)
+    nb, bs, hkv, d = p["k"].shape
+    b = pagedattn.turboquant_bytes("tq_k4v4", d)
+    planes = dict(k_cache=np.zeros((nb, bs, hkv, b["key_codes"]), np.uint8),
+                  v_cache=np.zeros((nb, bs, hkv, b["value_codes"]), np.uint8),
+                  k_meta=np.zeros((nb, bs, hkv), np.float16), v_meta=np.zeros((nb, bs, hkv, 2), np.float16))
+    key = torch.from_numpy(p["k"].reshape(nb * bs, hkv, d)).to(DEV, torch.bfloat16)
+    value = torch.from_numpy(p["v"].reshape(nb * bs, hkv, d)).to(DEV, torch.bfloat16)
+    slots = torch.arange(nb * bs, dtype=torch.int64, device=DEV)
+    g = {k: torch.zeros(v.shape, dtype=torch.uint8 if v.dtype == np.uint8 else torch.float16, device=DEV)
+         for k, v in planes.items()}
+    torch_ops.write_kv(key, value, slots, g["k_cache"], g["v_cache"], k_meta=g["k_meta"], v_meta=g["v_meta"],
+                       kv_format="tq_k4v4")
+    # The CPU writer over the same bf16 inputs stores the same bytes.
+    cpu = {k: torch.zeros_like(v, device="cpu") for k, v in g.items()}
+    torch_ops.write_kv(key.cpu(), value.cpu(), slots.cpu(), cpu["k_cache"], cpu["v_cache"], k_meta=cpu["k_meta"],
+                       v_meta=cpu["v_meta"], kv_format="tq_k4v4")
+    for k in g:
+        assert torch.equal(g[k].cpu().view(torch.uint8), cpu[k].view(torch.uint8)), k
+    tb = [torch.from_numpy(x).to(DEV) for x in (p["block_tables"], p["seq_lens"], p["query_start_loc"])]
+    qg = torch.from_numpy(p["q"]).to(DEV, torch.bfloat16)
+    want = torch_ops.attention(qg.cpu(), cpu["k_cache"], cpu["v_cache"], *[x.cpu() for x in tb], max_query_len=1,
+                               max_seq_len=int(max(seq_lens)), k_meta=cpu["k_meta"], v_meta=cpu["v_meta"],
+                               kv_format="tq_k4v4").float().numpy()
+
+    def step(qx):
+        return torch_ops.attention(qx, g["k_cache"], g["v_cache"], *tb, max_query_len=1,
+                                   max_seq_len=int(max(seq_lens)), k_meta=g["k_meta"], v_meta=g["v_meta"],
+                                   kv_format="tq_k4v4")
+
+    got = torch.compile(step, fullgraph=True)(qg).float().cpu().numpy()
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 2e-3
+    graph = torch.cuda.CUDAGraph()
+    step(qg)  # warm-up
+    with torch.cuda.graph(graph):
+        out_static = step(qg)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out_static, step(qg))
+    with pytest.raises(pagedattn.Error, match="is not implemented by the CUDA backend yet"):
+        nk = torch.zeros(qg.shape[0], hkv, d, dtype=torch.bfloat16, device=DEV)
+        torch_ops.attention(qg, g["k_cache"], g["v_cache"], *tb, max_query_len=1, max_seq_len=int(max(seq_lens)),
+                            k_meta=g["k_meta"], v_meta=g["v_meta"], kv_format="tq_k4v4", new_key=nk, new_value=nk)
