@@ -99,6 +99,7 @@ struct DeviceProblem {
     batch.query_start_loc = on_device(batch.query_start_loc, qsl);
     params = p.params();
     params.force_segments = p.spec.force_segments;  // before the workspace is sized below
+    params.max_workspace_bytes = p.spec.max_workspace_bytes;
     if (params.alibi_slopes.data) params.alibi_slopes = on_device(params.alibi_slopes, alibi);
     if (params.sinks.data) params.sinks = on_device(params.sinks, sinks);
     if (params.lse.data) params.lse = on_device(params.lse, lse);

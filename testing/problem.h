@@ -35,9 +35,10 @@ struct ProblemSpec {
   bool alibi = false;
   bool sinks = false;
   bool lse = false;
-  int extra_blocks = 3;    // pool blocks nobody uses: catches reads through wrong block ids
-  int force_segments = 0;  // GPU: forwarded to AttentionParams::force_segments
-  bool new_kv = false;     // pass the query rows' own raw K/V (AttentionParams::new_key/new_value)
+  int extra_blocks = 3;            // pool blocks nobody uses: catches reads through wrong block ids
+  int force_segments = 0;          // GPU: forwarded to AttentionParams::force_segments
+  size_t max_workspace_bytes = 0;  // GPU: forwarded to AttentionParams::max_workspace_bytes
+  bool new_kv = false;             // pass the query rows' own raw K/V (AttentionParams::new_key/new_value)
   uint64_t seed = 0;
 
   std::string describe() const;

@@ -39,6 +39,12 @@ struct AttentionParams {
   /// GPU only, for tests and tuning: 0 lets the library choose; N > 0 forces N split-KV segments (N = 1: the
   /// 2D launch). Results do not depend on it beyond rounding.
   int force_segments = 0;
+  /// GPU only: 0 = no cap; N > 0: the plan keeps its workspace within N bytes, taking fewer split-KV segments
+  /// than it would otherwise (a slower launch for long contexts, the same results within rounding) when the
+  /// best split needs more. What a server that reserves one workspace for every step sets
+  /// (WorkspaceReservation). An error when even the unsplit launch needs more, or when force_segments needs
+  /// more.
+  size_t max_workspace_bytes = 0;
 };
 
 /// Caller-provided scratch memory on the op's device. The ops never allocate device memory themselves.

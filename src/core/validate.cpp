@@ -319,6 +319,7 @@ AttentionProblem check_attention(const TensorView& query, const PagedKVCache& ca
   PA_CHECK(params.force_segments >= 0 && params.force_segments <= 1024,
            "force_segments must lie in 0..1024, got ", params.force_segments);
   p.force_segments = params.force_segments;
+  p.max_workspace_bytes = params.max_workspace_bytes;
 
   auto& a = p.attn;
   a.q = query.data;

@@ -16,6 +16,7 @@ struct AttentionProblem {
   int32_t max_seq_len = -1;
   bool validate_batch = true;
   int force_segments = 0;
+  size_t max_workspace_bytes = 0;  // 0 = no cap (AttentionParams::max_workspace_bytes)
 };
 
 struct WriteKVProblem {

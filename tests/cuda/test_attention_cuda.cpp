@@ -601,6 +601,23 @@ TEST(CudaAttention, OnePlanRunsEveryLayerLikeTheFlatOp) {
   SKIP_IF_NONE_RAN(ran);
 }
 
+// A GPU plan for a host problem. Plans read metadata only, so the host views do once they name a CUDA device.
+AttentionPlan plan_on_gpu(testing::HostProblem& p, const AttentionParams& params) {
+  auto on_gpu = [](TensorView t) {
+    t.device = Device::cuda(0);
+    return t;
+  };
+  PagedKVCache cache = p.cache();
+  for (TensorView* t : {&cache.k, &cache.v, &cache.k_meta, &cache.v_meta, &cache.k_scale, &cache.v_scale}) {
+    if (t->data != nullptr) *t = on_gpu(*t);
+  }
+  BatchDesc batch = p.batch();
+  batch.block_tables = on_gpu(batch.block_tables);
+  batch.seq_lens = on_gpu(batch.seq_lens);
+  batch.query_start_loc = on_gpu(batch.query_start_loc);
+  return plan_attention(on_gpu(p.query()), cache, batch, params);
+}
+
 // The workspace reservation on the GPU: a split decode needs partials; reserved for a 2D step and locked, the
 // split step is refused with both sizes named, and reserved for it, it runs.
 TEST(CudaAttention, WorkspaceReservationRefusesAnUndeclaredLargerStep) {
@@ -614,24 +631,11 @@ TEST(CudaAttention, WorkspaceReservationRefusesAnUndeclaredLargerStep) {
   s.seed = 4;
   SKIP_UNLESS_COMPILED(s);
   testing::HostProblem p = testing::make_problem(s);
-  // Metadata only: plans read shapes, so device views of null data would do; host views name the CPU device,
-  // so give them a CUDA device to plan for the GPU.
-  auto on_gpu = [](TensorView t) {
-    t.device = Device::cuda(0);
-    return t;
-  };
-  PagedKVCache cache = p.cache();
-  cache.k = on_gpu(cache.k);
-  cache.v = on_gpu(cache.v);
-  BatchDesc batch = p.batch();
-  batch.block_tables = on_gpu(batch.block_tables);
-  batch.seq_lens = on_gpu(batch.seq_lens);
-  batch.query_start_loc = on_gpu(batch.query_start_loc);
   AttentionParams two_d = p.params(), split = p.params();
   two_d.force_segments = 1;
   split.force_segments = 8;
-  const AttentionPlan small = plan_attention(on_gpu(p.query()), cache, batch, two_d);
-  const AttentionPlan big = plan_attention(on_gpu(p.query()), cache, batch, split);
+  const AttentionPlan small = plan_on_gpu(p, two_d);
+  const AttentionPlan big = plan_on_gpu(p, split);
   ASSERT_GT(big.workspace_bytes(), small.workspace_bytes());
   WorkspaceReservation r;
   r.declare(small);
@@ -641,6 +645,43 @@ TEST(CudaAttention, WorkspaceReservationRefusesAnUndeclaredLargerStep) {
   ok.declare(small);
   ok.declare(big);
   EXPECT_GE(ok.bytes(), big.workspace_bytes());
+}
+
+// A workspace cap (AttentionParams::max_workspace_bytes) takes fewer segments, never other results: a long
+// decode under a third of its free choice's workspace, the bf16 path and TurboQuant, both still within the
+// tolerance of the reference; a cap below the unsplit need is a clear error.
+TEST(CudaAttention, WorkspaceCapTakesFewerSegments) {
+  REQUIRE_GPU();
+  int ran = 0;
+  for (const std::optional<tq::Preset> preset :
+       {std::optional<tq::Preset>{}, std::optional{tq::Preset::kK4V4}}) {
+    testing::ProblemSpec s;
+    s.tq = preset;
+    s.head_dim = 128;
+    s.num_q_heads = 8;
+    s.num_kv_heads = 2;
+    s.seq_lens = {20000, 77};
+    s.query_lens = {1, 1};
+    s.seed = test::run_seed();
+    if (!compiled(s)) continue;
+    ++ran;
+    testing::HostProblem p = testing::make_problem(s);
+    AttentionParams params = p.params();
+    const AttentionPlan free = plan_on_gpu(p, params);
+    params.max_workspace_bytes = s.max_workspace_bytes = free.workspace_bytes() / 3;
+    const AttentionPlan plan = plan_on_gpu(p, params);
+    EXPECT_LE(plan.workspace_bytes(), s.max_workspace_bytes) << plan.describe();
+    EXPECT_NE(plan.describe(), free.describe());
+    testing::HostProblem capped = testing::make_problem(s);
+    testing::make_cuda_runner()->run_attention(capped);
+    const auto cmp = testing::compare(capped, testing::dense_reference(capped), kTolerance, min_tolerance(s));
+    EXPECT_TRUE(cmp.ok) << cmp.summary();
+    if (s.tq) {  // its rotated queries need room whatever the split
+      params.max_workspace_bytes = 1;
+      EXPECT_ERROR_CONTAINS(plan_on_gpu(p, params), "max_workspace_bytes 1 is below the");
+    }
+  }
+  SKIP_IF_NONE_RAN(ran);
 }
 
 // run_attention checks the tensors it is given, not only the planned ones: an `out` the plan never saw that

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda/attention/launch_selection.h"
+#include "test_util.h"
 
 namespace pagedattn::cuda {
 namespace {
@@ -262,6 +263,70 @@ TEST(LaunchSelection, SlidingWindowSizesTheSplitByTheWindow) {
   wide.window_left = 100000;
   EXPECT_EQ(choose_launch(wide).num_segments, choose_launch(decode(16, 512)).num_segments);
   EXPECT_EQ(choose_launch(wide).workspace_bytes, choose_launch(decode(16, 512)).workspace_bytes);
+}
+
+}  // namespace
+}  // namespace pagedattn::cuda
+
+namespace pagedattn::cuda {
+namespace {
+
+// A workspace limit caps the split, never the correctness: over the sweep, the choice fits the limit, is the
+// best count among those that fit (the same margin rule), equals the unlimited choice when that one fits,
+// and a limit below the unsplit launch's need (the persistent prefill's work counter) or below what
+// force_segments needs is an error naming it.
+TEST(LaunchSelection, WorkspaceLimitCapsTheSplit) {
+  int capped = 0;
+  for (bool tma : {false, true}) {
+    for (int batch : {1, 3, 16, 64}) {
+      for (int context : {512, 4096, 131072}) {
+        for (int query_len : {1, 300}) {
+          LaunchInputs in = decode(batch, context);
+          in.tma_decode = in.wgmma_prefill = tma;
+          in.max_query_len = std::min(query_len, context);
+          in.num_tokens = int64_t{batch} * in.max_query_len;
+          const LaunchChoice free = choose_launch(in);
+          for (size_t limit : {size_t{256}, size_t{300000}, size_t{4} << 20, free.workspace_bytes}) {
+            if (limit == 0) continue;
+            LaunchInputs lim = in;
+            lim.workspace_limit = limit;
+            if (free.workspace_bytes <= limit) {
+              const LaunchChoice c = choose_launch(lim);
+              EXPECT_EQ(c.num_segments, free.num_segments) << batch << "x" << context << " limit " << limit;
+              continue;
+            }
+            if (free.persistent_ctas > 0 && limit < kWorkCounterBytes) continue;
+            const LaunchChoice c = choose_launch(lim);
+            const int fits = max_segments_in_workspace(lim, c.persistent_ctas > 0);
+            EXPECT_LE(c.workspace_bytes, limit);
+            EXPECT_LT(c.num_segments, free.num_segments);
+            EXPECT_LE(c.num_segments, fits);
+            double best = modeled_split_time(lim, 1);
+            for (int s = 2; s <= std::min(fits, max_modeled_segments(lim)); ++s)
+              best = std::min(best, modeled_split_time(lim, s));
+            EXPECT_LE(modeled_split_time(lim, c.num_segments), kSplitTimeMargin * best);
+            ++capped;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(capped, 10);
+
+  LaunchInputs prefill = decode(4, 4096);
+  prefill.wgmma_prefill = true;
+  prefill.max_query_len = 1024;
+  prefill.num_tokens = 4096;
+  prefill.workspace_limit = 100;
+  EXPECT_ERROR_CONTAINS(choose_launch(prefill),
+                        "max_workspace_bytes 100 is below the 256 bytes this launch needs at least (the "
+                        "persistent kernel's work counter)");
+  LaunchInputs forced = decode(1, 32768);
+  forced.force_segments = 32;
+  forced.workspace_limit = 20000;  // 1 row x 32 heads x (128 + 2) fp32 = 16640 bytes per segment
+  EXPECT_ERROR_CONTAINS(choose_launch(forced),
+                        "force_segments 32 needs 532480 bytes of split-KV partials; "
+                        "max_workspace_bytes 20000 holds 1 segment(s)");
 }
 
 }  // namespace

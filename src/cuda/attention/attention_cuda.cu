@@ -199,6 +199,7 @@ void fill_batch_inputs(const core::AttentionProblem& p, LaunchInputs& in) {
   in.max_seq_len = p.max_seq_len;
   in.window_left = p.attn.window_left;
   in.force_segments = p.force_segments;
+  in.workspace_limit = p.max_workspace_bytes;
 }
 
 void plan_attention(CudaContext& ctx, const core::AttentionProblem& p, core::PlanState& plan) {

@@ -148,7 +148,16 @@ double modeled_split_time(const LaunchInputs& in, int segments) {
   return waves * (per_segment + kFixedTiles) * lone + merge;
 }
 
-LaunchChoice choose_launch(const LaunchInputs& in) {
+namespace {
+
+// Bytes of split-KV partials per segment: each query row's output vector and its (max, sum) pair.
+size_t partial_bytes_per_segment(const LaunchInputs& in) {
+  return static_cast<size_t>(in.num_tokens) * in.num_q_heads * (static_cast<size_t>(in.head_dim) + 2) *
+         sizeof(float);
+}
+
+// choose_launch with at most `fits` split-KV segments.
+LaunchChoice choose_with_cap(const LaunchInputs& in, int fits) {
   LaunchChoice c;
   const int group = group_of(in);
   c.shape = shape_of(in);
@@ -158,9 +167,14 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
   c.grid_tiles = c.one_tile_per_seq ? in.num_seqs : in.num_tokens * group / c.block_m + in.num_seqs;
 
   if (in.force_segments > 0) {
+    PA_CHECK(in.force_segments == 1 || in.force_segments <= fits, "force_segments ", in.force_segments,
+             " needs ", static_cast<size_t>(in.force_segments) * partial_bytes_per_segment(in),
+             " bytes of split-KV partials; max_workspace_bytes ", in.workspace_limit, " holds ", fits,
+             " segment(s)");
     c.num_segments = in.force_segments;
   } else if (kv_range(in) > 0 && in.max_query_len >= 0) {
-    const int most = max_modeled_segments(in);
+    // The best count the workspace limit allows: a smaller workspace costs time, never correctness.
+    const int most = std::min(max_modeled_segments(in), fits);
     double best = modeled_split_time(in, 1);
     for (int s = 2; s <= most; ++s) best = std::min(best, modeled_split_time(in, s));
     // The smallest count within the margin of the best: fewer segments mean fewer partials for the same time.
@@ -187,10 +201,28 @@ LaunchChoice choose_launch(const LaunchInputs& in) {
     c.workspace_bytes = kWorkCounterBytes;
   }
   c.early_start = in.early_start && c.persistent_ctas == 0;
-  if (c.num_segments > 1) {
-    const size_t rows = static_cast<size_t>(in.num_tokens) * in.num_q_heads * c.num_segments;
-    c.workspace_bytes += rows * (static_cast<size_t>(in.head_dim) + 2) * sizeof(float);
-  }
+  if (c.num_segments > 1) c.workspace_bytes += c.num_segments * partial_bytes_per_segment(in);
+  return c;
+}
+
+}  // namespace
+
+int max_segments_in_workspace(const LaunchInputs& in, bool work_counter) {
+  const size_t per_segment = partial_bytes_per_segment(in);
+  if (in.workspace_limit == 0 || per_segment == 0) return INT32_MAX;
+  const size_t front = work_counter ? kWorkCounterBytes : 0;
+  const size_t fit = in.workspace_limit > front ? (in.workspace_limit - front) / per_segment : 0;
+  return fit >= 2 ? static_cast<int>(std::min<size_t>(fit, INT32_MAX)) : 1;
+}
+
+LaunchChoice choose_launch(const LaunchInputs& in) {
+  LaunchChoice c = choose_with_cap(in, max_segments_in_workspace(in, false));
+  // A persistent launch puts its work counter in front of the partials: one segment fewer may be needed.
+  if (in.workspace_limit > 0 && c.workspace_bytes > in.workspace_limit && c.num_segments > 1)
+    c = choose_with_cap(in, max_segments_in_workspace(in, true));
+  PA_CHECK(in.workspace_limit == 0 || c.workspace_bytes <= in.workspace_limit, "max_workspace_bytes ",
+           in.workspace_limit, " is below the ", c.workspace_bytes, " bytes this launch needs at least",
+           c.persistent_ctas > 0 ? " (the persistent kernel's work counter)" : "");
   return c;
 }
 

@@ -20,6 +20,7 @@ struct LaunchInputs {
   int max_seq_len = -1;             // -1 = unknown
   int window_left = 0;              // sliding window (0 = none): bounds each tile's KV range
   int force_segments = 0;           // 0 = choose
+  size_t workspace_limit = 0;       // 0 = none; else the choice's workspace_bytes stays within it
   int resident_decode = 3;          // CTAs of the decode shape in use resident per SM (occupancy API)
   int resident_prefill = 2;         // CTAs of the prefill shape in use resident per SM
   bool wgmma_prefill = false;       // long queries take the sm_90a wgmma tile (kPrefillSm90)
@@ -61,7 +62,13 @@ struct LaunchChoice {
 /// partials aligned for vector access).
 constexpr size_t kWorkCounterBytes = 256;
 
+/// The choice for a batch shape. With a workspace_limit the segment count is the best one whose partials fit;
+/// an error names the limit when even one segment's launch (or force_segments) needs more.
 LaunchChoice choose_launch(const LaunchInputs& in);
+
+/// The most split-KV segments whose partials fit in.workspace_limit, behind a persistent launch's work
+/// counter or not (1 when even two do not; INT32_MAX without a limit).
+int max_segments_in_workspace(const LaunchInputs& in, bool work_counter);
 
 /// The split model behind choose_launch's segment count, exposed for tests and tuning: the modeled time of a
 /// launch with `segments` split-KV segments (in KV-tile times at full residency), and the largest count it

@@ -89,9 +89,17 @@ void plan_turboquant_attention(CudaContext& ctx, const core::AttentionProblem& p
   in.early_merge_launch = ctx.major() >= 9;
   fill_batch_inputs(p, in);
   in.converted_kv = true;
+  const size_t rows = static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads;
+  // Behind the split-KV partials: the rotated queries (fp16) and their row scales, each 256-aligned.
+  const size_t rotated_bytes = align256(rows * p.kv.head_dim * sizeof(__half)) + rows * sizeof(float);
+  if (p.max_workspace_bytes > 0) {
+    PA_CHECK(p.max_workspace_bytes >= rotated_bytes + 256, "max_workspace_bytes ", p.max_workspace_bytes,
+             " is below the ", rotated_bytes + 256, " bytes a TurboQuant plan of ", rows,
+             " query rows needs for its rotated queries");
+    in.workspace_limit = p.max_workspace_bytes - rotated_bytes - 255;  // 255: the partials' alignment
+  }
   launch->choice = choose_launch(in);
   const LaunchChoice& c = launch->choice;
-  const size_t rows = static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads;
   launch->q_rot_offset = align256(c.workspace_bytes);
   launch->q_scale_offset = launch->q_rot_offset + align256(rows * p.kv.head_dim * sizeof(__half));
   launch->tab = make_turboquant_tables(p.kv.head_dim, p.kv.tq_key_bits);
