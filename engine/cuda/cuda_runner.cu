@@ -18,6 +18,7 @@
 #include "pagedattn/block_manager.h"
 #include "pagedattn/error.h"
 #include "pagedattn/plan.h"
+#include "pagedattn/workspace.h"
 
 namespace pagedattn::engine {
 namespace {
@@ -143,6 +144,7 @@ class CudaRunner final : public ModelRunner {
     load_weights(source);
     allocate_activations();
     allocate_pools();
+    reserve_workspace();
     RUNNER_CUDA(cudaStreamSynchronize(stream_));
   }
   ~CudaRunner() override {
@@ -233,7 +235,6 @@ class CudaRunner final : public ModelRunner {
 
   struct Graph {
     cudaGraphExec_t exec = nullptr;
-    std::unique_ptr<DeviceArray<unsigned char>> workspace;
   };
 
   void load_weights(const WeightSource& source) {
@@ -286,7 +287,8 @@ class CudaRunner final : public ModelRunner {
     const size_t per_block = static_cast<size_t>(geometry.bytes_per_block());
     if (o_.num_blocks <= 0) {
       // What the card has left after the weights and the step buffers, less a reserve for the attention
-      // workspaces (split-KV partials), the decode graphs and allocator slack.
+      // workspace (reserve_workspace: its floor, or the split-KV partials of the largest decode step), the
+      // decode graphs and allocator slack.
       constexpr size_t kReserve = size_t{768} << 20;
       size_t free = 0, total = 0;
       RUNNER_CUDA(cudaMemGetInfo(&free, &total));
@@ -395,10 +397,36 @@ class CudaRunner final : public ModelRunner {
                                Device::cuda(o_.device));
   }
 
-  AttentionPlan plan_for(const StepShape& s) const {
+  // workspace_cap 0: the plan's free choice (to size the reservation); else its workspace stays within it.
+  AttentionPlan plan_for(const StepShape& s, size_t workspace_cap) const {
     AttentionParams params;
     params.validate_batch = false;  // the engine builds the batch itself
+    params.max_workspace_bytes = workspace_cap;
     return plan_attention(query_view(s.tokens), cache(0), device_batch(s), params);
+  }
+  AttentionPlan plan_for(const StepShape& s) const { return plan_for(s, reservation_.bytes()); }
+
+  // One attention workspace for every step and every captured graph (they run one after another on stream_),
+  // allocated once: sized from the free plans of the largest steps this runner takes (each decode graph
+  // bucket at max_model_len, an eager decode and the largest prefill step, with a floor so that small steps
+  // keep their best split), then locked. Every later plan is made under that cap, so no step ever needs more
+  // (a step that would like more splits takes fewer) and no graph holds a workspace of its own.
+  void reserve_workspace() {
+    constexpr size_t kFloor = size_t{16} << 20;
+    const int32_t longest = static_cast<int32_t>(std::min<int64_t>(o_.max_model_len, INT32_MAX));
+    const int32_t budget = static_cast<int32_t>(std::min<int64_t>(o_.max_num_batched_tokens, INT32_MAX));
+    const int32_t seqs = std::min(o_.max_num_seqs, budget);
+    auto declare = [&](int64_t tokens, int32_t num_seqs, int32_t max_query_len) {
+      reservation_.declare(plan_for({tokens, num_seqs, max_table_width_, max_query_len, longest}, 0));
+    };
+    if (!o_.enforce_eager) {
+      for (int32_t b : kGraphBatchBuckets) declare(b, b, 1);
+    }
+    declare(seqs, seqs, 1);
+    declare(budget, seqs, std::min(budget, longest));
+    reservation_.declare_bytes(kFloor);
+    reservation_.lock();
+    workspace_.resize(reservation_.bytes());
   }
 
   void run_eager(std::span<const int32_t> tokens, HostBatch& batch) {
@@ -411,8 +439,7 @@ class CudaRunner final : public ModelRunner {
     const StepShape s{batch.num_tokens(), batch.num_seqs, width, static_cast<int32_t>(hints.max_query_len),
                       static_cast<int32_t>(hints.max_seq_len)};
     const AttentionPlan plan = plan_for(s);
-    workspace_.resize(plan.workspace_bytes());
-    launch_model(s, plan, {workspace_.get(), workspace_.size()});
+    launch_model(s, plan, reservation_.for_plan(plan, {workspace_.get(), workspace_.size()}));
   }
 
   // The graph bucket of a decode-only step, or 0 when it runs eagerly.
@@ -444,12 +471,12 @@ class CudaRunner final : public ModelRunner {
   Graph capture(const StepShape& s) {
     Graph g;
     const AttentionPlan plan = plan_for(s);
-    g.workspace = std::make_unique<DeviceArray<unsigned char>>(plan.workspace_bytes());
+    const Workspace ws = reservation_.for_plan(plan, {workspace_.get(), workspace_.size()});
     RUNNER_CUDA(cudaStreamSynchronize(stream_));  // the inputs are in place before the capture starts
     cudaGraph_t graph = nullptr;
     RUNNER_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
-      launch_model(s, plan, {g.workspace->get(), g.workspace->size()});
+      launch_model(s, plan, ws);
       cuda::sample_rows(logits_.get(), c_.vocab_size, sample_rows_.get(), s.seqs, sampled_.get(), stream_);
     } catch (...) {
       cudaStreamEndCapture(stream_, &graph);
@@ -554,7 +581,8 @@ class CudaRunner final : public ModelRunner {
   DeviceArray<float> x_, logits_;
   DeviceArray<__nv_bfloat16> normed_, qkv_, attn_, delta_, gate_up_, act_, picked_;
   DeviceArray<cuda::DeviceSampleRow> sample_rows_;
-  DeviceArray<unsigned char> workspace_;
+  DeviceArray<unsigned char> workspace_;  // the attention workspace of every step and graph
+  WorkspaceReservation reservation_;
   PinnedArray<float> host_logits_;
   PinnedArray<int32_t> host_sampled_;
   std::map<std::pair<int32_t, int64_t>, Graph> graphs_;
