@@ -85,6 +85,20 @@ TEST(Plan, RunOfAnotherShapeNamesTheDifference) {
                         "the max_seq_len hint is 64 but the plan was made for");
 }
 
+// max_workspace_bytes shapes the plan's choice only: a run with another value (a model's per-layer params
+// that leave it out) runs the plan as made.
+TEST(Plan, WorkspaceCapIsAPlanOption) {
+  auto p = testing::make_problem(spec_of(DType::kBFloat16, 9));
+  AttentionParams capped = p.params();
+  capped.max_workspace_bytes = 4096;
+  const AttentionPlan plan = plan_attention(p.query(), p.cache(), p.batch(), capped);
+  run_attention(plan, p.query(), p.cache(), p.batch(), p.params(), p.output());
+  const std::vector<uint8_t> out = p.out;
+  p.poison();
+  attention(p.query(), p.cache(), p.batch(), p.params(), p.output());
+  EXPECT_EQ(out, p.out);
+}
+
 TEST(Plan, EmptyPlanAndBadRunInputsAreErrors) {
   auto p = testing::make_problem(spec_of(DType::kBFloat16, 9));
   AttentionPlan empty;

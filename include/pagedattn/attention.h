@@ -43,7 +43,7 @@ struct AttentionParams {
   /// than it would otherwise (a slower launch for long contexts, the same results within rounding) when the
   /// best split needs more. What a server that reserves one workspace for every step sets
   /// (WorkspaceReservation). An error when even the unsplit launch needs more, or when force_segments needs
-  /// more.
+  /// more. Read by plan_attention (and the flat ops) only; run_attention ignores it.
   size_t max_workspace_bytes = 0;
 };
 

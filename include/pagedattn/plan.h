@@ -79,7 +79,8 @@ AttentionPlan plan_attention(DeviceContext& context, const TensorView& query, co
 /// Runs a plan: attention of `query` over `cache` into `out` (see attention()). The query, cache and batch
 /// must have the planned shapes, dtypes, format and hints (an error names the first difference); their data,
 /// strides and the per-call params (scale, soft-cap, ALiBi slopes, sinks, LSE) may change from call to call,
-/// except that the plan fixes the sliding window, force_segments and max_workspace_bytes.
+/// except that the plan fixes the sliding window, force_segments and whether new_key/new_value are given
+/// (max_workspace_bytes is read by the plan only: its choice already fits).
 /// params.validate_batch is ignored (see validate_batch(); the CPU backend checks the batch contents on every
 /// run). workspace must hold plan.workspace_bytes().
 void run_attention(const AttentionPlan& plan, const TensorView& query, const PagedKVCache& cache,

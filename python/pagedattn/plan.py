@@ -125,12 +125,14 @@ class Plan:
     window. validate checks the batch's contents now (on the GPU: a copy and a synchronization, skipped while
     a CUDA graph is captured). The workspace is allocated once in query's framework unless one is given.
     new_key / new_value (optional, both or neither, shaped like every run's): runs will pass the step's raw K/V
-    [num_tokens, num_kv_heads, head_dim] (see Plan.run).
+    [num_tokens, num_kv_heads, head_dim] (see Plan.run). max_workspace_bytes (GPU; 0 = no cap): the plan takes
+    fewer split-KV segments rather than need more workspace (one buffer reserved for every step).
     """
 
     def __init__(self, query, cache: PagedKVCache, block_tables, seq_lens, query_start_loc, *,
                  max_query_len: int = -1, max_seq_len: int = -1, window_left: int = 0, force_segments: int = 0,
-                 validate: bool = True, workspace=None, stream: int | None = None, new_key=None, new_value=None):
+                 validate: bool = True, workspace=None, stream: int | None = None, new_key=None, new_value=None,
+                 max_workspace_bytes: int = 0):
         if not isinstance(cache, PagedKVCache):
             raise Error(f"cache must be a pagedattn.PagedKVCache, got {type(cache).__name__}")
         for x, name in ((query, "query"), (block_tables, "block_tables"), (seq_lens, "seq_lens"),
@@ -144,7 +146,8 @@ class Plan:
         self.window_left, self.force_segments = window_left, force_segments
         self._plan = _C.plan_attention(query, cache.k, cache.v, block_tables, seq_lens, query_start_loc,
                                        max_query_len, max_seq_len, window_left, force_segments, **cache._planes(),
-                                       new_key=new_key, new_value=new_value)
+                                       new_key=new_key, new_value=new_value,
+                                       max_workspace_bytes=max_workspace_bytes)
         if validate:
             _C.validate_batch(query, cache.k, cache.v, block_tables, seq_lens, query_start_loc, max_query_len,
                               max_seq_len, current_stream(query) if stream is None else stream, **cache._planes())

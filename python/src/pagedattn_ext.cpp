@@ -225,10 +225,11 @@ NB_MODULE(_pagedattn, m) {
          const Array& seq_lens, const Array& query_start_loc, int max_query_len, int max_seq_len,
          int window_left, int force_segments, std::optional<Array> k_scale, std::optional<Array> v_scale,
          std::optional<Array> k_meta, std::optional<Array> v_meta, const std::string& kv_format,
-         std::optional<Array> new_key, std::optional<Array> new_value) {
+         std::optional<Array> new_key, std::optional<Array> new_value, size_t max_workspace_bytes) {
         AttentionParams p;
         p.window_left = window_left;
         p.force_segments = force_segments;
+        p.max_workspace_bytes = max_workspace_bytes;
         p.new_key = optional_view(new_key, "new_key");  // the plan reads their shapes, never their data
         p.new_value = optional_view(new_value, "new_value");
         return plan_attention(
@@ -239,7 +240,7 @@ NB_MODULE(_pagedattn, m) {
       "query"_a, "k_cache"_a, "v_cache"_a, "block_tables"_a, "seq_lens"_a, "query_start_loc"_a,
       "max_query_len"_a = -1, "max_seq_len"_a = -1, "window_left"_a = 0, "force_segments"_a = 0,
       "k_scale"_a = nb::none(), "v_scale"_a = nb::none(), "k_meta"_a = nb::none(), "v_meta"_a = nb::none(),
-      "kv_format"_a = "", "new_key"_a = nb::none(), "new_value"_a = nb::none());
+      "kv_format"_a = "", "new_key"_a = nb::none(), "new_value"_a = nb::none(), "max_workspace_bytes"_a = 0);
 
   m.def(
       "run_attention",

@@ -23,7 +23,8 @@ def test_one_plan_runs_every_layer_like_the_flat_op(rng):
     ps = layers(rng, 3, head_dim=80, num_q_heads=10, num_kv_heads=2, block_size=7)
     first = ps[0]
     batch = (first["block_tables"], first["seq_lens"], first["query_start_loc"])
-    plan = pagedattn.Plan(first["q"], pagedattn.PagedKVCache(first["k"], first["v"]), *batch, window_left=17)
+    plan = pagedattn.Plan(first["q"], pagedattn.PagedKVCache(first["k"], first["v"]), *batch, window_left=17,
+                          max_workspace_bytes=1 << 20)  # a GPU option: no effect on the CPU
     assert plan.workspace_bytes == 0 and "cpu" in plan.describe()
     for p in ps:
         cache = pagedattn.PagedKVCache(p["k"], p["v"])
@@ -127,3 +128,11 @@ def test_cuda_plan_over_layers_and_graph_replay(rng, fmt):
     torch.cuda.synchronize()
     for got, want in zip(static_out, outs):
         assert torch.equal(got, want)
+    # Under a workspace cap of half the free choice's, fewer segments and the same results within rounding.
+    if plan.workspace_bytes > 512:
+        capped = pagedattn.Plan(q, caches[0], tables, seq_t, qsl, max_query_len=1, max_seq_len=max(seq_lens),
+                                max_workspace_bytes=plan.workspace_bytes // 2)
+        assert capped.workspace_bytes <= plan.workspace_bytes // 2, capped.describe()
+        for c, want in zip(caches, outs):
+            got = capped.run(q, c).float()
+            assert (got - want.float()).norm() <= 1e-2 * want.float().norm()

@@ -49,7 +49,6 @@ void check_matches_plan(const PlanState& plan, const AttentionProblem& p) {
   expect_same("the max_seq_len hint", q.max_seq_len, p.max_seq_len);
   expect_same("window_left", q.attn.window_left, p.attn.window_left);
   expect_same("force_segments", q.force_segments, p.force_segments);
-  expect_same("max_workspace_bytes", q.max_workspace_bytes, p.max_workspace_bytes);
   expect_same("the presence of new_key/new_value (1 = given)", q.attn.new_k != nullptr ? 1 : 0,
               p.attn.new_k != nullptr ? 1 : 0);
   expect_same("the K/V scales' layout (per head = 1)", q.kv.scale_per_head, p.kv.scale_per_head);
