@@ -14,7 +14,8 @@
 #                                     persistent decode (scripts/sanitize.sh, SANITIZE_TIMEOUT seconds each);
 #                                     summaries at the end
 #   BASELINE_CLI=path scripts/gpu-check.sh   also times a baseline build's `pagedattn bench` against this one
-#   KV_BENCH=1 scripts/gpu-check.sh   also the CLI's decode and prefill grids per K/V cache format
+#   KV_BENCH=1 scripts/gpu-check.sh   also the CLI's decode and prefill grids per K/V cache format (TurboQuant:
+#                                     decode; KV_BENCH_TIMEOUT seconds each, 240 by default)
 # The machine needs no apt: CLI11 (for the pagedattn command) comes from .deps/debs when the system lacks it
 # (scripts/offline-deps.sh downloads it on a machine with apt; carry .deps to the GPU machine).
 set -uo pipefail
@@ -87,9 +88,12 @@ fi
 # bytes as stored; the fp8/int8 targets are ratios to the bf16 rows of the same run.
 if [[ "${KV_BENCH:-0}" == 1 ]]; then
   echo "== K/V formats: decode and prefill per cache format"
-  for fmt in bf16 fp8_e4m3 fp8_e5m2 int8; do
-    for op in decode prefill; do
-      "$build/tools/cli/pagedattn" bench --backend cuda --op "$op" --kv-dtype "$fmt" --reps 50 2>&1
+  for fmt in bf16 fp8_e4m3 fp8_e5m2 int8 tq_k8v4 tq_k4v4 tq_k3v4 tq_k3v3; do
+    ops=(decode prefill)
+    [[ $fmt == tq_* ]] && ops=(decode)  # TurboQuant runs every query length on its decode tile for now
+    for op in "${ops[@]}"; do  # a time limit each: a kernel that hangs must not take the whole call
+      timeout "${KV_BENCH_TIMEOUT:-240}" "$build/tools/cli/pagedattn" bench --backend cuda --op "$op" \
+        --kv-dtype "$fmt" --reps 50 2>&1 || echo "bench --op $op --kv-dtype $fmt: exit $?"
     done
   done | tee "$logs/kv_bench.txt"
 fi
