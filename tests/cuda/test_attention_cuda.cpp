@@ -519,7 +519,7 @@ TEST(CudaAttention, GraphReplayEqualsEager) {
   REQUIRE_GPU();
   std::mt19937_64 rng(test::run_seed());
   int ran = 0;
-  // Every format; TurboQuant presets at head dim 128 (their kernel's head dims are 64/128/256).
+  // Every format; TurboQuant presets at head dim 128.
   const std::pair<DType, std::optional<tq::Preset>> formats[] = {{DType::kBFloat16, {}},
                                                                  {DType::kFloat8E4M3, {}},
                                                                  {DType::kFloat8E5M2, {}},

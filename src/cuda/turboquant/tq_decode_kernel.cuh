@@ -36,6 +36,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/attention/dependent_launch.cuh"
 #include "cuda/attention/mma_sm80.cuh"
@@ -51,12 +52,22 @@ constexpr int tq_gcd(int a, int b) {
   return b == 0 ? a : tq_gcd(b, a % b);
 }
 
+/// Whether the kernel runs a preset at a head dim: every lane's run of key codes (D/4 dims) and of value
+/// codes (D/8 dims) starts on a byte. All presets at 64/128/192/256; tq_k8v4 and tq_k4v4 at 80/96/112 too,
+/// tq_k3v4 at 96; not the 3-bit runs of 80/112 (keys) or 80/96/112 (values) — the CPU backend runs those.
+/// src/cuda/CMakeLists.txt applies the same rule to choose the instances.
+constexpr bool tq_kernel_supports(int head_dim, int key_bits, int value_bits) {
+  return head_dim % 16 == 0 && head_dim >= 64 && head_dim <= 256 && head_dim / 4 * key_bits % 8 == 0 &&
+         head_dim / 8 * value_bits % 8 == 0;
+}
+
 template <int kHeadDim_, int kKeyBits_, int kValueBits_>
 struct TQDecodeConfig {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kKeyBits = kKeyBits_;      // 8: fp8 e4m3 keys (tq_k8v4); 3, 4: rotated codes
   static constexpr int kValueBits = kValueBits_;  // 3, 4
-  static_assert(kHeadDim % 64 == 0 && kHeadDim <= 256, "head dims 64, 128, 256");
+  static_assert(tq_kernel_supports(kHeadDim, kKeyBits, kValueBits),
+                "head dims 64..256 in steps of 16 whose lane runs of codes start on bytes");
   static_assert(kValueBits == 3 || kValueBits == 4, "value codes of 3 or 4 bits");
   static constexpr int kBlockM = 16, kBlockN = 64, kWarps = 4, kWarpKeys = 16, kThreads = 32 * kWarps;
   static constexpr int kKeyRowBytes = kHeadDim * kKeyBits / 8;
@@ -75,7 +86,7 @@ struct TQDecodeConfig {
   // The epilogue's staging reuses the table's memory (a CTA barrier between them).
   static constexpr int kSmemBytes = kLutBytes > kEpilogue ? kLutBytes : kEpilogue;
   // Q fragments and O accumulators grow with the head dim: 3 CTAs per SM fit 168 registers per thread at
-  // head dim <= 128, 2 CTAs 255 at 256.
+  // head dim <= 128, 2 CTAs 255 at 192 and 256.
   static constexpr int kMinBlocksPerSm = kHeadDim <= 128 ? 3 : 2;
   static constexpr bool kPrefetch = kHeadDim <= 128;  // a second register buffer for the next tile's codes
 };
@@ -309,6 +320,34 @@ struct TQOStaging {
   }
 };
 
+/// The epilogue staging of the other head dims (80, 96, 112, 192, where the swizzle above is not a
+/// bijection or D/8 is not a whole number of float4s): O's columns in their natural order, as float2 pairs
+/// (D/8 is even), no swizzle.
+template <int kHeadDim>
+struct TQOStagingNatural {
+  __device__ __forceinline__ static int chunk(int, int c) { return c; }
+  template <int D>
+  __device__ __forceinline__ static void store(const WarpSoftmaxState<D>& st, float* o0, float* o1,
+                                               int lane) {
+    static_assert(D == kHeadDim && D / 8 % 2 == 0, "staging and state agree on the head dim; D/8 even");
+    const int t = lane & 3;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int base = (2 * t + e) * (D / 8);
+#pragma unroll
+      for (int dt = 0; dt < D / 8; dt += 2) {
+        *reinterpret_cast<float2*>(o0 + base + dt) = make_float2(st.o[dt][e], st.o[dt + 1][e]);
+        *reinterpret_cast<float2*>(o1 + base + dt) = make_float2(st.o[dt][2 + e], st.o[dt + 1][2 + e]);
+      }
+    }
+  }
+};
+
+/// TQOStaging's swizzle is a bijection on each row's float4 chunks at head dims 64, 128 and 256.
+template <int kHeadDim>
+using TQOStagingFor = std::conditional_t<kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256,
+                                         TQOStaging<kHeadDim>, TQOStagingNatural<kHeadDim>>;
+
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     tq_attention_kernel(const __grid_constant__ TQAttentionParams p) {
@@ -443,7 +482,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     st.o[dt][3] += v_min_sum[1];
   }
   __syncthreads();  // every warp is done with the tables: the staging takes their memory
-  merge_warps_and_store<T, D, BM, Cfg::kWarps, Cfg::kThreads, TQOStaging<D>>(
+  merge_warps_and_store<T, D, BM, Cfg::kWarps, Cfg::kThreads, TQOStagingFor<D>>(
       u, t, kv_head, segment, st, unit, reinterpret_cast<float*>(tq_smem), s_ml, 0, wn,
       [] { __syncthreads(); });
 }
