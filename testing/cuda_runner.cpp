@@ -251,9 +251,8 @@ std::string cuda_not_compiled(const ProblemSpec& s) {
   for (const auto& i : b.cuda_tq_instances) {
     if (i.query == s.dtype && i.preset == *s.tq && i.head_dim == s.head_dim) return "";
   }
-  return "TurboQuant attention is not compiled for this query dtype, preset and head dim (CUDA: where each "
-         "lane's run of codes starts on a byte, among PAGEDATTN_HEAD_DIMS; presets among "
-         "PAGEDATTN_KV_FORMATS)";
+  return "TurboQuant attention is not compiled for this query dtype, preset and head dim (PAGEDATTN_DTYPES / "
+         "PAGEDATTN_KV_FORMATS / PAGEDATTN_HEAD_DIMS)";
 }
 
 void run_planned_layers(const std::vector<HostProblem*>& layers) {

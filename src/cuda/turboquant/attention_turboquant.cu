@@ -32,14 +32,11 @@ TQInstance find_tq_instance(DType dtype, int key_bits, int value_bits, int head_
             &tq_resident_ctas_per_sm<TYPE, KEY_BITS, VALUE_BITS, HEAD_DIM>};
   PAGEDATTN_FOR_EACH_TQ_INSTANCE(PAGEDATTN_TQ_MATCH)
 #undef PAGEDATTN_TQ_MATCH
-  PA_CHECK(
-      false, "attention over a ", tq::preset_info(tq::preset_of_bits(key_bits, value_bits)).name,
-      " cache with head dim ", head_dim, " and ", dtype_name(dtype),
-      " queries is not compiled into this build's CUDA kernels (TurboQuant attention is built where each "
-      "lane's run of codes starts on a byte: every preset at head dims 64/128/192/256, tq_k8v4 and tq_k4v4 "
-      "at 80/96/112 too, tq_k3v4 at 96; among -DPAGEDATTN_HEAD_DIMS = ",
-      PAGEDATTN_HEAD_DIMS_STRING, ", query dtypes ", PAGEDATTN_DTYPES_STRING, ", formats ",
-      PAGEDATTN_KV_FORMATS_STRING, "); the CPU backend runs every head dim");
+  PA_CHECK(false, "attention over a ", tq::preset_info(tq::preset_of_bits(key_bits, value_bits)).name,
+           " cache with head dim ", head_dim, " and ", dtype_name(dtype),
+           " queries is not compiled into this build's CUDA kernels (-DPAGEDATTN_HEAD_DIMS = ",
+           PAGEDATTN_HEAD_DIMS_STRING, ", query dtypes ", PAGEDATTN_DTYPES_STRING, ", formats ",
+           PAGEDATTN_KV_FORMATS_STRING, "); the CPU backend runs every head dim");
 }
 
 // A code plane's rows are read with loads as wide as gcd(row bytes, 16) allows: its pointer and strides must

@@ -52,34 +52,30 @@ constexpr int tq_gcd(int a, int b) {
   return b == 0 ? a : tq_gcd(b, a % b);
 }
 
-/// Whether the kernel runs a preset at a head dim: every lane's run of key codes (D/4 dims) and of value
-/// codes (D/8 dims) starts on a byte. All presets at 64/128/192/256; tq_k8v4 and tq_k4v4 at 80/96/112 too,
-/// tq_k3v4 at 96; not the 3-bit runs of 80/112 (keys) or 80/96/112 (values) — the CPU backend runs those.
-/// src/cuda/CMakeLists.txt applies the same rule to choose the instances.
-constexpr bool tq_kernel_supports(int head_dim, int key_bits, int value_bits) {
-  return head_dim % 16 == 0 && head_dim >= 64 && head_dim <= 256 && head_dim / 4 * key_bits % 8 == 0 &&
-         head_dim / 8 * value_bits % 8 == 0;
-}
-
 template <int kHeadDim_, int kKeyBits_, int kValueBits_>
 struct TQDecodeConfig {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kKeyBits = kKeyBits_;      // 8: fp8 e4m3 keys (tq_k8v4); 3, 4: rotated codes
   static constexpr int kValueBits = kValueBits_;  // 3, 4
-  static_assert(tq_kernel_supports(kHeadDim, kKeyBits, kValueBits),
-                "head dims 64..256 in steps of 16 whose lane runs of codes start on bytes");
+  static_assert(kHeadDim % 16 == 0 && kHeadDim >= 64 && kHeadDim <= 256, "head dims 64..256 in steps of 16");
   static_assert(kValueBits == 3 || kValueBits == 4, "value codes of 3 or 4 bits");
   static constexpr int kBlockM = 16, kBlockN = 64, kWarps = 4, kWarpKeys = 16, kThreads = 32 * kWarps;
   static constexpr int kKeyRowBytes = kHeadDim * kKeyBits / 8;
   static constexpr int kValueRowBytes = kHeadDim * kValueBits / 8;
+  // A lane's run of codes: D/4 dims of a key, D/8 dims of a value. It starts on a byte except for 3-bit codes
+  // at head dims 80/112 (keys) and 80/96/112 (values), which load_code_bits reads.
+  static constexpr int kKeyLaneBits = kHeadDim / 4 * kKeyBits;
+  static constexpr int kValueLaneBits = kHeadDim / 8 * kValueBits;
+  static constexpr bool kKeyRunsOnBytes = kKeyLaneBits % 8 == 0;
+  static constexpr bool kValueRunsOnBytes = kValueLaneBits % 8 == 0;
   // A code row starts at a multiple of gcd(row bytes, 16) (the host checks pointers and strides), and a
-  // lane's run at a multiple of its length: the widest loads both allow.
-  static constexpr int kKeyLaneBytes = kHeadDim / 4 * kKeyBits / 8;
-  static constexpr int kValueLaneBytes = kHeadDim / 8 * kValueBits / 8;
+  // byte-aligned lane's run at a multiple of its length: the widest loads both allow.
+  static constexpr int kKeyLaneBytes = kKeyLaneBits / 8;
+  static constexpr int kValueLaneBytes = kValueLaneBits / 8;
   static constexpr int kKeyLaneAlign = tq_gcd(tq_gcd(kKeyRowBytes, 16), kKeyLaneBytes);
   static constexpr int kValueLaneAlign = tq_gcd(tq_gcd(kValueRowBytes, 16), kValueLaneBytes);
-  static constexpr int kKeyWords = (kKeyLaneBytes + 3) / 4;
-  static constexpr int kValueWords = (kValueLaneBytes + 3) / 4;
+  static constexpr int kKeyWords = (kKeyLaneBits + 31) / 32;
+  static constexpr int kValueWords = (kValueLaneBits + 31) / 32;
   static constexpr int kLutEntries = kKeyBits == 4 ? 256 : kKeyBits == 3 ? 64 : 0;
   static constexpr int kLutBytes = kLutEntries * 32 * 4;
   static constexpr int kEpilogue = kEpilogueBytes<kHeadDim, kBlockM, kWarps>;
@@ -132,6 +128,27 @@ __device__ __forceinline__ void load_code_bytes(const unsigned char* src, uint32
   }
 }
 
+/// A lane's run of kBits code bits that starts inside a byte (bit `start` of a code row of kRowBytes bytes):
+/// the bytes that hold it, read one at a time and none past the row, shifted so that the run starts at bit 0
+/// of w. The bits past the run in the last word are the next run's; the callers read fields inside the run.
+template <int kBits, int kRowBytes>
+__device__ __forceinline__ void load_code_bits(const unsigned char* row, int start,
+                                               uint32_t (&w)[(kBits + 31) / 32]) {
+  constexpr int kWords = (kBits + 31) / 32;
+  constexpr int kSpan = (kBits + 7 + 7) / 8;  // bytes a run of kBits touches at a shift of at most 7
+  static_assert(kSpan <= 4 * (kWords + 1), "the span fits the raw words");
+  uint32_t raw[kWords + 1];
+#pragma unroll
+  for (int i = 0; i <= kWords; ++i) raw[i] = 0;
+  const int first = start >> 3, shift = start & 7;
+#pragma unroll
+  for (int i = 0; i < kSpan; ++i) {
+    if (first + i < kRowBytes) raw[i / 4] |= static_cast<uint32_t>(__ldg(row + first + i)) << (8 * (i % 4));
+  }
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) w[i] = __funnelshift_r(raw[i], raw[i + 1], shift);
+}
+
 /// `bits` bits (at most 8) at bit position `pos` (compile-time after unrolling) of a little-endian word
 /// array.
 template <int kBits, int kWords>
@@ -171,7 +188,11 @@ __device__ __forceinline__ void load_tq_tile(const kernels::PagedKVArgs& kv, con
     int32_t slot = 0;
     if (where(key0 + 8 * nb + g, block, slot)) {
       const auto* row = static_cast<const unsigned char*>(kv.k.data) + kv.k.offset(block, slot, kv_head);
-      load_code_bytes<Cfg::kKeyLaneBytes, Cfg::kKeyLaneAlign>(row + t4 * Cfg::kKeyLaneBytes, r.k[nb]);
+      if constexpr (Cfg::kKeyRunsOnBytes) {
+        load_code_bytes<Cfg::kKeyLaneBytes, Cfg::kKeyLaneAlign>(row + t4 * Cfg::kKeyLaneBytes, r.k[nb]);
+      } else {
+        load_code_bits<Cfg::kKeyLaneBits, Cfg::kKeyRowBytes>(row, t4 * Cfg::kKeyLaneBits, r.k[nb]);
+      }
     } else {
 #pragma unroll
       for (int i = 0; i < Cfg::kKeyWords; ++i) r.k[nb][i] = 0;
@@ -184,7 +205,11 @@ __device__ __forceinline__ void load_tq_tile(const kernels::PagedKVArgs& kv, con
     int32_t slot = 0;
     if (where(key0 + 2 * t4 + (j & 1) + 8 * (j >> 1), block, slot)) {
       const auto* row = static_cast<const unsigned char*>(kv.v.data) + kv.v.offset(block, slot, kv_head);
-      load_code_bytes<Cfg::kValueLaneBytes, Cfg::kValueLaneAlign>(row + g * Cfg::kValueLaneBytes, r.v[j]);
+      if constexpr (Cfg::kValueRunsOnBytes) {
+        load_code_bytes<Cfg::kValueLaneBytes, Cfg::kValueLaneAlign>(row + g * Cfg::kValueLaneBytes, r.v[j]);
+      } else {
+        load_code_bits<Cfg::kValueLaneBits, Cfg::kValueRowBytes>(row, g * Cfg::kValueLaneBits, r.v[j]);
+      }
       r.vm[j] = __ldg(reinterpret_cast<const unsigned int*>(kv.v_meta.at<uint16_t>(block, slot, kv_head)));
       if constexpr (Cfg::kKeyBits != 8) {
         r.kn[j >> 1] |= static_cast<uint32_t>(__ldg(kv.k_meta.at<unsigned short>(block, slot, kv_head)))
