@@ -28,7 +28,8 @@ struct AttentionParams {
   /// (shared/TURBOQUANT.md): a fresh prompt attends to its raw K/V; a continuation chunk to its quantized
   /// prefix and its own raw tokens; a decode token to the cache and itself raw. Every query length follows
   /// the same rule, so a sequence gives the same result alone or in any batch. For a bf16/fp16 cache holding
-  /// what write_kv wrote, results are unchanged. CUDA: not implemented yet (a clear error at plan time).
+  /// what write_kv wrote, results are unchanged. CUDA: TurboQuant caches (the other formats: a clear error at
+  /// plan time; their caches hold what write_kv wrote).
   TensorView new_key;
   TensorView new_value;
   /// GPU only: copy the batch description to the host and check its contents (block ids inside the pool,

@@ -82,7 +82,8 @@ def attention(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, 
     block_tables [num_seqs, max_blocks] int32, seq_lens [num_seqs] int32 (cached tokens, new ones included),
     query_start_loc [num_seqs + 1] int32. new_key / new_value (optional, both or neither): the step's raw K/V
     [num_tokens, num_kv_heads, head_dim], read for each sequence's query positions instead of the cache (the
-    prefill semantics of quantized caches; CPU only for now). Returns out (and lse [num_tokens, num_q_heads] float32 when asked).
+    prefill semantics of quantized caches; on CUDA for TurboQuant caches). Returns out (and lse [num_tokens,
+    num_q_heads] float32 when asked).
     When workspace is None, one of attention_workspace_size() bytes is allocated in query's framework.
     A convenience over Plan (plan, validate, run): a model that runs many layers over one batch makes a Plan
     once per step and calls Plan.run per layer.

@@ -171,7 +171,7 @@ class Plan:
         [num_tokens, num_q_heads] float32 when asked). Shapes, dtypes and format must be the planned ones.
         new_key / new_value: the step's raw K/V [num_tokens, num_kv_heads, head_dim] in the query dtype (what
         write was given), read for each sequence's query positions instead of the cache: the prefill
-        semantics of quantized caches (given to the plan too). CPU only for now."""
+        semantics of quantized caches (given to the plan too; on CUDA for TurboQuant caches)."""
         if not isinstance(cache, PagedKVCache):
             raise Error(f"cache must be a pagedattn.PagedKVCache, got {type(cache).__name__}")
         _tensor(query, "query")

@@ -225,8 +225,8 @@ def test_custom_op_in_cuda_graph(rng):
 
 def test_torch_ops_over_a_turboquant_cache(rng):
     """torch.ops with the format named: write_kv quantizes into uint8 planes on the GPU with the CPU writer's bytes,
-    attention over them (compiled, and inside a CUDA graph) matches the CPU backend over the same bytes; the step's
-    raw K/V is a clear error on the GPU for now."""
+    attention over them (compiled, and inside a CUDA graph) matches the CPU backend over the same bytes, with and
+    without the step's raw K/V."""
     if ("bf16", "tq_k4v4", 128) not in pagedattn.build_info()["cuda_tq_instances"]:
         pytest.skip("no TurboQuant attention compiled for bf16 queries, tq_k4v4, head dim 128 in this build")
     seq_lens, query_lens = make_batch(rng, "decode", 5, 700)
@@ -270,7 +270,12 @@ def test_torch_ops_over_a_turboquant_cache(rng):
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out_static, step(qg))
-    with pytest.raises(pagedattn.Error, match="is not implemented by the CUDA backend yet"):
-        nk = torch.zeros(qg.shape[0], hkv, d, dtype=torch.bfloat16, device=DEV)
-        torch_ops.attention(qg, g["k_cache"], g["v_cache"], *tb, max_query_len=1, max_seq_len=int(max(seq_lens)),
-                            k_meta=g["k_meta"], v_meta=g["v_meta"], kv_format="tq_k4v4", new_key=nk, new_value=nk)
+    nk = torch.randn(qg.shape[0], hkv, d, dtype=torch.bfloat16, device=DEV)
+    nv = torch.randn_like(nk)
+    got = torch_ops.attention(qg, g["k_cache"], g["v_cache"], *tb, max_query_len=1, max_seq_len=int(max(seq_lens)),
+                              k_meta=g["k_meta"], v_meta=g["v_meta"], kv_format="tq_k4v4", new_key=nk,
+                              new_value=nv).float().cpu().numpy()
+    want = torch_ops.attention(qg.cpu(), cpu["k_cache"], cpu["v_cache"], *[x.cpu() for x in tb], max_query_len=1,
+                               max_seq_len=int(max(seq_lens)), k_meta=cpu["k_meta"], v_meta=cpu["v_meta"],
+                               kv_format="tq_k4v4", new_key=nk.cpu(), new_value=nv.cpu()).float().numpy()
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 2e-3

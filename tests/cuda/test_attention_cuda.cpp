@@ -493,24 +493,60 @@ TEST(CudaAttention, BadInputSameMessagesAsCpu) {
   expect_both([](auto& p) { p.query_start_loc = {0, 11, 1, 16}; }, "query_start_loc must be non-decreasing");
 }
 
-// The step's raw K/V (AttentionParams::new_key) is a CPU-only feature for now: the GPU says so at plan time,
-// for the bf16 and the TurboQuant paths, instead of reading the cache's copies.
-TEST(CudaAttention, NewKvIsAClearErrorUntilImplemented) {
+// The step's raw K/V (AttentionParams::new_key) over TurboQuant caches: the spec's prefill rule (a fresh
+// prompt attends to its raw K/V, a continuation chunk to its codes and its own raw tokens, a decode token to
+// the codes and itself) against the dense fp64 reference that reads the same, for every preset at head dims
+// 64/80/128/256 (80: 3-bit runs that start mid-byte), fresh, chunked, mixed and decode batches, GQA 1/5/6,
+// pages 1/7/16, window, sinks, soft-cap and forced split counts (mixed tiles inside segments). The unified
+// path (bf16/fp16/fp8/int8 caches) refuses it with a clear error.
+TEST(CudaTurboQuant, NewKvMatchesTheDenseReference) {
   REQUIRE_GPU();
-  for (const std::optional<tq::Preset> preset :
-       {std::optional<tq::Preset>{}, std::optional{tq::Preset::kK4V4}}) {
-    testing::ProblemSpec s;
-    s.tq = preset;
-    s.num_q_heads = 4;
-    s.num_kv_heads = 2;
-    s.seq_lens = {20, 9};
-    s.query_lens = {20, 1};
-    s.new_kv = true;
-    s.seed = test::run_seed();
-    testing::HostProblem p = testing::make_problem(s);
-    EXPECT_ERROR_CONTAINS(testing::make_cuda_runner()->run_attention(p),
-                          "params.new_key / new_value) is not implemented by the CUDA backend yet");
+  std::mt19937_64 rng(test::run_seed());
+  const testing::BatchKind kinds[] = {testing::BatchKind::kPrefill, testing::BatchKind::kChunked,
+                                      testing::BatchKind::kMixed, testing::BatchKind::kDecode};
+  const int head_dims[] = {64, 80, 128, 256}, ratios[] = {1, 5, 6}, block_sizes[] = {1, 7, 16};
+  int ran = 0, n = 0;
+  for (tq::Preset preset : tq::kAllPresets) {
+    for (testing::BatchKind kind : kinds) {
+      testing::ProblemSpec s;
+      s.tq = preset;
+      s.cache_dtype = DType::kUInt8;
+      s.dtype = n % 2 ? DType::kFloat16 : DType::kBFloat16;
+      s.head_dim = head_dims[n % 4];
+      s.num_kv_heads = 2;
+      s.num_q_heads = 2 * ratios[(n / 2) % 3];
+      s.block_size = block_sizes[(n / 3) % 3];
+      s.window_left = n % 5 == 1 ? 40 : 0;
+      s.sinks = n % 4 == 2;
+      s.softcap = n % 6 == 3 ? 30.0f : 0.0f;
+      s.force_segments = n % 3 == 1 ? 8 : 0;
+      s.lse = true;
+      s.new_kv = true;
+      s.seed = rng();
+      testing::draw_batch(s, kind, 3 + n % 4, 300, rng);
+      ++n;
+      if (!compiled(s)) continue;
+      ++ran;
+      SCOPED_TRACE(s.describe());
+      testing::HostProblem p = testing::make_problem(s);
+      testing::make_cuda_runner()->run_attention(p);
+      const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance, min_tolerance(s));
+      EXPECT_TRUE(cmp.ok) << cmp.summary();
+    }
   }
+  testing::ProblemSpec bf16;
+  bf16.num_q_heads = 4;
+  bf16.num_kv_heads = 2;
+  bf16.seq_lens = {20, 9};
+  bf16.query_lens = {20, 1};
+  bf16.new_kv = true;
+  bf16.seed = test::run_seed();
+  if (compiled(bf16)) {
+    testing::HostProblem p = testing::make_problem(bf16);
+    EXPECT_ERROR_CONTAINS(testing::make_cuda_runner()->run_attention(p),
+                          "is implemented by the CUDA backend for TurboQuant caches only");
+  }
+  SKIP_IF_NONE_RAN(ran);
 }
 
 // A captured graph replays to the same bytes as the eager call: decode (split-KV partials and merge) and

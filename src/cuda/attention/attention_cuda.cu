@@ -203,10 +203,12 @@ void fill_batch_inputs(const core::AttentionProblem& p, LaunchInputs& in) {
 }
 
 void plan_attention(CudaContext& ctx, const core::AttentionProblem& p, core::PlanState& plan) {
-  PA_CHECK(p.attn.new_k == nullptr,
-           "attention with the step's raw K/V (params.new_key / new_value) is not implemented by the CUDA "
-           "backend yet: its kernels read every position from the cache (the CPU backend runs it)");
   if (p.kv.tq_key_bits != 0) return plan_turboquant_attention(ctx, p, plan);
+  PA_CHECK(
+      p.attn.new_k == nullptr,
+      "attention with the step's raw K/V (params.new_key / new_value) is implemented by the CUDA backend "
+      "for TurboQuant caches only (the CPU backend runs it for every format); a ",
+      dtype_name(p.kv.dtype), " cache holds what write_kv wrote: leave them out");
   DeviceGuard guard(p.device.index);
   check_supported(p);
   auto launch = std::make_shared<CudaLaunch>();

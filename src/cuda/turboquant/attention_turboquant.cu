@@ -69,6 +69,8 @@ struct TQPlan {
   LaunchChoice choice;
   size_t q_rot_offset = 0;    // workspace bytes before the rotated queries
   size_t q_scale_offset = 0;  // and before their row scales
+  // With the step's raw K/V: its staged key and value rows and their row scales (0: none).
+  size_t raw_k_offset = 0, raw_k_scale_offset = 0, raw_v_offset = 0, raw_v_scale_offset = 0;
   TurboQuantTables tab;
 };
 
@@ -88,8 +90,16 @@ void plan_turboquant_attention(CudaContext& ctx, const core::AttentionProblem& p
   fill_batch_inputs(p, in);
   in.converted_kv = true;
   const size_t rows = static_cast<size_t>(p.batch.num_tokens) * p.attn.num_q_heads;
-  // Behind the split-KV partials: the rotated queries (fp16) and their row scales, each 256-aligned.
-  const size_t rotated_bytes = align256(rows * p.kv.head_dim * sizeof(__half)) + rows * sizeof(float);
+  const size_t kv_rows = static_cast<size_t>(p.batch.num_tokens) * p.kv.num_kv_heads;
+  // Behind the split-KV partials: the rotated queries (fp16) and their row scales, then with the step's raw
+  // K/V its staged keys and values (fp16) and their row scales, each 256-aligned. All sized by the step's
+  // tokens, never by the context.
+  const size_t staged_kv =
+      p.attn.new_k != nullptr
+          ? 2 * (align256(kv_rows * p.kv.head_dim * sizeof(__half)) + align256(kv_rows * sizeof(float)))
+          : 0;
+  const size_t rotated_bytes =
+      align256(rows * p.kv.head_dim * sizeof(__half)) + align256(rows * sizeof(float)) + staged_kv;
   if (p.max_workspace_bytes > 0) {
     PA_CHECK(p.max_workspace_bytes >= rotated_bytes + 256, "max_workspace_bytes ", p.max_workspace_bytes,
              " is below the ", rotated_bytes + 256, " bytes a TurboQuant plan of ", rows,
@@ -100,10 +110,20 @@ void plan_turboquant_attention(CudaContext& ctx, const core::AttentionProblem& p
   const LaunchChoice& c = launch->choice;
   launch->q_rot_offset = align256(c.workspace_bytes);
   launch->q_scale_offset = launch->q_rot_offset + align256(rows * p.kv.head_dim * sizeof(__half));
+  plan.workspace_bytes = launch->q_scale_offset + align256(rows * sizeof(float));
+  if (p.attn.new_k != nullptr) {
+    const size_t staged_rows = align256(kv_rows * p.kv.head_dim * sizeof(__half)),
+                 staged_scales = align256(kv_rows * sizeof(float));
+    launch->raw_k_offset = plan.workspace_bytes;
+    launch->raw_k_scale_offset = launch->raw_k_offset + staged_rows;
+    launch->raw_v_offset = launch->raw_k_scale_offset + staged_scales;
+    launch->raw_v_scale_offset = launch->raw_v_offset + staged_rows;
+    plan.workspace_bytes = launch->raw_v_scale_offset + staged_scales;
+  }
   launch->tab = make_turboquant_tables(p.kv.head_dim, p.kv.tq_key_bits);
-  plan.workspace_bytes = launch->q_scale_offset + rows * sizeof(float);
   plan.description = "TurboQuant (" + std::to_string(p.kv.tq_key_bits) + "-bit keys, " +
-                     std::to_string(p.kv.tq_value_bits) + "-bit values) decode tile 16x64, " +
+                     std::to_string(p.kv.tq_value_bits) + "-bit values" +
+                     (p.attn.new_k != nullptr ? ", the step's own K/V raw" : "") + ") decode tile 16x64, " +
                      std::to_string(c.num_segments) + " segment(s), grid " + std::to_string(c.grid_tiles) +
                      " tiles, workspace " + std::to_string(plan.workspace_bytes) + " B";
   plan.launch = std::move(launch);
@@ -122,6 +142,12 @@ void run_turboquant_attention(const core::PlanState& plan, const core::Attention
   args.q_rot = reinterpret_cast<__half*>(scratch + launch.q_rot_offset);
   args.q_row_scale = reinterpret_cast<float*>(scratch + launch.q_scale_offset);
   args.tab = launch.tab;
+  if (launch.raw_k_offset != 0) {
+    args.raw_k = reinterpret_cast<__half*>(scratch + launch.raw_k_offset);
+    args.raw_k_scale = reinterpret_cast<float*>(scratch + launch.raw_k_scale_offset);
+    args.raw_v = reinterpret_cast<__half*>(scratch + launch.raw_v_offset);
+    args.raw_v_scale = reinterpret_cast<float*>(scratch + launch.raw_v_scale_offset);
+  }
   launch.inst.launch(launch.choice, params, args, static_cast<cudaStream_t>(stream));
 }
 

@@ -88,11 +88,23 @@ struct TQDecodeConfig {
 };
 
 /// The launch parameters: the family's (cache, batch, attention, split) plus the rotated queries and tables.
+/// The step's own K/V (AttentionParams::new_key/new_value), staged in the workspace by
+/// tq_rotate_queries_kernel: each key row rotated like the queries (tq_k8v4: not) and each value row as it
+/// is, divided by a power of two 2^E that brings its largest magnitude into [0.5, 1), in fp16, with 2^E
+/// beside it. [num_tokens, num_kv_heads, head_dim] and [num_tokens, num_kv_heads].
+struct TQRawChunk {
+  const __half* k = nullptr;
+  const float* k_scale = nullptr;
+  const __half* v = nullptr;
+  const float* v_scale = nullptr;
+};
+
 struct TQAttentionParams {
   UnifiedParams u;
   const __half* q_rot = nullptr;       // [num_tokens, num_q_heads, head_dim]: R q / 2^E (fp8 keys: q / 2^E)
   const float* q_row_scale = nullptr;  // [num_tokens, num_q_heads]: 2^E
   TurboQuantTables tab;
+  TQRawChunk raw;  // the kRaw kernel only
 };
 
 /// kBytes bytes at src (aligned to kAlign) into little-endian words.
@@ -168,6 +180,26 @@ struct TQTileRegs {
   uint32_t vm[4];                   // value scale (low half) and minimum (high half) of the same keys
 };
 
+/// The lane's run of one key's codes (dims [t D/4, (t+1) D/4)) and of one value's (dims [g D/8, (g+1) D/8)).
+template <typename Cfg>
+__device__ __forceinline__ void load_key_run(const unsigned char* row, int t4,
+                                             uint32_t (&w)[Cfg::kKeyWords]) {
+  if constexpr (Cfg::kKeyRunsOnBytes) {
+    load_code_bytes<Cfg::kKeyLaneBytes, Cfg::kKeyLaneAlign>(row + t4 * Cfg::kKeyLaneBytes, w);
+  } else {
+    load_code_bits<Cfg::kKeyLaneBits, Cfg::kKeyRowBytes>(row, t4 * Cfg::kKeyLaneBits, w);
+  }
+}
+template <typename Cfg>
+__device__ __forceinline__ void load_value_run(const unsigned char* row, int g,
+                                               uint32_t (&w)[Cfg::kValueWords]) {
+  if constexpr (Cfg::kValueRunsOnBytes) {
+    load_code_bytes<Cfg::kValueLaneBytes, Cfg::kValueLaneAlign>(row + g * Cfg::kValueLaneBytes, w);
+  } else {
+    load_code_bits<Cfg::kValueLaneBits, Cfg::kValueRowBytes>(row, g * Cfg::kValueLaneBits, w);
+  }
+}
+
 /// The warp's tile at keys key0 .. key0 + 15: each lane loads its 6 keys' data; keys outside [key_lo, key_hi)
 /// are zero.
 template <typename Cfg>
@@ -187,12 +219,8 @@ __device__ __forceinline__ void load_tq_tile(const kernels::PagedKVArgs& kv, con
     int64_t block = 0;
     int32_t slot = 0;
     if (where(key0 + 8 * nb + g, block, slot)) {
-      const auto* row = static_cast<const unsigned char*>(kv.k.data) + kv.k.offset(block, slot, kv_head);
-      if constexpr (Cfg::kKeyRunsOnBytes) {
-        load_code_bytes<Cfg::kKeyLaneBytes, Cfg::kKeyLaneAlign>(row + t4 * Cfg::kKeyLaneBytes, r.k[nb]);
-      } else {
-        load_code_bits<Cfg::kKeyLaneBits, Cfg::kKeyRowBytes>(row, t4 * Cfg::kKeyLaneBits, r.k[nb]);
-      }
+      load_key_run<Cfg>(static_cast<const unsigned char*>(kv.k.data) + kv.k.offset(block, slot, kv_head), t4,
+                        r.k[nb]);
     } else {
 #pragma unroll
       for (int i = 0; i < Cfg::kKeyWords; ++i) r.k[nb][i] = 0;
@@ -204,12 +232,8 @@ __device__ __forceinline__ void load_tq_tile(const kernels::PagedKVArgs& kv, con
     int64_t block = 0;
     int32_t slot = 0;
     if (where(key0 + 2 * t4 + (j & 1) + 8 * (j >> 1), block, slot)) {
-      const auto* row = static_cast<const unsigned char*>(kv.v.data) + kv.v.offset(block, slot, kv_head);
-      if constexpr (Cfg::kValueRunsOnBytes) {
-        load_code_bytes<Cfg::kValueLaneBytes, Cfg::kValueLaneAlign>(row + g * Cfg::kValueLaneBytes, r.v[j]);
-      } else {
-        load_code_bits<Cfg::kValueLaneBits, Cfg::kValueRowBytes>(row, g * Cfg::kValueLaneBits, r.v[j]);
-      }
+      load_value_run<Cfg>(static_cast<const unsigned char*>(kv.v.data) + kv.v.offset(block, slot, kv_head), g,
+                          r.v[j]);
       r.vm[j] = __ldg(reinterpret_cast<const unsigned int*>(kv.v_meta.at<uint16_t>(block, slot, kv_head)));
       if constexpr (Cfg::kKeyBits != 8) {
         r.kn[j >> 1] |= static_cast<uint32_t>(__ldg(kv.k_meta.at<unsigned short>(block, slot, kv_head)))
@@ -230,6 +254,28 @@ __device__ __forceinline__ __half2 bits_half2(uint32_t u) {
   return *reinterpret_cast<__half2*>(&u);
 }
 
+/// The B operand of k step ks from one key's code run: fp16 pairs of dims 4 ks + {0, 1} (b0) and + {2, 3}
+/// (b1) of the lane's run.
+template <typename Cfg>
+__device__ __forceinline__ void key_code_operands(const uint32_t (&k)[Cfg::kKeyWords], int ks,
+                                                  const uint32_t* lut, uint32_t& b0, uint32_t& b1) {
+  if constexpr (Cfg::kKeyBits == 8) {
+    const uint32_t w = k[ks];  // 4 fp8 codes: dims 4 ks .. 4 ks + 3 of the lane's run
+    const __half2_raw lo =
+        __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
+    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
+    b0 = static_cast<uint32_t>(lo.x) | (static_cast<uint32_t>(lo.y) << 16);
+    b1 = static_cast<uint32_t>(hi.x) | (static_cast<uint32_t>(hi.y) << 16);
+  } else if constexpr (Cfg::kKeyBits == 4) {
+    const uint32_t w = k[ks >> 1] >> (16 * (ks & 1));  // bytes 2 ks, 2 ks + 1 of the run
+    b0 = lut[(w & 0xffu) << 5];
+    b1 = lut[((w >> 8) & 0xffu) << 5];
+  } else {
+    b0 = lut[code_field<6, Cfg::kKeyWords>(k, 12 * ks) << 5];
+    b1 = lut[code_field<6, Cfg::kKeyWords>(k, 12 * ks + 6) << 5];
+  }
+}
+
 /// Raw scores of the warp's 16 rows against its 16 keys (before n' and the row scale).
 template <typename Cfg>
 __device__ __forceinline__ void tq_scores(const TQTileRegs<Cfg>& r,
@@ -244,22 +290,7 @@ __device__ __forceinline__ void tq_scores(const TQTileRegs<Cfg>& r,
 #pragma unroll
     for (int nb = 0; nb < 2; ++nb) {
       uint32_t b0, b1;
-      if constexpr (Cfg::kKeyBits == 8) {
-        const uint32_t w = r.k[nb][ks];  // 4 fp8 codes: dims 4 ks .. 4 ks + 3 of the lane's run
-        const __half2_raw lo =
-            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w & 0xffffu), __NV_E4M3);
-        const __half2_raw hi =
-            __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), __NV_E4M3);
-        b0 = static_cast<uint32_t>(lo.x) | (static_cast<uint32_t>(lo.y) << 16);
-        b1 = static_cast<uint32_t>(hi.x) | (static_cast<uint32_t>(hi.y) << 16);
-      } else if constexpr (Cfg::kKeyBits == 4) {
-        const uint32_t w = r.k[nb][ks >> 1] >> (16 * (ks & 1));  // bytes 2 ks, 2 ks + 1 of the run
-        b0 = lut[(w & 0xffu) << 5];
-        b1 = lut[((w >> 8) & 0xffu) << 5];
-      } else {
-        b0 = lut[code_field<6, Cfg::kKeyWords>(r.k[nb], 12 * ks) << 5];
-        b1 = lut[code_field<6, Cfg::kKeyWords>(r.k[nb], 12 * ks + 6) << 5];
-      }
+      key_code_operands<Cfg>(r.k[nb], ks, lut, b0, b1);
       Mma<__half>::run(s[nb], q_frag[ks], b0, b1);
     }
   }
@@ -373,7 +404,159 @@ template <int kHeadDim>
 using TQOStagingFor = std::conditional_t<kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256,
                                          TQOStaging<kHeadDim>, TQOStagingNatural<kHeadDim>>;
 
-template <typename T, typename Cfg>
+/// A KV tile that holds some of the step's own tokens (positions >= t.ctx, read raw from p.raw): each of the
+/// warp's keys comes from its codes (before t.ctx) or from the staged raw rows, as fp16 operands with one
+/// scale per key on its scores (n' or the raw row's 2^E) and one on its probabilities (the value scale, or
+/// the raw row's 2^E with minimum 0), so the code keys and the raw keys share one score and one P V
+/// computation. Only the tiles at the end of a sequence take this path: per-key branches and loads inside the
+/// MMA loops.
+template <typename Cfg>
+__device__ __forceinline__ void attend_mixed_tile(const TQAttentionParams& p, const QueryTile& t,
+                                                  const int32_t* table, int kv_head, int key0, int lane,
+                                                  const uint32_t (&q_frag)[Cfg::kHeadDim / 16][4],
+                                                  const uint32_t* lut, const float (&row_scale)[2],
+                                                  const int (&row_qpos)[2], const float (&row_slope)[2],
+                                                  float unit, WarpSoftmaxState<Cfg::kHeadDim>& st,
+                                                  float (&v_min_sum)[2]) {
+  constexpr int D = Cfg::kHeadDim;
+  if (key0 >= t.seq_len || key0 + Cfg::kWarpKeys <= t.first_key) return;
+  const auto& u = p.u;
+  const auto& kv = u.kv;
+  const int g = lane >> 2, t4 = lane & 3;
+  enum Source { kNoKey, kFromCodes, kFromRaw };
+  auto source = [&](int key) {
+    return key < t.first_key || key >= t.seq_len ? kNoKey : key < t.ctx ? kFromCodes : kFromRaw;
+  };
+  auto raw_row = [&](int key) {
+    return (static_cast<int64_t>(t.q_begin) + key - t.ctx) * kv.num_kv_heads + kv_head;
+  };
+  auto locate = [&](int key, int64_t& block, int32_t& slot) {
+    int32_t page = 0;
+    kv.locate(key, page, slot);
+    block = __ldg(table + page);
+  };
+
+  // S: the lane's B columns are keys g and 8 + g.
+  float s[2][4];
+  uint32_t kc[2][Cfg::kKeyWords];
+  const uint2* kr[2] = {nullptr, nullptr};
+  Source ks_src[2];
+#pragma unroll
+  for (int nb = 0; nb < 2; ++nb) {
+    s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+    const int key = key0 + 8 * nb + g;
+    ks_src[nb] = source(key);
+#pragma unroll
+    for (int i = 0; i < Cfg::kKeyWords; ++i) kc[nb][i] = 0;
+    if (ks_src[nb] == kFromCodes) {
+      int64_t block;
+      int32_t slot;
+      locate(key, block, slot);
+      load_key_run<Cfg>(static_cast<const unsigned char*>(kv.k.data) + kv.k.offset(block, slot, kv_head), t4,
+                        kc[nb]);
+    } else if (ks_src[nb] == kFromRaw) {
+      kr[nb] = reinterpret_cast<const uint2*>(p.raw.k + raw_row(key) * D + t4 * (D / 4));
+    }
+  }
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb) {
+      uint32_t b0 = 0, b1 = 0;
+      if (ks_src[nb] == kFromRaw) {
+        const uint2 w = __ldg(kr[nb] + ks);  // dims 4 ks .. 4 ks + 3 of the lane's run, fp16
+        b0 = w.x;
+        b1 = w.y;
+      } else if (ks_src[nb] == kFromCodes) {
+        key_code_operands<Cfg>(kc[nb], ks, lut, b0, b1);
+      }
+      Mma<__half>::run(s[nb], q_frag[ks], b0, b1);
+    }
+  }
+
+  // The four keys of the lane's score columns and P V rows: 2t, 2t + 1, 8 + 2t, 9 + 2t.
+  float k_scale[4], v_scale[4], v_min[4];
+  uint32_t vc[4][Cfg::kValueWords];
+  const __half* vr[4] = {nullptr, nullptr, nullptr, nullptr};
+  Source vs_src[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int key = key0 + 2 * t4 + (j & 1) + 8 * (j >> 1);
+    vs_src[j] = source(key);
+    k_scale[j] = v_scale[j] = v_min[j] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < Cfg::kValueWords; ++i) vc[j][i] = 0;
+    if (vs_src[j] == kFromCodes) {
+      int64_t block;
+      int32_t slot;
+      locate(key, block, slot);
+      load_value_run<Cfg>(static_cast<const unsigned char*>(kv.v.data) + kv.v.offset(block, slot, kv_head), g,
+                          vc[j]);
+      const float2 sm = __half22float2(bits_half2(
+          __ldg(reinterpret_cast<const unsigned int*>(kv.v_meta.at<uint16_t>(block, slot, kv_head)))));
+      v_scale[j] = sm.x;
+      v_min[j] = sm.y;
+      k_scale[j] =
+          Cfg::kKeyBits == 8
+              ? 1.0f
+              : __half2float(__ushort_as_half(__ldg(kv.k_meta.at<unsigned short>(block, slot, kv_head))));
+    } else if (vs_src[j] == kFromRaw) {
+      const int64_t row = raw_row(key);
+      vr[j] = p.raw.v + row * D + g * (D / 8);
+      v_scale[j] = __ldg(p.raw.v_scale + row);
+      k_scale[j] = __ldg(p.raw.k_scale + row);
+    }
+  }
+#pragma unroll
+  for (int nb = 0; nb < 2; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nb][e] *= k_scale[2 * nb + (e & 1)] * row_scale[e >> 1];
+  }
+  const float old_max[2] = {st.row_max[0], st.row_max[1]};
+  scores_to_probabilities<D, 2>(u.attn, s, key0, keys_unmasked(u.attn, t, key0, Cfg::kWarpKeys), row_qpos,
+                                row_slope, unit, st, lane, NoKVScales{});
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (st.row_max[i] != old_max[i]) v_min_sum[i] *= fast_exp2((old_max[i] - st.row_max[i]) * unit);
+  }
+#pragma unroll
+  for (int nb = 0; nb < 2; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      v_min_sum[e >> 1] += s[nb][e] * v_min[2 * nb + (e & 1)];
+      s[nb][e] *= v_scale[2 * nb + (e & 1)];
+    }
+  }
+  uint32_t pf[4];
+  pf[0] = Mma<__half>::pack(s[0][0], s[0][1]);
+  pf[1] = Mma<__half>::pack(s[0][2], s[0][3]);
+  pf[2] = Mma<__half>::pack(s[1][0], s[1][1]);
+  pf[3] = Mma<__half>::pack(s[1][2], s[1][3]);
+  // O += P V: dims g D/8 + dt and + dt + 1 of the four keys as fp16 pairs (a code q is exactly q in fp16).
+  static_assert(D / 8 % 2 == 0, "value dims come in pairs");
+#pragma unroll
+  for (int dt = 0; dt < D / 8; dt += 2) {
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (vs_src[j] == kFromRaw) {
+        w[j] = __ldg(reinterpret_cast<const unsigned int*>(vr[j] + dt));
+      } else {
+        const uint32_t c0 = code_field<Cfg::kValueBits, Cfg::kValueWords>(vc[j], Cfg::kValueBits * dt);
+        const uint32_t c1 = code_field<Cfg::kValueBits, Cfg::kValueWords>(vc[j], Cfg::kValueBits * (dt + 1));
+        w[j] = half2_bits(__halves2half2(__ushort2half_rn(static_cast<unsigned short>(c0)),
+                                         __ushort2half_rn(static_cast<unsigned short>(c1))));
+      }
+    }
+    Mma<__half>::run(st.o[dt], pf, __byte_perm(w[0], w[1], 0x5410), __byte_perm(w[2], w[3], 0x5410));
+    Mma<__half>::run(st.o[dt + 1], pf, __byte_perm(w[0], w[1], 0x7632), __byte_perm(w[2], w[3], 0x7632));
+  }
+}
+
+/// kRaw: the step's own tokens (positions t.ctx .. seq_len - 1 of each sequence) are read raw from p.raw
+/// instead of the cache (AttentionParams::new_key): the KV tiles that hold any of them take the mixed path
+/// below, the tiles before them the code path.
+template <typename T, typename Cfg, bool kRaw>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     tq_attention_kernel(const __grid_constant__ TQAttentionParams p) {
   constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN;
@@ -475,21 +658,30 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
       tq_pv<Cfg>(regs, pf, st);
     }
   };
+  // With the step's raw K/V, the tiles from the one holding position t.ctx on hold raw keys: the code path
+  // stops before them.
+  const int coded_hi = kRaw ? min(t.tile_hi, max(t.tile_lo, max(0, t.ctx - t.kv_begin) / BN)) : t.tile_hi;
   // The next tile's codes are requested before this one is computed: their latency hides behind it.
   // (Two buffers used in turn without the copy, the loop unrolled by two, spilled more at head dim 128.)
   // At head dim 256, Q and O alone take 192 registers: no second buffer (it spilled 440 bytes); the warps of
   // the other CTA on the SM hide the loads instead.
   if constexpr (Cfg::kPrefetch) {
-    load(t.tile_lo, cur);
-    for (int tile = t.tile_lo; tile < t.tile_hi; ++tile) {
-      if (tile + 1 < t.tile_hi) load(tile + 1, next);
+    if (t.tile_lo < coded_hi) load(t.tile_lo, cur);
+    for (int tile = t.tile_lo; tile < coded_hi; ++tile) {
+      if (tile + 1 < coded_hi) load(tile + 1, next);
       attend(tile, cur);
       cur = next;
     }
   } else {
-    for (int tile = t.tile_lo; tile < t.tile_hi; ++tile) {
+    for (int tile = t.tile_lo; tile < coded_hi; ++tile) {
       load(tile, cur);
       attend(tile, cur);
+    }
+  }
+  if constexpr (kRaw) {
+    for (int tile = coded_hi; tile < t.tile_hi; ++tile) {
+      attend_mixed_tile<Cfg>(p, t, table, kv_head, key0_of(tile), lane, q_frag, my_lut, row_scale, row_qpos,
+                             row_slope, unit, st, v_min_sum);
     }
   }
 
