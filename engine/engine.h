@@ -82,7 +82,7 @@ struct EngineConfig {
   /// "cpu" (the CPU runner, fp32) or "cuda:N" / "cuda" (the CUDA runner on device N, bf16; a CUDA build).
   std::string device = "cpu";
   /// The KV cache format: "auto" (the runner's own: fp32 on the CPU, bf16 on CUDA), or a quantized one
-  /// (fp8_e4m3, fp8_e5m2, int8: both runners; tq_k8v4, tq_k4v4, tq_k3v4, tq_k3v3: the CPU runner), or "bf16".
+  /// (fp8_e4m3, fp8_e5m2, int8, tq_k8v4, tq_k4v4, tq_k3v4, tq_k3v3: both runners), or "bf16".
   std::string kv_cache_dtype = "auto";
   uint64_t seed = 0;  ///< the seed of requests that bring none
 };

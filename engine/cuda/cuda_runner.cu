@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "pagedattn/block_manager.h"
 #include "pagedattn/error.h"
 #include "pagedattn/plan.h"
+#include "pagedattn/turboquant.h"
 #include "pagedattn/workspace.h"
 
 namespace pagedattn::engine {
@@ -125,13 +127,17 @@ class CudaRunner final : public ModelRunner {
   CudaRunner(const ModelConfig& c, WeightSource source, const CudaRunnerOptions& o)
       : c_(c),
         o_(o),
-        kv_dtype_(o.kv_cache_dtype == "auto" ? DType::kBFloat16 : parse_dtype(o.kv_cache_dtype)) {
+        tq_(o.kv_cache_dtype.starts_with("tq_") ? std::optional{tq::parse_preset(o.kv_cache_dtype)}
+                                                : std::nullopt),
+        kv_dtype_(tq_                          ? DType::kUInt8
+                  : o.kv_cache_dtype == "auto" ? DType::kBFloat16
+                                               : parse_dtype(o.kv_cache_dtype)) {
     PA_CHECK(
-        kv_dtype_ == DType::kBFloat16 || kv_dtype_ == DType::kFloat8E4M3 || kv_dtype_ == DType::kFloat8E5M2 ||
-            kv_dtype_ == DType::kInt8,
+        tq_ || kv_dtype_ == DType::kBFloat16 || kv_dtype_ == DType::kFloat8E4M3 ||
+            kv_dtype_ == DType::kFloat8E5M2 || kv_dtype_ == DType::kInt8,
         "kv_cache_dtype ", o.kv_cache_dtype,
-        ": the CUDA runner keeps bf16, fp8_e4m3, fp8_e5m2 or int8 caches (the TurboQuant formats run on the "
-        "CPU runner until their CUDA kernels land)");
+        ": the CUDA runner keeps bf16, fp8_e4m3, fp8_e5m2, int8 or TurboQuant (tq_k8v4, tq_k4v4, tq_k3v4, "
+        "tq_k3v3) caches");
     PA_CHECK(o.max_num_seqs >= 1 && o.max_num_batched_tokens >= 1 && o.max_model_len >= 1,
              "CUDA runner: max_num_seqs, max_num_batched_tokens and max_model_len must be positive");
     RUNNER_CUDA(cudaSetDevice(o.device));
@@ -203,17 +209,18 @@ class CudaRunner final : public ModelRunner {
   void copy_blocks(std::span<const BlockCopy> copies) override {
     RUNNER_CUDA(cudaSetDevice(o_.device));
     const size_t block = static_cast<size_t>(o_.block_size) * c_.num_kv_heads;  // token-head rows per block
-    const size_t code_bytes = block * c_.head_dim * dtype_size(kv_dtype_);
+    const PlaneRowBytes rb = plane_row_bytes();
     for (const BlockCopy& cp : copies) {
       for (Layer& L : layers_) {
-        for (auto* pool : {L.k_pool.get(), L.v_pool.get()}) {
-          RUNNER_CUDA(cudaMemcpyAsync(pool->get() + cp.dst * code_bytes, pool->get() + cp.src * code_bytes,
-                                      code_bytes, cudaMemcpyDeviceToDevice, stream_));
-        }
-        for (auto* meta : {L.k_meta.get(), L.v_meta.get()}) {
-          if (meta == nullptr) continue;
-          RUNNER_CUDA(cudaMemcpyAsync(meta->get() + cp.dst * block, meta->get() + cp.src * block,
-                                      block * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+        const std::pair<DeviceArray<unsigned char>*, size_t> planes[] = {{L.k_pool.get(), rb.k},
+                                                                         {L.v_pool.get(), rb.v},
+                                                                         {L.k_meta.get(), rb.k_meta},
+                                                                         {L.v_meta.get(), rb.v_meta}};
+        for (const auto& [plane, row_bytes] : planes) {
+          if (plane == nullptr) continue;
+          const size_t bytes = block * row_bytes;
+          RUNNER_CUDA(cudaMemcpyAsync(plane->get() + cp.dst * bytes, plane->get() + cp.src * bytes, bytes,
+                                      cudaMemcpyDeviceToDevice, stream_));
         }
       }
     }
@@ -223,9 +230,25 @@ class CudaRunner final : public ModelRunner {
   struct Layer {
     DeviceArray<__nv_bfloat16>*qkv = nullptr, *o = nullptr, *gate_up = nullptr, *down = nullptr;
     DeviceArray<float>*input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
-    std::unique_ptr<DeviceArray<unsigned char>> k_pool, v_pool;  // codes in kv_dtype_
-    std::unique_ptr<DeviceArray<float>> k_meta, v_meta;          // int8: each token-head vector's scale
+    // The cache's planes (pagedattn/paged_kv.h): data in kv_dtype_ (TurboQuant: code rows), and int8's fp32
+    // scales or TurboQuant's fp16 key norms and value (scale, minimum) pairs.
+    std::unique_ptr<DeviceArray<unsigned char>> k_pool, v_pool, k_meta, v_meta;
   };
+
+  // Bytes of one token-head row of each plane (0: no such plane).
+  struct PlaneRowBytes {
+    size_t k = 0, v = 0, k_meta = 0, v_meta = 0;
+  };
+  PlaneRowBytes plane_row_bytes() const {
+    if (tq_) {
+      const tq::TokenBytes tb = tq::token_bytes(*tq_, static_cast<int>(c_.head_dim));
+      return {static_cast<size_t>(tb.key_codes), static_cast<size_t>(tb.value_codes),
+              static_cast<size_t>(tb.key_norm), static_cast<size_t>(tb.value_meta)};
+    }
+    const size_t data = static_cast<size_t>(c_.head_dim) * dtype_size(kv_dtype_);
+    const size_t meta = kv_dtype_ == DType::kInt8 ? sizeof(float) : 0;
+    return {data, data, meta, meta};
+  }
 
   // One step's shape as the kernels see it (a graph's: the padded batch and its bucket's hints).
   struct StepShape {
@@ -283,7 +306,8 @@ class CudaRunner final : public ModelRunner {
 
   void allocate_pools() {
     // One block across layers, every plane of the format (the library's one definition of its bytes).
-    const KVCacheGeometry geometry{c_.num_layers, c_.num_kv_heads, c_.head_dim, o_.block_size, kv_dtype_, {}};
+    const KVCacheGeometry geometry{c_.num_layers, c_.num_kv_heads, c_.head_dim,
+                                   o_.block_size, kv_dtype_,       tq_};
     const size_t per_block = static_cast<size_t>(geometry.bytes_per_block());
     if (o_.num_blocks <= 0) {
       // What the card has left after the weights and the step buffers, less a reserve for the attention
@@ -302,13 +326,15 @@ class CudaRunner final : public ModelRunner {
           static_cast<int32_t>(std::min<double>(budget / static_cast<double>(per_block), INT32_MAX));
     }
     const size_t rows = static_cast<size_t>(o_.num_blocks) * o_.block_size * c_.num_kv_heads;
+    const PlaneRowBytes rb = plane_row_bytes();
+    auto plane = [&](size_t row_bytes) {
+      return row_bytes == 0 ? nullptr : std::make_unique<DeviceArray<unsigned char>>(rows * row_bytes);
+    };
     for (Layer& L : layers_) {
-      L.k_pool = std::make_unique<DeviceArray<unsigned char>>(rows * c_.head_dim * dtype_size(kv_dtype_));
-      L.v_pool = std::make_unique<DeviceArray<unsigned char>>(rows * c_.head_dim * dtype_size(kv_dtype_));
-      if (kv_dtype_ == DType::kInt8) {
-        L.k_meta = std::make_unique<DeviceArray<float>>(rows);
-        L.v_meta = std::make_unique<DeviceArray<float>>(rows);
-      }
+      L.k_pool = plane(rb.k);
+      L.v_pool = plane(rb.v);
+      L.k_meta = plane(rb.k_meta);
+      L.v_meta = plane(rb.v_meta);
     }
   }
 
@@ -397,10 +423,30 @@ class CudaRunner final : public ModelRunner {
                                Device::cuda(o_.device));
   }
 
-  // workspace_cap 0: the plan's free choice (to size the reservation); else its workspace stays within it.
-  AttentionPlan plan_for(const StepShape& s, size_t workspace_cap) const {
+  // The step's new keys and values in the qkv buffer: [n, num_kv_heads, head_dim] after the queries.
+  TensorView key_view(int64_t n) const { return qkv_part_view(n, c_.num_heads); }
+  TensorView value_view(int64_t n) const { return qkv_part_view(n, c_.num_heads + c_.num_kv_heads); }
+  TensorView qkv_part_view(int64_t n, int64_t head_offset) const {
+    const int64_t d = c_.head_dim, hkv = c_.num_kv_heads, width = (c_.num_heads + 2 * hkv) * d;
+    return TensorView::strided(qkv_.get() + head_offset * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1},
+                               Device::cuda(o_.device));
+  }
+
+  // Attention's params for a step of n tokens: TurboQuant caches read the step's own K/V raw (the spec's
+  // prefill rule, as the CPU runner does).
+  AttentionParams attention_params(int64_t n) const {
     AttentionParams params;
     params.validate_batch = false;  // the engine builds the batch itself
+    if (tq_) {
+      params.new_key = key_view(n);
+      params.new_value = value_view(n);
+    }
+    return params;
+  }
+
+  // workspace_cap 0: the plan's free choice (to size the reservation); else its workspace stays within it.
+  AttentionPlan plan_for(const StepShape& s, size_t workspace_cap) const {
+    AttentionParams params = attention_params(s.tokens);
     params.max_workspace_bytes = workspace_cap;
     return plan_attention(query_view(s.tokens), cache(0), device_batch(s), params);
   }
@@ -497,15 +543,10 @@ class CudaRunner final : public ModelRunner {
                   inter = c_.intermediate_size, width = (hq + 2 * hkv) * d;
     const Device dev = Device::cuda(o_.device);
     const BatchDesc desc = device_batch(s);
-    const TensorView q = query_view(n);
-    const TensorView k =
-        TensorView::strided(qkv_.get() + hq * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
-    const TensorView v =
-        TensorView::strided(qkv_.get() + (hq + hkv) * d, DType::kBFloat16, {n, hkv, d}, {width, d, 1}, dev);
+    const TensorView q = query_view(n), k = key_view(n), v = value_view(n);
     const TensorView out = TensorView::contiguous(attn_.get(), DType::kBFloat16, {n, hq, d}, dev);
     const TensorView slots = TensorView::contiguous(slots_.get(), DType::kInt64, {n}, dev);
-    AttentionParams params;
-    params.validate_batch = false;
+    const AttentionParams params = attention_params(n);
     Stream stream = stream_;
     const auto eps = static_cast<float>(c_.rms_norm_eps);
     cuda::embed_tokens(embed_->get(), tokens_.get(), n, h, x_.get(), stream_);
@@ -541,13 +582,28 @@ class CudaRunner final : public ModelRunner {
   // The layer's cache in the runner's format (fp8: scale 1.0, as vLLM's uncalibrated default).
   PagedKVCache cache(size_t l) const {
     const Device dev = Device::cuda(o_.device);
-    const std::initializer_list<int64_t> shape = {o_.num_blocks, o_.block_size, c_.num_kv_heads, c_.head_dim};
-    PagedKVCache kv(TensorView::contiguous(layers_[l].k_pool->get(), kv_dtype_, shape, dev),
-                    TensorView::contiguous(layers_[l].v_pool->get(), kv_dtype_, shape, dev));
+    const Layer& L = layers_[l];
+    const int64_t nb = o_.num_blocks, bs = o_.block_size, hkv = c_.num_kv_heads;
+    if (tq_) {
+      const PlaneRowBytes rb = plane_row_bytes();
+      TensorView norms;
+      if (L.k_meta) norms = TensorView::contiguous(L.k_meta->get(), DType::kFloat16, {nb, bs, hkv}, dev);
+      return PagedKVCache::turboquant(
+          *tq_, c_.head_dim,
+          TensorView::contiguous(L.k_pool->get(), DType::kUInt8, {nb, bs, hkv, static_cast<int64_t>(rb.k)},
+                                 dev),
+          norms,
+          TensorView::contiguous(L.v_pool->get(), DType::kUInt8, {nb, bs, hkv, static_cast<int64_t>(rb.v)},
+                                 dev),
+          TensorView::contiguous(L.v_meta->get(), DType::kFloat16, {nb, bs, hkv, 2}, dev));
+    }
+    const std::initializer_list<int64_t> shape = {nb, bs, hkv, c_.head_dim};
+    PagedKVCache kv(TensorView::contiguous(L.k_pool->get(), kv_dtype_, shape, dev),
+                    TensorView::contiguous(L.v_pool->get(), kv_dtype_, shape, dev));
     if (kv_dtype_ == DType::kInt8) {
-      const std::initializer_list<int64_t> planes = {o_.num_blocks, o_.block_size, c_.num_kv_heads};
-      kv.k_meta = TensorView::contiguous(layers_[l].k_meta->get(), DType::kFloat32, planes, dev);
-      kv.v_meta = TensorView::contiguous(layers_[l].v_meta->get(), DType::kFloat32, planes, dev);
+      const std::initializer_list<int64_t> planes = {nb, bs, hkv};
+      kv.k_meta = TensorView::contiguous(L.k_meta->get(), DType::kFloat32, planes, dev);
+      kv.v_meta = TensorView::contiguous(L.v_meta->get(), DType::kFloat32, planes, dev);
     }
     return kv;
   }
@@ -565,6 +621,7 @@ class CudaRunner final : public ModelRunner {
 
   ModelConfig c_;
   CudaRunnerOptions o_;
+  std::optional<tq::Preset> tq_;  // a TurboQuant cache (kv_dtype_ is then uint8)
   DType kv_dtype_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;

@@ -15,8 +15,9 @@ struct CudaRunnerOptions {
   int device = 0;
   int32_t num_blocks = 0, block_size = 16;  ///< the pool of every layer; 0: from gpu_memory_utilization
   double gpu_memory_utilization = 0.9;
-  std::string kv_cache_dtype = "auto";  ///< auto (bf16), bf16, fp8_e4m3, fp8_e5m2, int8
-  int max_num_seqs = 256;               ///< buffers are sized once, for the largest step
+  std::string kv_cache_dtype =
+      "auto";              ///< auto (bf16), bf16, fp8_e4m3, fp8_e5m2, int8, tq_k8v4, tq_k4v4, ...
+  int max_num_seqs = 256;  ///< buffers are sized once, for the largest step
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 4096;
   bool enforce_eager = false;  ///< no CUDA graphs

@@ -11,6 +11,7 @@
 
 #include "engine/engine.h"
 #include "pagedattn/info.h"
+#include "pagedattn/turboquant.h"
 #include "test_util.h"
 
 #ifdef PAGEDATTN_ENGINE_CUDA
@@ -253,8 +254,8 @@ TEST(EngineCuda, GraphsOnAndOffGiveTheSameTokens) {
   }
 }
 
-// Quantized caches in the CUDA runner (fp8 with scale 1, int8 with its scale planes) against the CPU runner
-// over the same format: greedy tokens agree until a near-tie, as for bf16.
+// Quantized caches in the CUDA runner (fp8 with scale 1, int8 with its scale planes, TurboQuant) against the
+// CPU runner over the same format: greedy tokens agree until a near-tie, as for bf16.
 TEST(EngineCuda, QuantizedCachesMatchTheCpuRunner) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA runner or no GPU";
   const TinyModel tiny("tiny-qwen3");
@@ -262,10 +263,20 @@ TEST(EngineCuda, QuantizedCachesMatchTheCpuRunner) {
   const BuildInfo info = build_info();
   std::mt19937_64 rng(test::run_seed());
   int ran = 0;
-  for (const char* format : {"fp8_e4m3", "int8"}) {
+  // The TurboQuant caches read each step's own tokens raw on both runners (AttentionParams::new_key).
+  for (const char* format : {"fp8_e4m3", "int8", "tq_k8v4", "tq_k4v4"}) {
     SCOPED_TRACE(format);
     const ModelConfig m = resolve_model(config(tiny.folder, "cpu", 8, 8));
-    if (!info.cuda_compiled(DType::kBFloat16, parse_dtype(format), static_cast<int>(m.head_dim))) continue;
+    const std::string name = format;
+    const bool compiled =
+        name.starts_with("tq_")
+            ? std::any_of(info.cuda_tq_instances.begin(), info.cuda_tq_instances.end(),
+                          [&](const BuildInfo::TurboQuantInstance& i) {
+                            return i.query == DType::kBFloat16 && i.preset == tq::parse_preset(name) &&
+                                   i.head_dim == m.head_dim;
+                          })
+            : info.cuda_compiled(DType::kBFloat16, parse_dtype(format), static_cast<int>(m.head_dim));
+    if (!compiled) continue;
     ++ran;
     std::vector<std::vector<int32_t>> prompts;
     for (int i = 0; i < 4; ++i) {

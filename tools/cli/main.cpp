@@ -123,9 +123,10 @@ int main(int argc, char** argv) {
                     "cpu (the fp32 CPU runner) or cuda / cuda:N (the CUDA runner: bf16 weights, GPU "
                     "sampling, CUDA graphs)")
         ->capture_default_str();
-    cmd->add_option("--kv-cache-dtype", e.kv_cache_dtype,
-                    "auto (the runner's own: fp32 on the CPU, bf16 on CUDA); bf16, fp8_e4m3, fp8_e5m2, int8 "
-                    "(both runners); the TurboQuant presets (the CPU runner)")
+    cmd->add_option(
+           "--kv-cache-dtype", e.kv_cache_dtype,
+           "auto (the runner's own: fp32 on the CPU, bf16 on CUDA); bf16 (CUDA), fp8_e4m3, fp8_e5m2, "
+           "int8 and the TurboQuant presets (both runners)")
         ->check(CLI::IsMember(
             {"auto", "bf16", "fp8_e4m3", "fp8_e5m2", "int8", "tq_k8v4", "tq_k4v4", "tq_k3v4", "tq_k3v3"}))
         ->capture_default_str();
