@@ -62,18 +62,9 @@ struct TQDecodeConfig {
   static constexpr int kBlockM = 16, kBlockN = 64, kWarps = 4, kWarpKeys = 16, kThreads = 32 * kWarps;
   static constexpr int kKeyRowBytes = kHeadDim * kKeyBits / 8;
   static constexpr int kValueRowBytes = kHeadDim * kValueBits / 8;
-  // A lane's run of codes: D/4 dims of a key, D/8 dims of a value. It starts on a byte except for 3-bit codes
-  // at head dims 80/112 (keys) and 80/96/112 (values), which load_code_bits reads.
+  // A lane's run of codes (load_lane_run): D/4 dims of a key, D/8 dims of a value.
   static constexpr int kKeyLaneBits = kHeadDim / 4 * kKeyBits;
   static constexpr int kValueLaneBits = kHeadDim / 8 * kValueBits;
-  static constexpr bool kKeyRunsOnBytes = kKeyLaneBits % 8 == 0;
-  static constexpr bool kValueRunsOnBytes = kValueLaneBits % 8 == 0;
-  // A code row starts at a multiple of gcd(row bytes, 16) (the host checks pointers and strides), and a
-  // byte-aligned lane's run at a multiple of its length: the widest loads both allow.
-  static constexpr int kKeyLaneBytes = kKeyLaneBits / 8;
-  static constexpr int kValueLaneBytes = kValueLaneBits / 8;
-  static constexpr int kKeyLaneAlign = tq_gcd(tq_gcd(kKeyRowBytes, 16), kKeyLaneBytes);
-  static constexpr int kValueLaneAlign = tq_gcd(tq_gcd(kValueRowBytes, 16), kValueLaneBytes);
   static constexpr int kKeyWords = (kKeyLaneBits + 31) / 32;
   static constexpr int kValueWords = (kValueLaneBits + 31) / 32;
   static constexpr int kLutEntries = kKeyBits == 4 ? 256 : kKeyBits == 3 ? 64 : 0;
@@ -180,24 +171,29 @@ struct TQTileRegs {
   uint32_t vm[4];                   // value scale (low half) and minimum (high half) of the same keys
 };
 
-/// The lane's run of one key's codes (dims [t D/4, (t+1) D/4)) and of one value's (dims [g D/8, (g+1) D/8)).
+/// Run `index` (kLaneBits bits each) of a code row of kRowBytes bytes: a key's runs are indexed by t (dims
+/// [t D/4, (t+1) D/4)), a value's by g (dims [g D/8, (g+1) D/8)). A run that starts on a byte is read with
+/// loads as wide as gcd(row bytes, 16) (the host checks pointers and strides) and its length allow; one that
+/// starts inside a byte (3-bit codes at head dims 80/96/112) by load_code_bits.
+template <int kLaneBits, int kRowBytes>
+__device__ __forceinline__ void load_lane_run(const unsigned char* row, int index,
+                                              uint32_t (&w)[(kLaneBits + 31) / 32]) {
+  if constexpr (kLaneBits % 8 == 0) {
+    constexpr int kBytes = kLaneBits / 8;
+    load_code_bytes<kBytes, tq_gcd(tq_gcd(kRowBytes, 16), kBytes)>(row + index * kBytes, w);
+  } else {
+    load_code_bits<kLaneBits, kRowBytes>(row, index * kLaneBits, w);
+  }
+}
 template <typename Cfg>
 __device__ __forceinline__ void load_key_run(const unsigned char* row, int t4,
                                              uint32_t (&w)[Cfg::kKeyWords]) {
-  if constexpr (Cfg::kKeyRunsOnBytes) {
-    load_code_bytes<Cfg::kKeyLaneBytes, Cfg::kKeyLaneAlign>(row + t4 * Cfg::kKeyLaneBytes, w);
-  } else {
-    load_code_bits<Cfg::kKeyLaneBits, Cfg::kKeyRowBytes>(row, t4 * Cfg::kKeyLaneBits, w);
-  }
+  load_lane_run<Cfg::kKeyLaneBits, Cfg::kKeyRowBytes>(row, t4, w);
 }
 template <typename Cfg>
 __device__ __forceinline__ void load_value_run(const unsigned char* row, int g,
                                                uint32_t (&w)[Cfg::kValueWords]) {
-  if constexpr (Cfg::kValueRunsOnBytes) {
-    load_code_bytes<Cfg::kValueLaneBytes, Cfg::kValueLaneAlign>(row + g * Cfg::kValueLaneBytes, w);
-  } else {
-    load_code_bits<Cfg::kValueLaneBits, Cfg::kValueRowBytes>(row, g * Cfg::kValueLaneBits, w);
-  }
+  load_lane_run<Cfg::kValueLaneBits, Cfg::kValueRowBytes>(row, g, w);
 }
 
 /// The warp's tile at keys key0 .. key0 + 15: each lane loads its 6 keys' data; keys outside [key_lo, key_hi)
