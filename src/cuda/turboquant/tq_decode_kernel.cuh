@@ -400,6 +400,45 @@ template <int kHeadDim>
 using TQOStagingFor = std::conditional_t<kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256,
                                          TQOStaging<kHeadDim>, TQOStagingNatural<kHeadDim>>;
 
+/// The warp's 16 scores -> the fp16 P operand of P V. Per key j (keys 2t + (j & 1) + 8 (j >> 1) of the 16):
+/// its score scale (n', or a raw row's 2^E) with the row's power of two on the scores, the softmax step (O
+/// and sum p m rescaled with it when a row max moves), then p m into the running sum and the value scale on
+/// p.
+template <int D>
+__device__ __forceinline__ void tq_probabilities(const kernels::AttentionArgs& a, const QueryTile& t,
+                                                 int key0, float (&s)[2][4], const float (&key_scale)[4],
+                                                 const float (&value_scale)[4], const float (&value_min)[4],
+                                                 const float (&row_scale)[2], const int (&row_qpos)[2],
+                                                 const float (&row_slope)[2], float unit,
+                                                 WarpSoftmaxState<D>& st, int lane, float (&v_min_sum)[2],
+                                                 uint32_t (&pf)[4]) {
+  constexpr int kWarpKeys = 16;
+#pragma unroll
+  for (int nb = 0; nb < 2; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nb][e] *= key_scale[2 * nb + (e & 1)] * row_scale[e >> 1];
+  }
+  const float old_max[2] = {st.row_max[0], st.row_max[1]};
+  scores_to_probabilities<D, 2>(a, s, key0, keys_unmasked(a, t, key0, kWarpKeys), row_qpos, row_slope, unit,
+                                st, lane, NoKVScales{});
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    if (st.row_max[i] != old_max[i]) v_min_sum[i] *= fast_exp2((old_max[i] - st.row_max[i]) * unit);
+  }
+#pragma unroll
+  for (int nb = 0; nb < 2; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      v_min_sum[e >> 1] += s[nb][e] * value_min[2 * nb + (e & 1)];
+      s[nb][e] *= value_scale[2 * nb + (e & 1)];
+    }
+  }
+  pf[0] = Mma<__half>::pack(s[0][0], s[0][1]);
+  pf[1] = Mma<__half>::pack(s[0][2], s[0][3]);
+  pf[2] = Mma<__half>::pack(s[1][0], s[1][1]);
+  pf[3] = Mma<__half>::pack(s[1][2], s[1][3]);
+}
+
 /// A KV tile that holds some of the step's own tokens (positions >= t.ctx, read raw from p.raw): each of the
 /// warp's keys comes from its codes (before t.ctx) or from the staged raw rows, as fp16 operands with one
 /// scale per key on its scores (n' or the raw row's 2^E) and one on its probabilities (the value scale, or
@@ -503,31 +542,9 @@ __device__ __forceinline__ void attend_mixed_tile(const TQAttentionParams& p, co
       k_scale[j] = __ldg(p.raw.k_scale + row);
     }
   }
-#pragma unroll
-  for (int nb = 0; nb < 2; ++nb) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[nb][e] *= k_scale[2 * nb + (e & 1)] * row_scale[e >> 1];
-  }
-  const float old_max[2] = {st.row_max[0], st.row_max[1]};
-  scores_to_probabilities<D, 2>(u.attn, s, key0, keys_unmasked(u.attn, t, key0, Cfg::kWarpKeys), row_qpos,
-                                row_slope, unit, st, lane, NoKVScales{});
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    if (st.row_max[i] != old_max[i]) v_min_sum[i] *= fast_exp2((old_max[i] - st.row_max[i]) * unit);
-  }
-#pragma unroll
-  for (int nb = 0; nb < 2; ++nb) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      v_min_sum[e >> 1] += s[nb][e] * v_min[2 * nb + (e & 1)];
-      s[nb][e] *= v_scale[2 * nb + (e & 1)];
-    }
-  }
   uint32_t pf[4];
-  pf[0] = Mma<__half>::pack(s[0][0], s[0][1]);
-  pf[1] = Mma<__half>::pack(s[0][2], s[0][3]);
-  pf[2] = Mma<__half>::pack(s[1][0], s[1][1]);
-  pf[3] = Mma<__half>::pack(s[1][2], s[1][3]);
+  tq_probabilities<D>(u.attn, t, key0, s, k_scale, v_scale, v_min, row_scale, row_qpos, row_slope, unit, st,
+                      lane, v_min_sum, pf);
   // O += P V: dims g D/8 + dt and + dt + 1 of the four keys as fp16 pairs (a code q is exactly q in fp16).
   static_assert(D / 8 % 2 == 0, "value dims come in pairs");
 #pragma unroll
@@ -623,34 +640,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     if (key0 < t.seq_len && key0 + Cfg::kWarpKeys > t.first_key) {
       float s[2][4];
       tq_scores<Cfg>(regs, q_frag, my_lut, s);
+      float k_scale[4], v_scale[4], v_min[4];  // of keys 2t, 2t + 1, 8 + 2t, 9 + 2t
 #pragma unroll
-      for (int nb = 0; nb < 2; ++nb) {
-        const float2 kn =
-            Cfg::kKeyBits == 8 ? make_float2(1.0f, 1.0f) : __half22float2(bits_half2(regs.kn[nb]));
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[nb][e] *= (e & 1 ? kn.y : kn.x) * row_scale[e >> 1];
-      }
-      const float old_max[2] = {st.row_max[0], st.row_max[1]};
-      scores_to_probabilities<D, 2>(a, s, key0, keys_unmasked(a, t, key0, Cfg::kWarpKeys), row_qpos,
-                                    row_slope, unit, st, lane, NoKVScales{});
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        if (st.row_max[i] != old_max[i]) v_min_sum[i] *= fast_exp2((old_max[i] - st.row_max[i]) * unit);
-      }
-#pragma unroll
-      for (int nb = 0; nb < 2; ++nb) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 sm = __half22float2(bits_half2(regs.vm[2 * nb + (e & 1)]));  // (scale, minimum)
-          v_min_sum[e >> 1] += s[nb][e] * sm.y;
-          s[nb][e] *= sm.x;
-        }
+      for (int j = 0; j < 4; ++j) {
+        const float2 kn = __half22float2(bits_half2(regs.kn[j >> 1]));
+        k_scale[j] = Cfg::kKeyBits == 8 ? 1.0f : (j & 1 ? kn.y : kn.x);
+        const float2 sm = __half22float2(bits_half2(regs.vm[j]));  // (scale, minimum)
+        v_scale[j] = sm.x;
+        v_min[j] = sm.y;
       }
       uint32_t pf[4];
-      pf[0] = Mma<__half>::pack(s[0][0], s[0][1]);
-      pf[1] = Mma<__half>::pack(s[0][2], s[0][3]);
-      pf[2] = Mma<__half>::pack(s[1][0], s[1][1]);
-      pf[3] = Mma<__half>::pack(s[1][2], s[1][3]);
+      tq_probabilities<D>(a, t, key0, s, k_scale, v_scale, v_min, row_scale, row_qpos, row_slope, unit, st,
+                          lane, v_min_sum, pf);
       tq_pv<Cfg>(regs, pf, st);
     }
   };
