@@ -1,5 +1,6 @@
 // The CUDA backend against the dense fp64 reference over the CPU grid, plus what only the GPU path has:
-// segment-count invariance, graph replay, large-pool addressing, device-side bad input, write_kv.
+// segment-count invariance, graph replay, large-pool addressing, device-side bad input (write_kv:
+// test_write_kv_cuda.cpp; workspaces: test_workspace_cuda.cpp; TurboQuant: test_turboquant_cuda.cpp).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -24,27 +25,7 @@
 namespace pagedattn {
 namespace {
 
-// bf16/fp16 GPU kernels round P to the input dtype before the PV product and round O once more at the end:
-// about twice the error of rounding the exact result once. 3x leaves margin without hiding wrong masks or
-// indexing.
-constexpr double kTolerance = 3.0;
-// TurboQuant caches: the kernel's tensor-core operands are fp16 (the rotated query, the centroids, p x s),
-// whatever the output dtype; the bound against the fp64 reference over the same codes.
-constexpr double kTurboQuantTolerance = 2e-3;
-double min_tolerance(const testing::ProblemSpec& s) {
-  return s.tq ? kTurboQuantTolerance : 0.0;
-}
-
-// A quick build compiles one dtype and head dim: a test of another configuration skips, saying why, instead
-// of failing on the backend's "not compiled" error. Loops over configurations skip the cases this build lacks
-// (compiled) and the test skips when none was left.
-bool compiled(const testing::ProblemSpec& s) {
-  return testing::cuda_not_compiled(s).empty();
-}
-#define SKIP_UNLESS_COMPILED(spec) \
-  if (!compiled(spec)) GTEST_SKIP() << testing::cuda_not_compiled(spec)
-#define SKIP_IF_NONE_RAN(ran) \
-  if ((ran) == 0) GTEST_SKIP() << "no configuration of this test is compiled in this build"
+using namespace test;
 
 const std::vector<testing::GridCase>& gpu_grid() {
   static const std::vector<testing::GridCase> cases = [] {
@@ -493,62 +474,6 @@ TEST(CudaAttention, BadInputSameMessagesAsCpu) {
   expect_both([](auto& p) { p.query_start_loc = {0, 11, 1, 16}; }, "query_start_loc must be non-decreasing");
 }
 
-// The step's raw K/V (AttentionParams::new_key) over TurboQuant caches: the spec's prefill rule (a fresh
-// prompt attends to its raw K/V, a continuation chunk to its codes and its own raw tokens, a decode token to
-// the codes and itself) against the dense fp64 reference that reads the same, for every preset at head dims
-// 64/80/128/256 (80: 3-bit runs that start mid-byte), fresh, chunked, mixed and decode batches, GQA 1/5/6,
-// pages 1/7/16, window, sinks, soft-cap and forced split counts (mixed tiles inside segments). The unified
-// path (bf16/fp16/fp8/int8 caches) refuses it with a clear error.
-TEST(CudaTurboQuant, NewKvMatchesTheDenseReference) {
-  REQUIRE_GPU();
-  std::mt19937_64 rng(test::run_seed());
-  const testing::BatchKind kinds[] = {testing::BatchKind::kPrefill, testing::BatchKind::kChunked,
-                                      testing::BatchKind::kMixed, testing::BatchKind::kDecode};
-  const int head_dims[] = {64, 80, 128, 256}, ratios[] = {1, 5, 6}, block_sizes[] = {1, 7, 16};
-  int ran = 0, n = 0;
-  for (tq::Preset preset : tq::kAllPresets) {
-    for (testing::BatchKind kind : kinds) {
-      testing::ProblemSpec s;
-      s.tq = preset;
-      s.cache_dtype = DType::kUInt8;
-      s.dtype = n % 2 ? DType::kFloat16 : DType::kBFloat16;
-      s.head_dim = head_dims[n % 4];
-      s.num_kv_heads = 2;
-      s.num_q_heads = 2 * ratios[(n / 2) % 3];
-      s.block_size = block_sizes[(n / 3) % 3];
-      s.window_left = n % 5 == 1 ? 40 : 0;
-      s.sinks = n % 4 == 2;
-      s.softcap = n % 6 == 3 ? 30.0f : 0.0f;
-      s.force_segments = n % 3 == 1 ? 8 : 0;
-      s.lse = true;
-      s.new_kv = true;
-      s.seed = rng();
-      testing::draw_batch(s, kind, 3 + n % 4, 300, rng);
-      ++n;
-      if (!compiled(s)) continue;
-      ++ran;
-      SCOPED_TRACE(s.describe());
-      testing::HostProblem p = testing::make_problem(s);
-      testing::make_cuda_runner()->run_attention(p);
-      const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance, min_tolerance(s));
-      EXPECT_TRUE(cmp.ok) << cmp.summary();
-    }
-  }
-  testing::ProblemSpec bf16;
-  bf16.num_q_heads = 4;
-  bf16.num_kv_heads = 2;
-  bf16.seq_lens = {20, 9};
-  bf16.query_lens = {20, 1};
-  bf16.new_kv = true;
-  bf16.seed = test::run_seed();
-  if (compiled(bf16)) {
-    testing::HostProblem p = testing::make_problem(bf16);
-    EXPECT_ERROR_CONTAINS(testing::make_cuda_runner()->run_attention(p),
-                          "is implemented by the CUDA backend for TurboQuant caches only");
-  }
-  SKIP_IF_NONE_RAN(ran);
-}
-
 // A captured graph replays to the same bytes as the eager call: decode (split-KV partials and merge) and
 // chunked prefill (on Hopper the persistent kernel, whose work counter a memset node resets every replay).
 TEST(CudaAttention, GraphReplayEqualsEager) {
@@ -637,89 +562,6 @@ TEST(CudaAttention, OnePlanRunsEveryLayerLikeTheFlatOp) {
   SKIP_IF_NONE_RAN(ran);
 }
 
-// A GPU plan for a host problem. Plans read metadata only, so the host views do once they name a CUDA device.
-AttentionPlan plan_on_gpu(testing::HostProblem& p, const AttentionParams& params) {
-  auto on_gpu = [](TensorView t) {
-    t.device = Device::cuda(0);
-    return t;
-  };
-  PagedKVCache cache = p.cache();
-  for (TensorView* t : {&cache.k, &cache.v, &cache.k_meta, &cache.v_meta, &cache.k_scale, &cache.v_scale}) {
-    if (t->data != nullptr) *t = on_gpu(*t);
-  }
-  BatchDesc batch = p.batch();
-  batch.block_tables = on_gpu(batch.block_tables);
-  batch.seq_lens = on_gpu(batch.seq_lens);
-  batch.query_start_loc = on_gpu(batch.query_start_loc);
-  return plan_attention(on_gpu(p.query()), cache, batch, params);
-}
-
-// The workspace reservation on the GPU: a split decode needs partials; reserved for a 2D step and locked, the
-// split step is refused with both sizes named, and reserved for it, it runs.
-TEST(CudaAttention, WorkspaceReservationRefusesAnUndeclaredLargerStep) {
-  REQUIRE_GPU();
-  testing::ProblemSpec s;
-  s.head_dim = 128;
-  s.num_q_heads = 8;
-  s.num_kv_heads = 2;
-  s.seq_lens = {3000, 20};
-  s.query_lens = {1, 1};
-  s.seed = 4;
-  SKIP_UNLESS_COMPILED(s);
-  testing::HostProblem p = testing::make_problem(s);
-  AttentionParams two_d = p.params(), split = p.params();
-  two_d.force_segments = 1;
-  split.force_segments = 8;
-  const AttentionPlan small = plan_on_gpu(p, two_d);
-  const AttentionPlan big = plan_on_gpu(p, split);
-  ASSERT_GT(big.workspace_bytes(), small.workspace_bytes());
-  WorkspaceReservation r;
-  r.declare(small);
-  r.lock();
-  EXPECT_ERROR_CONTAINS(r.for_plan(big, {nullptr, r.bytes()}), "bytes of workspace but");
-  WorkspaceReservation ok;
-  ok.declare(small);
-  ok.declare(big);
-  EXPECT_GE(ok.bytes(), big.workspace_bytes());
-}
-
-// A workspace cap (AttentionParams::max_workspace_bytes) takes fewer segments, never other results: a long
-// decode under a third of its free choice's workspace, the bf16 path and TurboQuant, both still within the
-// tolerance of the reference; a cap below the unsplit need is a clear error.
-TEST(CudaAttention, WorkspaceCapTakesFewerSegments) {
-  REQUIRE_GPU();
-  int ran = 0;
-  for (const std::optional<tq::Preset> preset :
-       {std::optional<tq::Preset>{}, std::optional{tq::Preset::kK4V4}}) {
-    testing::ProblemSpec s;
-    s.tq = preset;
-    s.head_dim = 128;
-    s.num_q_heads = 8;
-    s.num_kv_heads = 2;
-    s.seq_lens = {20000, 77};
-    s.query_lens = {1, 1};
-    s.seed = test::run_seed();
-    if (!compiled(s)) continue;
-    ++ran;
-    testing::HostProblem p = testing::make_problem(s);
-    AttentionParams params = p.params();
-    const AttentionPlan free = plan_on_gpu(p, params);
-    params.max_workspace_bytes = s.max_workspace_bytes = free.workspace_bytes() / 3;
-    const AttentionPlan plan = plan_on_gpu(p, params);
-    EXPECT_LE(plan.workspace_bytes(), s.max_workspace_bytes) << plan.describe();
-    EXPECT_NE(plan.describe(), free.describe());
-    testing::HostProblem capped = testing::make_problem(s);
-    testing::make_cuda_runner()->run_attention(capped);
-    const auto cmp = testing::compare(capped, testing::dense_reference(capped), kTolerance, min_tolerance(s));
-    EXPECT_TRUE(cmp.ok) << cmp.summary();
-    if (s.tq) {  // its rotated queries need room whatever the split
-      params.max_workspace_bytes = 1;
-      EXPECT_ERROR_CONTAINS(plan_on_gpu(p, params), "max_workspace_bytes 1 is below the");
-    }
-  }
-  SKIP_IF_NONE_RAN(ran);
-}
-
 // run_attention checks the tensors it is given, not only the planned ones: an `out` the plan never saw that
 // breaks the kernels' vector-access rules is an error at run time, before any launch.
 TEST(CudaAttention, RunChecksItsOwnOutput) {
@@ -763,89 +605,6 @@ TEST(CudaAttention, RunChecksItsOwnOutput) {
   EXPECT_ERROR_CONTAINS(run_attention(plan, query, cache, batch, p.params(), out),
                         "out must be 8-byte aligned");
   for (void* ptr : {k, v, q, o, bt, sl, qs}) cudaFree(ptr);
-}
-
-// write_kv on the GPU over the write_kv grid (the cases its formats cover): every written element as the
-// reference rounds it, the first and last slot of the pool and of a block always among them, nothing else
-// touched.
-TEST(CudaWriteKV, GridMatchesReference) {
-  REQUIRE_GPU();
-  auto runner = testing::make_cuda_runner();
-  int ran = 0;
-  for (const testing::WriteKVSpec& spec : testing::write_kv_grid(false, test::run_seed())) {
-    if (!runner->unsupported(spec).empty()) continue;
-    SCOPED_TRACE(spec.describe());
-    testing::HostWriteKV p = testing::make_write_kv_problem(spec);
-    runner->run_write_kv(p);
-    EXPECT_EQ(testing::check_write_kv(p), "");
-    ++ran;
-  }
-  EXPECT_GE(ran, 5);
-}
-
-// write_kv on the GPU writes what the CPU writes, skips -1, and refuses slots outside the pool.
-TEST(CudaWriteKV, MatchesCpuAndRefusesBadSlots) {
-  REQUIRE_GPU();
-  std::mt19937_64 rng(test::run_seed());
-  const int64_t tokens = 53, h = 3, d = 112, bs = 5, blocks = 20;
-  for (bool hnd : {false, true}) {
-    std::vector<uint16_t> key(tokens * h * d), value(key.size());
-    for (auto& x : key) x = float_to_bf16_bits(std::uniform_real_distribution<float>(-2, 2)(rng));
-    for (auto& x : value) x = float_to_bf16_bits(std::uniform_real_distribution<float>(-2, 2)(rng));
-    std::vector<int64_t> slots(blocks * bs);
-    std::iota(slots.begin(), slots.end(), 0);
-    std::shuffle(slots.begin(), slots.end(), rng);
-    slots.resize(tokens);
-    slots[3] = slots[17] = -1;
-    std::vector<uint16_t> k_cpu(blocks * bs * h * d, 0x7fc1), v_cpu(k_cpu);
-    auto view = [&](void* ptr, Device dev) {
-      return hnd ? TensorView::strided(ptr, DType::kBFloat16, {blocks, bs, h, d}, {h * bs * d, d, bs * d, 1},
-                                       dev)
-                 : TensorView::contiguous(ptr, DType::kBFloat16, {blocks, bs, h, d}, dev);
-    };
-    write_kv(TensorView::contiguous(key.data(), DType::kBFloat16, {tokens, h, d}),
-             TensorView::contiguous(value.data(), DType::kBFloat16, {tokens, h, d}),
-             TensorView::contiguous(slots.data(), DType::kInt64, {tokens}),
-             {view(k_cpu.data(), Device::cpu()), view(v_cpu.data(), Device::cpu())});
-    void *dk, *dv, *dkey, *dval, *dslots;
-    const size_t pool_bytes = k_cpu.size() * 2;
-    ASSERT_CUDA(cudaMalloc(&dk, pool_bytes));
-    ASSERT_CUDA(cudaMalloc(&dv, pool_bytes));
-    ASSERT_CUDA(cudaMemset(dk, 0xff, pool_bytes));
-    ASSERT_CUDA(cudaMemset(dv, 0xff, pool_bytes));
-    ASSERT_CUDA(cudaMalloc(&dkey, key.size() * 2));
-    ASSERT_CUDA(cudaMalloc(&dval, value.size() * 2));
-    ASSERT_CUDA(cudaMalloc(&dslots, slots.size() * 8));
-    ASSERT_CUDA(cudaMemcpy(dkey, key.data(), key.size() * 2, cudaMemcpyHostToDevice));
-    ASSERT_CUDA(cudaMemcpy(dval, value.data(), value.size() * 2, cudaMemcpyHostToDevice));
-    ASSERT_CUDA(cudaMemcpy(dslots, slots.data(), slots.size() * 8, cudaMemcpyHostToDevice));
-    const auto dev = Device::cuda(0);
-    const PagedKVCache cache{view(dk, dev), view(dv, dev)};
-    const auto kview = TensorView::contiguous(dkey, DType::kBFloat16, {tokens, h, d}, dev);
-    const auto vview = TensorView::contiguous(dval, DType::kBFloat16, {tokens, h, d}, dev);
-    write_kv(kview, vview, TensorView::contiguous(dslots, DType::kInt64, {tokens}, dev), cache);
-    std::vector<uint16_t> k_gpu(k_cpu.size()), v_gpu(v_cpu.size());
-    ASSERT_CUDA(cudaMemcpy(k_gpu.data(), dk, pool_bytes, cudaMemcpyDeviceToHost));
-    ASSERT_CUDA(cudaMemcpy(v_gpu.data(), dv, pool_bytes, cudaMemcpyDeviceToHost));
-    // Slots nobody wrote: CPU pattern 0x7fc1, GPU pattern 0xffff. Written ones agree bit for bit.
-    for (size_t i = 0; i < k_cpu.size(); ++i) {
-      if (k_cpu[i] == 0x7fc1) {
-        ASSERT_EQ(k_gpu[i], 0xffff) << i;
-        ASSERT_EQ(v_gpu[i], 0xffff) << i;
-      } else {
-        ASSERT_EQ(k_gpu[i], k_cpu[i]) << i;
-        ASSERT_EQ(v_gpu[i], v_cpu[i]) << i;
-      }
-    }
-    slots[5] = blocks * bs;
-    ASSERT_CUDA(cudaMemcpy(dslots, slots.data(), slots.size() * 8, cudaMemcpyHostToDevice));
-    std::ostringstream want;
-    want << "slot_mapping[5] = " << blocks * bs << " is outside the pool of " << blocks * bs << " slots";
-    EXPECT_ERROR_CONTAINS(
-        write_kv(kview, vview, TensorView::contiguous(dslots, DType::kInt64, {tokens}, dev), cache),
-        want.str());
-    for (void* ptr : {dk, dv, dkey, dval, dslots}) cudaFree(ptr);
-  }
 }
 
 }  // namespace

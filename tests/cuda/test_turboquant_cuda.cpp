@@ -1,5 +1,6 @@
-// TurboQuant caches on the GPU: write_kv stores exactly the bytes the CPU writer stores
-// (shared/TURBOQUANT.md, src/cuda/turboquant/write_kv_turboquant.cu).
+// TurboQuant caches on the GPU (shared/TURBOQUANT.md): write_kv stores exactly the bytes the CPU writer
+// stores (src/cuda/turboquant/write_kv_turboquant.cu), and attention with the step's raw K/V follows the
+// prefill rule.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -14,10 +15,14 @@
 #include "pagedattn/attention.h"
 #include "pagedattn/dtype.h"
 #include "pagedattn/turboquant.h"
+#include "problem.h"
+#include "runner.h"
 #include "test_util.h"
 
 namespace pagedattn {
 namespace {
+
+using namespace test;
 
 // One preset's four planes on the host, poisoned with 0xA5 so that a row written by neither side compares
 // equal and a row written by one side only does not.
@@ -88,7 +93,7 @@ TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
     for (int d : kSupportedHeadDims) {
       const DType src_types[] = {DType::kBFloat16, DType::kFloat16, DType::kFloat32};
       const DType src = src_types[i++ % 3];
-      SCOPED_TRACE(testing::Message()
+      SCOPED_TRACE(::testing::Message()
                    << tq::preset_info(preset).name << " D " << d << " keys " << dtype_name(src));
       const int64_t tokens = 41;
       const std::vector<uint8_t> key = encode(draw_rows(tokens * hkv, d, rng), src);
@@ -162,6 +167,62 @@ TEST(CudaTurboQuant, WriteKvStoresTheCpuBytes) {
       }
     }
   }
+}
+
+// The step's raw K/V (AttentionParams::new_key) over TurboQuant caches: the spec's prefill rule (a fresh
+// prompt attends to its raw K/V, a continuation chunk to its codes and its own raw tokens, a decode token to
+// the codes and itself) against the dense fp64 reference that reads the same, for every preset at head dims
+// 64/80/128/256 (80: 3-bit runs that start mid-byte), fresh, chunked, mixed and decode batches, GQA 1/5/6,
+// pages 1/7/16, window, sinks, soft-cap and forced split counts (mixed tiles inside segments). The unified
+// path (bf16/fp16/fp8/int8 caches) refuses it with a clear error.
+TEST(CudaTurboQuant, NewKvMatchesTheDenseReference) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(test::run_seed());
+  const testing::BatchKind kinds[] = {testing::BatchKind::kPrefill, testing::BatchKind::kChunked,
+                                      testing::BatchKind::kMixed, testing::BatchKind::kDecode};
+  const int head_dims[] = {64, 80, 128, 256}, ratios[] = {1, 5, 6}, block_sizes[] = {1, 7, 16};
+  int ran = 0, n = 0;
+  for (tq::Preset preset : tq::kAllPresets) {
+    for (testing::BatchKind kind : kinds) {
+      testing::ProblemSpec s;
+      s.tq = preset;
+      s.cache_dtype = DType::kUInt8;
+      s.dtype = n % 2 ? DType::kFloat16 : DType::kBFloat16;
+      s.head_dim = head_dims[n % 4];
+      s.num_kv_heads = 2;
+      s.num_q_heads = 2 * ratios[(n / 2) % 3];
+      s.block_size = block_sizes[(n / 3) % 3];
+      s.window_left = n % 5 == 1 ? 40 : 0;
+      s.sinks = n % 4 == 2;
+      s.softcap = n % 6 == 3 ? 30.0f : 0.0f;
+      s.force_segments = n % 3 == 1 ? 8 : 0;
+      s.lse = true;
+      s.new_kv = true;
+      s.seed = rng();
+      testing::draw_batch(s, kind, 3 + n % 4, 300, rng);
+      ++n;
+      if (!compiled(s)) continue;
+      ++ran;
+      SCOPED_TRACE(s.describe());
+      testing::HostProblem p = testing::make_problem(s);
+      testing::make_cuda_runner()->run_attention(p);
+      const auto cmp = testing::compare(p, testing::dense_reference(p), kTolerance, min_tolerance(s));
+      EXPECT_TRUE(cmp.ok) << cmp.summary();
+    }
+  }
+  testing::ProblemSpec bf16;
+  bf16.num_q_heads = 4;
+  bf16.num_kv_heads = 2;
+  bf16.seq_lens = {20, 9};
+  bf16.query_lens = {20, 1};
+  bf16.new_kv = true;
+  bf16.seed = test::run_seed();
+  if (compiled(bf16)) {
+    testing::HostProblem p = testing::make_problem(bf16);
+    EXPECT_ERROR_CONTAINS(testing::make_cuda_runner()->run_attention(p),
+                          "is implemented by the CUDA backend for TurboQuant caches only");
+  }
+  SKIP_IF_NONE_RAN(ran);
 }
 
 }  // namespace
