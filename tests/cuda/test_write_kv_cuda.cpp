@@ -1,4 +1,5 @@
-// write_kv on the GPU: the write_kv grid against the reference, and the CPU writer's bytes for the same input.
+// write_kv on the GPU: the write_kv grid against the reference, and the CPU writer's bytes for the same
+// input.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
